@@ -1,0 +1,24 @@
+"""spatialrec: spatial-recurrence (Spatial Dependency Network) layers for image segmentation.
+
+The public API, re-exported from the submodules:
+
+- layers: :class:`SpatialDependencyLayer`, :class:`ResidualSDN`, :class:`DirectionalGRU2d`
+- ops: :func:`directional_gru_scan` (and :mod:`spatialrec.ops` for backends)
+- compat: :func:`convert_published_state_dict`
+"""
+
+from . import ops
+from .compat import convert_published_state_dict
+from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
+from .ops import directional_gru_scan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DirectionalGRU2d",
+    "ResidualSDN",
+    "SpatialDependencyLayer",
+    "convert_published_state_dict",
+    "directional_gru_scan",
+    "ops",
+]

@@ -1,0 +1,198 @@
+"""Directional GRU traversal kernels: functions on tensors, no modules.
+
+The public entry point is :func:`directional_gru_scan`. It validates its arguments once and
+dispatches to a backend:
+
+- ``"reference"``: :mod:`spatialrec.ops.reference`, readable, differentiated by autograd; the
+  ground truth for the others.
+- ``"fused"``: :mod:`spatialrec.ops.fused`, a custom autograd function (CPU and CUDA).
+- ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels (imported lazily).
+- ``"auto"``: the environment variable ``SPATIALREC_BACKEND`` when set, else triton for CUDA
+  tensors when Triton is importable, else fused.
+
+Every backend takes the same arguments, sweeps the `down` direction of a view of the input
+(:mod:`spatialrec.ops.directions`), computes the gates in at least float32, and returns a
+tensor of the input's shape and dtype.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Callable, Optional
+
+import torch
+
+from .directions import (
+    DIRECTIONS,
+    DirectionLike,
+    from_down_view,
+    normalize_direction,
+    normalize_directions,
+    to_down_view,
+)
+from .reference import reference_directional_gru_scan
+
+BACKENDS: tuple[str, ...] = ("reference", "fused", "triton")
+"""The backends :func:`directional_gru_scan` knows, plus ``"auto"``."""
+
+BACKEND_ENV_VAR = "SPATIALREC_BACKEND"
+
+ScanFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str], torch.Tensor]
+
+# module, function name: imported on first use so that importing spatialrec never needs Triton.
+_BACKEND_IMPLS: dict[str, tuple[str, str]] = {
+    "reference": ("spatialrec.ops.reference", "reference_directional_gru_scan"),
+    "fused": ("spatialrec.ops.fused", "fused_directional_gru_scan"),
+    "triton": ("spatialrec.ops.triton", "triton_directional_gru_scan"),
+}
+
+
+def _backend_fn(name: str) -> ScanFn:
+    module, attr = _BACKEND_IMPLS[name]
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError as err:
+        hint = " (install the extra: pip install 'spatialrec[triton]')" if name == "triton" else ""
+        raise ImportError(f"backend {name!r} is not available: {err}{hint}") from err
+
+
+def triton_available() -> bool:
+    """Whether the Triton backend can run here (Triton importable)."""
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    return True
+
+
+def _module_exists(name: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(_BACKEND_IMPLS[name][0]) is not None
+
+
+def resolve_backend(backend: str, x: Optional[torch.Tensor] = None) -> str:
+    """Turn ``backend`` (possibly ``"auto"``) into the concrete backend used for tensor ``x``.
+
+    ``"auto"`` reads ``SPATIALREC_BACKEND`` first; without it: ``"triton"`` when ``x`` is a CUDA
+    tensor and Triton is importable, else ``"fused"`` (``"reference"`` if no faster backend is
+    installed in this build).
+
+    Raises:
+        TypeError: ``backend`` is not a string.
+        ValueError: ``backend`` (or the environment variable) names no known backend.
+    """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    name = backend.strip().lower()
+    if name == "auto":
+        env = os.environ.get(BACKEND_ENV_VAR, "").strip().lower()
+        if env and env != "auto":
+            if env not in BACKENDS:
+                raise ValueError(f"{BACKEND_ENV_VAR}={env!r} is not a backend; expected one of {BACKENDS} or 'auto'")
+            return env
+        if x is not None and x.is_cuda and triton_available() and _module_exists("triton"):
+            return "triton"
+        return "fused" if _module_exists("fused") else "reference"
+    if name not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not a backend; expected one of {BACKENDS} or 'auto'")
+    return name
+
+
+def _check_param(name: str, p: object, shape: tuple[int, ...], x: torch.Tensor) -> None:
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
+    if not p.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {p.dtype}")
+    if tuple(p.shape) != shape:
+        raise ValueError(
+            f"{name} has shape {tuple(p.shape)}, expected {shape} for state size S={x.shape[1]} "
+            "(weight_ih: (3S, 3S), weight_hh: (3S, S), biases: (3S,))"
+        )
+    if p.device != x.device:
+        raise ValueError(f"{name} is on {p.device} but x is on {x.device}; move both to one device")
+
+
+def validate_scan_inputs(
+    x: object,
+    weight_ih: object,
+    weight_hh: object,
+    bias_ih: object,
+    bias_hh: object,
+) -> None:
+    """Raise a ``TypeError``/``ValueError`` naming the argument if the scan's inputs are malformed."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, S, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, S, H, W) (4 dims), got {x.dim()} dims with shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must have a floating-point dtype (float32, float64, bfloat16, float16), got {x.dtype}")
+    if min(x.shape) < 1:
+        raise ValueError(f"x must have non-zero batch, state and spatial sizes, got shape {tuple(x.shape)}")
+    s = x.shape[1]
+    _check_param("weight_ih", weight_ih, (3 * s, 3 * s), x)
+    _check_param("weight_hh", weight_hh, (3 * s, s), x)
+    _check_param("bias_ih", bias_ih, (3 * s,), x)
+    _check_param("bias_hh", bias_hh, (3 * s,), x)
+
+
+def directional_gru_scan(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+    direction: DirectionLike,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Sweep a state map with a gated recurrent unit, line by line, in one direction.
+
+    For ``direction="down"`` row ``i`` (``i >= 1``) of the output is computed from the already
+    swept row ``i - 1`` (its three neighbours ``j-1, j, j+1`` per column, zero outside the image)
+    and from row ``i`` of the input (the prior), with the GRU gate equations of DESIGN.md; row 0
+    is returned unchanged. ``"up"``, ``"right"`` and ``"left"`` are the same sweep along the
+    other axis/sense.
+
+    Args:
+        x: ``(B, S, H, W)`` prior states, floating point (float32, float64, bfloat16, float16).
+        weight_ih: ``(3S, 3S)`` weights of the neighbour term.
+        weight_hh: ``(3S, S)`` weights of the prior term.
+        bias_ih, bias_hh: ``(3S,)`` biases.
+        direction: ``"right"``, ``"left"``, ``"down"``, ``"up"`` or the published codes 0-3.
+        backend: ``"auto"`` (default), ``"reference"``, ``"fused"`` or ``"triton"``.
+
+    Returns:
+        ``(B, S, H, W)`` swept states, dtype of ``x``. Gates are computed in float32 (float64
+        for float64 inputs), also under ``torch.autocast``.
+
+    Example:
+        >>> S = 8
+        >>> x = torch.randn(2, S, 5, 7)
+        >>> w_ih, w_hh = torch.randn(3 * S, 3 * S), torch.randn(3 * S, S)
+        >>> b_ih, b_hh = torch.zeros(3 * S), torch.zeros(3 * S)
+        >>> directional_gru_scan(x, w_ih, w_hh, b_ih, b_hh, "down").shape
+        torch.Size([2, 8, 5, 7])
+    """
+    validate_scan_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh)
+    name = normalize_direction(direction)
+    fn = _backend_fn(resolve_backend(backend, x))
+    # The gate precision is the op's business, not autocast's: run the backend outside autocast.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return fn(x, weight_ih, weight_hh, bias_ih, bias_hh, name)
+
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_ENV_VAR",
+    "DIRECTIONS",
+    "directional_gru_scan",
+    "from_down_view",
+    "normalize_direction",
+    "normalize_directions",
+    "reference_directional_gru_scan",
+    "resolve_backend",
+    "to_down_view",
+    "triton_available",
+    "validate_scan_inputs",
+]
