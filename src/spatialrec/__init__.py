@@ -11,6 +11,8 @@ from . import ops
 from .compat import convert_published_state_dict
 from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .ops import directional_gru_scan
+from .layers import DirectionalGRU3d, ResidualSDN3d, SpatialDependencyLayer3d
+from .ops import directional_gru_scan3d
 
 __version__ = "0.1.0"
 
@@ -22,3 +24,4 @@ __all__ = [
     "directional_gru_scan",
     "ops",
 ]
+__all__ += ["DirectionalGRU3d", "ResidualSDN3d", "SpatialDependencyLayer3d", "directional_gru_scan3d"]
