@@ -17,6 +17,17 @@ from spatialrec.ops import (
 )
 from spatialrec.ops import scan3d as scan3d_module
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests run many tiny tensor ops; on a busy 2-core machine OpenMP's thread hand-off
+    costs tens of milliseconds per op, one thread costs microseconds (17 s -> 0.2 s per model step)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 BACKENDS = ("reference", "fused")
 
 # direction -> (swept axis of (D, H, W), sense); written out independently of the library.
@@ -124,19 +135,10 @@ def test_first_plane_unchanged_and_causal(backend: str, direction: str) -> None:
     assert changed[t0 + 2, a0 + 2, b0 + 2] and changed[t0 + 2, a0 - 2, b0 - 1]
 
 
-@pytest.fixture
-def one_thread():
-    """gradcheck makes hundreds of tiny calls; on a shared 2-core machine OpenMP's thread
-    hand-off costs milliseconds per tiny convolution, one thread costs microseconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("direction", DIRECTIONS_3D)
-def test_gradcheck(backend: str, direction: str, one_thread: None) -> None:
+def test_gradcheck(backend: str, direction: str) -> None:
     s = 2
     x = torch.randn(1, s, 3, 2, 4, dtype=torch.float64, requires_grad=True)
     params = _params(s, requires_grad=True)
