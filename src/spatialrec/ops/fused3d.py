@@ -46,7 +46,8 @@ def _ih_kernel_grad_to_weight(grad_kernel: torch.Tensor, s: int) -> torch.Tensor
 def _prior_term(xp: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
     """``W_hh p + b_hh`` for every plane at once: ``(N, S, A, Bb) -> (N, 3S, A, Bb)``."""
     n, s, a, b = xp.shape
-    gh = torch.matmul(weight_hh, xp.reshape(n, s, a * b))
+    # bmm with a stride-0 expanded weight: broadcasting matmul would copy operands and result.
+    gh = torch.bmm(weight_hh.expand(n, 3 * s, s), xp.reshape(n, s, a * b))
     return gh.add_(bias_hh[:, None]).view(n, 3 * s, a, b)
 
 
@@ -124,27 +125,29 @@ class _FusedPlaneSweep(torch.autograd.Function):
             r, z = rz[:, :s], rz[:, s:]
             gh_n = gh[:, 2 * s :]
             n = torch.tanh_(gi[:, 2 * s :].addcmul_(r, gh_n))
-            del gi
-            shape5 = (length - 1, batch, s, a, b)
-            r5, z5, n5, ghn5 = (v.reshape(shape5) for v in (r, z, n, gh_n))
-            x5 = x[cur_sl]
+            # The gate-gradient factors of every plane, batched: d(pre-activation)/dh of r, z, n,
+            # stacked in the gate order so that one multiply per plane gives that plane's dgi.
+            factors = torch.empty(nb, 3, s, a, b, dtype=dtype, device=x.device)
+            f_r, f_z, f_n = factors.unbind(1)
+            torch.mul(z, 1 - n * n, out=f_n)  # through n = tanh(.)
+            torch.mul(n - x_cur, z * (1 - z), out=f_z)  # through z = sigmoid(.)
+            torch.mul(f_n * gh_n, r * (1 - r), out=f_r)  # through r = sigmoid(.)
+            keep = 1 - z  # the prior's direct share of h
+            r = r.contiguous()
+            del gi, gh, rz, z, n, gh_n
+            # The transposed convolution, as a plain convolution with the flipped, transposed kernel.
+            kernel_t = kernel.transpose(0, 1).flip(2, 3).contiguous()
 
-            dgi = torch.empty(length - 1, batch, 3 * s, a, b, dtype=dtype, device=x.device)
+            dgi = torch.empty(length - 1, batch, 3, s, a, b, dtype=dtype, device=x.device)
             for t in range(length - 1, 0, -1):
                 cur = first + step * t
                 j = cur - 1 if not reverse else cur
-                g = dh[cur]
-                zj, nj, rj = z5[j], n5[j], r5[j]
-                dx[cur] = g * (1 - zj)
-                dan = (g * zj).mul_(1 - nj * nj)  # through n = tanh(.)
-                daz = (g * (nj - x5[j])).mul_(zj * (1 - zj))  # through z = sigmoid(.)
-                dar = (dan * ghn5[j]).mul_(rj * (1 - rj))  # through r = sigmoid(.)
-                dgi_j = dgi[j]
-                dgi_j[:, :s] = dar
-                dgi_j[:, s : 2 * s] = daz
-                dgi_j[:, 2 * s :] = dan
-                dh[cur - step] += F.conv_transpose2d(dgi_j, kernel, padding=1)
+                rows = slice(j * batch, (j + 1) * batch)
+                torch.mul(dh[cur].unsqueeze(1), factors[rows], out=dgi[j])
+                dh[cur - step].add_(F.conv2d(dgi[j].view(batch, 3 * s, a, b), kernel_t, padding=1))
+            del factors
             dx[first] = dh[first]
+            torch.mul(dh[cur_sl].reshape(nb, s, a, b), keep, out=dx[cur_sl].view(nb, s, a, b))
 
             dgi_flat = dgi.view(nb, 3 * s, a, b)
             grad_kernel = torch.nn.grad.conv2d_weight(h_prev, kernel.shape, dgi_flat, padding=1)
@@ -154,9 +157,10 @@ class _FusedPlaneSweep(torch.autograd.Function):
             dgh = dgi_flat
             dgh[:, 2 * s :] *= r
             dgh3 = dgh.view(nb, 3 * s, a * b)
-            d_w_hh = torch.einsum("nom,nsm->os", dgh3, x_cur.view(nb, s, a * b))
+            d_w_hh = torch.bmm(dgh3, x_cur.view(nb, s, a * b).transpose(1, 2)).sum(0)
             d_b_hh = dgh3.sum(dim=(0, 2))
-            dx[cur_sl].view(nb, s, a * b).add_(torch.matmul(w_hh.t(), dgh3))
+            dx_cur = dx[cur_sl].view(nb, s, a * b)
+            torch.baddbmm(dx_cur, w_hh.t().expand(nb, s, 3 * s), dgh3, out=dx_cur)
             grads = (dx, d_w_ih, d_w_hh, d_b_ih, d_b_hh)
 
         needs = ctx.needs_input_grad
