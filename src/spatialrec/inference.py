@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -183,4 +183,98 @@ def sliding_window_inference(
     return result / norm
 
 
-__all__ = ["BLEND_MODES", "blend_weights", "sliding_window_inference", "window_starts"]
+def _summary(values: torch.Tensor, names: Sequence[str]) -> dict[str, Any]:
+    """Per-class means over volumes of a ``(N, K)`` table, skipping undefined (NaN/inf) entries."""
+    finite = torch.isfinite(values)
+    per_class: dict[str, Optional[float]] = {}
+    for k, name in enumerate(names):
+        col = values[finite[:, k], k]
+        per_class[name] = float(col.mean()) if col.numel() else None
+    defined = [v for v in per_class.values() if v is not None]
+    return {
+        "per_class": per_class,
+        "mean": float(sum(defined) / len(defined)) if defined else None,
+        "undefined": int((~finite).sum()),
+    }
+
+
+def evaluate_volumes(
+    model: torch.nn.Module,
+    volumes: Sequence[Mapping[str, Any]],
+    patch_size: SizeArg,
+    *,
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 1,
+    device: Optional[Union[str, torch.device]] = None,
+    threshold: float = 0.5,
+    hd95: bool = True,
+    class_names: Optional[Sequence[str]] = None,
+) -> dict[str, Any]:
+    """Volume-level Dice and HD95 of a patch-based 3D model, by sliding-window inference.
+
+    Each volume is predicted whole with :func:`sliding_window_inference`, thresholded
+    (``sigmoid(logits) > threshold``) and compared with its mask by
+    :func:`spatialrec.metrics.dice` and :func:`spatialrec.metrics.hd95`, the latter in
+    millimetres with the volume's ``"spacing"`` (voxels when an item has none). A class is
+    averaged over the volumes where its metric is defined (HD95 is undefined when the prediction
+    or the ground truth is empty; such cases are counted in ``"undefined"``).
+
+    Args:
+        model: maps ``(N, C, d, h, w)`` patches to logits ``(N, K, d, h, w)``; it is put in
+            ``eval()`` mode for the evaluation and restored afterwards.
+        volumes: items ``{"image": (C, D, H, W), "mask": (K, D, H, W), "id": str,
+            ["spacing": (3,)]}`` (e.g. :class:`spatialrec.data.volumes3d.CTVolumes`).
+        patch_size, overlap, blend, batch_size, device: as for :func:`sliding_window_inference`.
+        threshold: on the sigmoid probability.
+        hd95: also compute HD95 (slow on large volumes: it compares surface voxels).
+        class_names: ``K`` names for the per-class entries (default ``"class_0"``, ...).
+
+    Returns:
+        ``{"dice": S, "hd95": S (if hd95), "num_volumes": N, "per_volume": [{"id", "dice": [K],
+        "hd95": [K]}, ...]}`` where ``S = {"per_class": {name: value}, "mean": float, "undefined": int}``.
+    """
+    from . import metrics as M
+
+    if len(volumes) == 0:
+        raise ValueError("volumes is empty: there is nothing to evaluate")
+    was_training = model.training
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    try:
+        for i in range(len(volumes)):
+            item = volumes[i]
+            image = torch.as_tensor(item["image"]).float()
+            mask = torch.as_tensor(item["mask"])
+            if image.dim() != 4 or mask.dim() != 4:
+                raise ValueError(
+                    f"volume {item.get('id', i)!r}: image and mask must be (C, D, H, W) and (K, D, H, W), got "
+                    f"{tuple(image.shape)} and {tuple(mask.shape)}"
+                )
+            logits = sliding_window_inference(model, image[None], patch_size, overlap, blend, batch_size, device)
+            if logits.shape[1:] != mask.shape:
+                raise ValueError(
+                    f"volume {item.get('id', i)!r}: prediction has shape {tuple(logits.shape[1:])}, mask {tuple(mask.shape)}"
+                )
+            pred = torch.sigmoid(logits) > threshold
+            tgt = (mask > 0.5)[None]
+            row: dict[str, Any] = {"id": str(item.get("id", i)), "dice": M.dice(pred, tgt)[0].tolist()}
+            if hd95:
+                spacing = item.get("spacing")
+                sp = None if spacing is None else tuple(torch.as_tensor(spacing, dtype=torch.float64).tolist())
+                row["hd95"] = M.hd95(pred, tgt, spacing=sp)[0].tolist()
+            rows.append(row)
+    finally:
+        model.train(was_training)
+    k = len(rows[0]["dice"])
+    names = list(class_names) if class_names is not None else [f"class_{j}" for j in range(k)]
+    if len(names) != k:
+        raise ValueError(f"class_names has {len(names)} names but the masks have {k} classes")
+    result: dict[str, Any] = {"num_volumes": len(rows)}
+    for metric in ("dice", "hd95") if hd95 else ("dice",):
+        result[metric] = _summary(torch.tensor([r[metric] for r in rows], dtype=torch.float64), names)
+    result["per_volume"] = rows
+    return result
+
+
+__all__ = ["BLEND_MODES", "blend_weights", "evaluate_volumes", "sliding_window_inference", "window_starts"]
