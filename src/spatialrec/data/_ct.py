@@ -207,4 +207,4 @@ class CTSliceDataset(SegmentationDataset):
                 f"to rebuild it"
             ) from e
         mask = self._mask_from_labels(np.asarray(labels))
-        return np.asarray(image, dtype=np.float32)[None], mask.astype(np.float32), np.asarray(spacing)
+        return np.array(image, dtype=np.float32)[None], mask.astype(np.float32), np.asarray(spacing)

@@ -153,6 +153,11 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self._samples)
 
+    def verify(self) -> None:
+        """Load every sample once, so a bad file fails now (naming it) rather than mid-training."""
+        for i in range(len(self)):
+            self[i]
+
     def __getitem__(self, index: int) -> dict:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
