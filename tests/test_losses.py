@@ -8,7 +8,10 @@ import torch.nn.functional as F
 
 from spatialrec import losses as L
 
-monai_losses = pytest.importorskip("monai.losses")
+
+@pytest.fixture
+def monai_losses():
+    return pytest.importorskip("monai.losses")
 
 
 def _data(b=2, c=3, h=7, w=6, seed=0, dtype=torch.float32):
@@ -20,7 +23,7 @@ def _data(b=2, c=3, h=7, w=6, seed=0, dtype=torch.float32):
 
 @pytest.mark.parametrize("smooth", [1.0, 1e-5])
 @pytest.mark.parametrize("batch_dice", [False, True])
-def test_soft_dice_sigmoid_matches_monai(smooth, batch_dice):
+def test_soft_dice_sigmoid_matches_monai(monai_losses, smooth, batch_dice):
     logits, target = _data()
     target[0, 1] = 0  # an empty channel
     ours = L.soft_dice_loss(logits, target, "sigmoid", smooth=smooth, batch_dice=batch_dice, reduction="none")
@@ -33,7 +36,7 @@ def test_soft_dice_sigmoid_matches_monai(smooth, batch_dice):
 
 
 @pytest.mark.parametrize("include_background", [True, False])
-def test_soft_dice_softmax_label_map_matches_monai(include_background):
+def test_soft_dice_softmax_label_map_matches_monai(monai_losses, include_background):
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 4, 6, 5, generator=g)
     labels = torch.randint(0, 4, (2, 6, 5), generator=g)
@@ -91,7 +94,7 @@ def test_ce_matches_torch():
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
-def test_dice_ce_matches_monai(activation):
+def test_dice_ce_matches_monai(monai_losses, activation):
     g = torch.Generator().manual_seed(4)
     # MONAI uses BCE only for one channel (softmax CE for several, even with sigmoid=True).
     logits = torch.randn(2, 1 if activation == "sigmoid" else 3, 6, 6, generator=g)

@@ -28,3 +28,13 @@ def test_assignment_is_order_independent_and_seeded():
     assert sorted(a.values()).count("test") == 4 and sorted(a.values()).count("val") == 4
     with pytest.raises(ValueError, match="seed"):
         assign_splits(groups, 0.2, 0.2, seed=-3)
+
+
+def test_empty_split_is_an_error(tmp_path):
+    from data_writers import write_dsb_kaggle
+
+    from spatialrec.data import DSB2018
+
+    write_dsb_kaggle(tmp_path, n=4)
+    with pytest.raises(DatasetError, match="val split.*is empty"):
+        DSB2018(tmp_path, split="val", val_fraction=0.0)
