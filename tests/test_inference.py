@@ -118,3 +118,46 @@ def test_bad_arguments() -> None:
         sliding_window_inference(net, x.numpy(), 4)
     with pytest.raises(ValueError, match="model output"):
         sliding_window_inference(lambda t: t[..., :-1], x, 4)
+
+
+class _ShiftModel(nn.Module):
+    """Logits that reproduce the image (a 0/1 volume), optionally shifted by one plane along D."""
+
+    def __init__(self, shift: int) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.roll(x, self.shift, dims=2) - 0.5) * 20
+
+
+def _slab_volume(spacing) -> dict:
+    mask = torch.zeros(1, 10, 9, 11)
+    mask[:, 3:5] = 1  # two full planes
+    return {"image": mask.clone(), "mask": mask, "id": "slab", "spacing": torch.tensor(spacing)}
+
+
+def test_evaluate_volumes_dice_and_hd95_in_mm() -> None:
+    from spatialrec.inference import evaluate_volumes
+
+    vols = [_slab_volume([2.0, 0.5, 0.5]), _slab_volume([4.0, 0.5, 0.5])]
+    perfect = evaluate_volumes(_ShiftModel(0), vols, patch_size=(16, 16, 16))
+    assert perfect["num_volumes"] == 2
+    assert perfect["dice"]["mean"] == pytest.approx(1.0) and perfect["hd95"]["mean"] == pytest.approx(0.0)
+    shifted = evaluate_volumes(_ShiftModel(1), vols, patch_size=(16, 16, 16), class_names=["slab"])
+    assert [r["dice"][0] for r in shifted["per_volume"]] == pytest.approx([0.5, 0.5])
+    # one plane off along D: 95th percentile of the surface distances is one slice spacing, in mm
+    assert [r["hd95"][0] for r in shifted["per_volume"]] == pytest.approx([2.0, 4.0])
+    assert shifted["hd95"]["per_class"]["slab"] == pytest.approx(3.0)
+
+
+def test_evaluate_volumes_counts_undefined_hd95_and_restores_mode() -> None:
+    from spatialrec.inference import evaluate_volumes
+
+    model = _ShiftModel(0).train()
+    empty = {"image": torch.zeros(1, 8, 8, 8), "mask": torch.zeros(1, 8, 8, 8), "id": "empty"}
+    res = evaluate_volumes(model, [empty, _slab_volume([1.0, 1.0, 1.0])], (8, 8, 8), overlap=0.25)
+    assert res["hd95"]["undefined"] == 1 and res["hd95"]["mean"] == pytest.approx(0.0)
+    assert model.training
+    with pytest.raises(ValueError, match="empty"):
+        evaluate_volumes(model, [], 8)

@@ -55,9 +55,7 @@ class CTVolumes(Dataset):
     def _slice_spacing(self, path: Path) -> float:
         from ._io import DatasetError, require_nibabel
 
-        require_nibabel()
-        import nibabel as nib
-
+        nib = require_nibabel()
         try:
             zooms = nib.load(str(path)).header.get_zooms()
         except Exception as e:  # nibabel raises several types for unreadable headers
