@@ -15,6 +15,7 @@ from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .ops import directional_gru_scan
 from .layers import DirectionalGRU3d, ResidualSDN3d, SpatialDependencyLayer3d
 from .ops import directional_gru_scan3d
+from .inference import sliding_window_inference
 
 __version__ = "0.1.0"
 
@@ -29,4 +30,10 @@ __all__ = [
     "metrics",
     "ops",
 ]
-__all__ += ["DirectionalGRU3d", "ResidualSDN3d", "SpatialDependencyLayer3d", "directional_gru_scan3d"]
+__all__ += [
+    "DirectionalGRU3d",
+    "ResidualSDN3d",
+    "SpatialDependencyLayer3d",
+    "directional_gru_scan3d",
+    "sliding_window_inference",
+]
