@@ -154,7 +154,7 @@ def test_published_default_sdn_unet_levels():
 
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    model = UNet(2, 2, depth=2, encoder_sdn="all", decoder_sdn=(0,), sdn_block="residual_sdn", **TINY)
+    model = UNet(2, 2, depth=2, bilinear=False, encoder_sdn="all", decoder_sdn=(0,), sdn_block="residual_sdn", **TINY)
     model(torch.randn(2, 2, 11, 14)).square().mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
