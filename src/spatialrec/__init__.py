@@ -7,9 +7,11 @@ The public API, re-exported from the submodules:
 - compat: :func:`convert_published_state_dict`
 - models: :func:`create_model`, :func:`list_models`, :func:`register_model`, :class:`UNet`,
   :class:`UNetPlusPlus`, :class:`TransUNet`; blocks: :mod:`spatialrec.blocks`
+- :mod:`spatialrec.losses`, :mod:`spatialrec.metrics`, :mod:`spatialrec.data` (readers, synthetic set)
 """
 
 from . import blocks, models, ops
+from . import data, losses, metrics  # noqa: E402  (readers import Pillow/nibabel lazily)
 from .compat import convert_published_state_dict
 from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
@@ -30,6 +32,9 @@ __all__ = [
     "models",
     "register_model",
     "convert_published_state_dict",
+    "data",
     "directional_gru_scan",
+    "losses",
+    "metrics",
     "ops",
 ]
