@@ -12,8 +12,12 @@ one sweep per direction, 1x1 project-out conv), it measures
 - ``naive``: the published strategy, re-stated below: every line is written in place into the
   state tensor, zero padding by ``torch.cat``, autograd through all of it;
 - ``reference``, ``fused``, and ``triton`` (only on CUDA) from :mod:`spatialrec.ops`;
-- ``gemm``: only the GEMMs the scan needs (per line ``(B*W, 3S) x (3S, 3S)`` and the prior term
-  ``(H*B*W, S) x (S, 3S)`` per direction), the throughput ceiling of this machine on these shapes.
+- ``gemm``: only the GEMMs the sweeps need (per line ``(B*W, 3S) x (3S, 3S)`` and the prior
+  term ``(H*B*W, S) x (S, 3S)`` per direction), the throughput ceiling of this machine on these
+  shapes.
+
+A backend's GFLOP/s counts the layer's useful FLOPs (sweeps + the two convolutions, a few percent
+of the total; the backward counted as twice the forward), whatever work it recomputes.
 
 Figures: forward time (no grad), forward+backward time (median of ``--repeats`` runs after
 ``--warmup``), peak extra memory of one forward+backward (CPU: process peak RSS above the level
@@ -137,6 +141,12 @@ def _peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> Optiona
     return (peak - base) * 1024
 
 
+def layer_flops(cfg: dict) -> float:
+    """Useful FLOPs of the layer's forward: the sweeps plus the 3x3 project-in and 1x1 project-out convolutions."""
+    b, s, h, w, c = cfg["batch"], cfg["state"], cfg["height"], cfg["width"], cfg["channels"]
+    return scan_flops(cfg) + 2.0 * b * h * w * (s * c * 9 + c * s)
+
+
 def scan_flops(cfg: dict) -> float:
     """Useful FLOPs of the sweeps' forward: per direction, 2*(H'-1)*B*W'*(9S^2 + 3S^2)."""
     b, s, h, w = cfg["batch"], cfg["state"], cfg["height"], cfg["width"]
@@ -177,12 +187,12 @@ def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], 
     torch.manual_seed(0)
     layer = SpatialDependencyLayer(cfg["channels"], cfg["channels"], state_size=cfg["state"], directions=cfg["directions"]).to(device)
     x = torch.randn(cfg["batch"], cfg["channels"], cfg["height"], cfg["width"], device=device)
-    flops = scan_flops(cfg)
+    flops = layer_flops(cfg)
     result: dict = {"config": name, **cfg, "device": str(device), "threads": torch.get_num_threads(), "rows": {}}
 
     gemm = gemm_only(cfg, device, torch.float32)
     t_gemm = _median_time(gemm, device, warmup, repeats)
-    result["gemm_gflops"] = flops / t_gemm / 1e9
+    result["gemm_gflops"] = scan_flops(cfg) / t_gemm / 1e9
 
     for backend in backends:
         def fwd() -> None:
@@ -247,6 +257,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), help="configurations to run (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backends", nargs="*", default=None, help="default: naive reference fused (+ triton on CUDA)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
@@ -258,6 +269,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "triton" in backends and device.type != "cuda":
         parser.error("the triton column runs only on CUDA (its CPU mode is the slow test interpreter)")
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.child is not None:
         res = run_config(args.child, CONFIGS[args.child], device, backends, args.warmup, args.repeats)
         print("RESULT " + json.dumps(res))
@@ -275,6 +288,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     results = []
     for name in names:
         cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--backends", *backends]
+        if args.threads is not None:
+            cmd += ["--threads", str(args.threads)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:

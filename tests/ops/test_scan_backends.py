@@ -95,3 +95,25 @@ def test_layer_under_bfloat16_autocast_matches_across_backends():
             outs[backend] = layer(x)
     assert outs["fused"].dtype == outs["reference"].dtype
     torch.testing.assert_close(outs["fused"].float(), outs["reference"].float(), rtol=0, atol=2e-2)
+
+
+def test_benchmark_naive_strategy_computes_the_same_scan():
+    """The benchmark's re-statement of the published strategy must be the same maths."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scan.py"
+    spec = importlib.util.spec_from_file_location("bench_scan_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    params = [p.requires_grad_(True) for p in random_params(3, g)]
+    for direction in ("right", "left", "down", "up"):
+        want = directional_gru_scan(x, *params, direction, backend="reference")
+        got = bench.naive_sweep(x, *params, direction)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        ga = torch.autograd.grad(got.sum(), [x, *params])
+        gb = torch.autograd.grad(want.sum(), [x, *params])
+        for a, b in zip(ga, gb):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
