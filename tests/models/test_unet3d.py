@@ -129,3 +129,40 @@ def test_bad_arguments_and_inputs() -> None:
         _tiny(depth=2.0)
     with pytest.raises(TypeError, match="trilinear must be a bool"):
         _tiny(trilinear=1)
+
+
+def test_registry_entries_and_defaults() -> None:
+    import spatialrec
+
+    assert {"unet3d", "sdn_unet3d"} <= set(spatialrec.list_models("*3d"))
+    plain = spatialrec.create_model("unet3d", in_channels=1)
+    assert isinstance(plain, UNet3d) and plain.in_channels == 1 and plain.num_classes == 1
+    assert plain.widths == (16, 32, 64, 128) and plain.num_sdn_layers() == 0 and plain.norm == "instance"
+    sdn = spatialrec.create_model("sdn_unet3d", num_classes=4)
+    assert sdn.sdn_levels() == {"encoder": (2, 3), "decoder": ()} and sdn.num_classes == 4
+    layers = [m for m in sdn.modules() if isinstance(m, SpatialDependencyLayer3d)]
+    assert len(layers) == 2 and all(l.state_size == 32 and l.directions == ("right", "down", "in") for l in layers)
+    assert spatialrec.create_model("sdn_unet3d", depth=2).sdn_levels()["encoder"] == (1, 2)
+    assert spatialrec.create_model("sdn_unet3d", encoder_sdn=(3,)).sdn_levels()["encoder"] == (3,)
+    with pytest.raises(TypeError, match="bilinear"):
+        spatialrec.create_model("unet3d", bilinear=True)
+
+
+@pytest.mark.parametrize("name", ["unet3d", "sdn_unet3d"])
+def test_registered_3d_models_train_on_odd_volumes(name: str) -> None:
+    import spatialrec
+
+    torch.manual_seed(0)
+    model = spatialrec.create_model(name, in_channels=2, num_classes=1, depth=2, base_width=4, state_size=3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 2, 7, 9, 5, generator=g)
+    target = (torch.rand(2, 1, 7, 9, 5, generator=g) > 0.5).float()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.95 * losses[0], losses

@@ -12,7 +12,7 @@ on a 2-core CPU, and a GPU can raise ``base_width``/``state_size``/patch size fr
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -300,4 +300,45 @@ def default_sdn_levels3d(depth: int) -> tuple[int, ...]:
     return tuple(lv for lv in (depth - 1, depth) if lv >= 1)
 
 
-__all__ = ["PAD_MODES_3D", "UNet3d", "UpBlock3d", "crop_window3d", "default_sdn_levels3d", "pad_to_multiple3d"]
+
+
+# ----------------------------------------------------------------------------- registry entries
+
+from .registry import register_model  # noqa: E402  (the registry module never imports this one)
+
+
+@register_model
+def unet3d(in_channels: int = 1, num_classes: int = 1, **overrides: Any) -> UNet3d:
+    """Plain 3D U-Net: ``depth=3``, ``base_width=16`` (16..128), trilinear up-sampling,
+    InstanceNorm conv blocks; about 1.1 M parameters. Small enough to train on ``64^3``
+    patches on a CPU; on a GPU raise ``base_width`` and the patch size."""
+    kw: dict[str, Any] = {"depth": 3, "base_width": 16, "trilinear": True, "norm": "instance"}
+    kw.update(overrides)
+    return UNet3d(in_channels, num_classes, **kw)
+
+
+@register_model
+def sdn_unet3d(in_channels: int = 1, num_classes: int = 1, **overrides: Any) -> UNet3d:
+    """SDN-UNet-3D: :func:`unet3d` with 3D SDN blocks (``S=32``, sweeps right, down, in) at the
+    two coarsest encoder levels (``depth-1`` and ``depth``: 1/4 and 1/8 resolution), where they
+    see the whole patch at a small memory cost. Overriding ``depth`` keeps that rule unless
+    ``encoder_sdn`` is given."""
+    kw: dict[str, Any] = {
+        "depth": 3, "base_width": 16, "trilinear": True, "norm": "instance", "sdn_block": "sdn", "state_size": 32,
+    }  # fmt: skip
+    kw.update(overrides)
+    if "encoder_sdn" not in overrides:
+        kw["encoder_sdn"] = default_sdn_levels3d(kw["depth"])
+    return UNet3d(in_channels, num_classes, **kw)
+
+
+__all__ = [
+    "PAD_MODES_3D",
+    "UNet3d",
+    "UpBlock3d",
+    "crop_window3d",
+    "default_sdn_levels3d",
+    "pad_to_multiple3d",
+    "sdn_unet3d",
+    "unet3d",
+]
