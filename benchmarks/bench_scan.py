@@ -19,6 +19,11 @@ one sweep per direction, 1x1 project-out conv), it measures
 A backend's GFLOP/s counts the layer's useful FLOPs (sweeps + the two convolutions, a few percent
 of the total; the backward counted as twice the forward), whatever work it recomputes.
 
+The ``3d_*`` configurations (``--3d`` runs only those) measure one
+:class:`spatialrec.SpatialDependencyLayer3d` on a volume the same way, with the naive strategy
+carried to 3D (every plane written in place; see ``benchmarks/bench_scan3d.py``) and the 3D GEMM
+shapes (per plane ``(B*plane, 9S) x (9S, 3S)``); ``triton`` is not run there (no 3D kernels).
+
 Figures: forward time (no grad), forward+backward time (median of ``--repeats`` runs after
 ``--warmup``), peak extra memory of one forward+backward (CPU: process peak RSS above the level
 before the run, via ``/proc/self/clear_refs``; CUDA: ``max_memory_allocated``), and the scan's
@@ -47,6 +52,9 @@ CONFIGS: dict[str, dict] = {
     "cvc_96x128": dict(batch=4, channels=32, state=150, height=96, width=128, directions=["right", "down"]),
     "256x256_S64": dict(batch=4, channels=32, state=64, height=256, width=256, directions=["right", "down"]),
     "b1_512x512_S32": dict(batch=1, channels=32, state=32, height=512, width=512, directions=["right", "down"]),
+    # 3D (SpatialDependencyLayer3d, benchmarks/bench_scan3d.py): a volume (B, C, D, H, W) swept plane by plane.
+    "3d_64x64x64_S32": dict(batch=1, channels=32, state=32, depth=64, height=64, width=64, directions=["right", "down", "in"]),
+    "3d_32x32x32_S16": dict(batch=1, channels=16, state=16, depth=32, height=32, width=32, directions=["right", "down", "in"]),
 }
 
 
@@ -182,6 +190,11 @@ def gemm_only(cfg: dict, device: torch.device, dtype: torch.dtype) -> Callable[[
 
 
 def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], warmup: int, repeats: int) -> dict:
+    if "depth" in cfg:  # a 3D configuration
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_scan3d import run_config_bench_scan
+
+        return run_config_bench_scan(name, cfg, device, backends, warmup, repeats, _median_time, _peak_extra_bytes)
     from spatialrec import SpatialDependencyLayer
 
     torch.manual_seed(0)
@@ -229,7 +242,8 @@ def print_result(res: dict) -> None:
     base = rows.get("naive")
     print(
         f"\n== {res['config']}: B={res['batch']} C={res['channels']} S={res['state']} "
-        f"{res['height']}x{res['width']} dirs={'+'.join(res['directions'])} on {res['device']} "
+        f"{str(res['depth']) + 'x' if 'depth' in res else ''}{res['height']}x{res['width']} "
+        f"dirs={'+'.join(res['directions'])} on {res['device']} "
         f"({res['threads']} threads); GEMM on these shapes: {res['gemm_gflops']:.1f} GFLOP/s"
     )
     head = f"{'backend':<10} {'fwd s':>8} {'x naive':>8} {'f+b s':>8} {'x naive':>8} {'peak MB':>8} {'/naive':>7} {'fwd GF/s':>9} {'/gemm':>6} {'f+b GF/s':>9} {'/gemm':>6}"
@@ -254,6 +268,7 @@ def print_result(res: dict) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the paper's configuration")
+    parser.add_argument("--3d", dest="three_d", action="store_true", help="only the 3D configurations (3d_*)")
     parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), help="configurations to run (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backends", nargs="*", default=None, help="default: naive reference fused (+ triton on CUDA)")
@@ -277,6 +292,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     names = ["paper"] if args.quick else (args.configs or list(CONFIGS))
+    if args.three_d:
+        names = [n for n in (args.configs or list(CONFIGS)) if "depth" in CONFIGS[n]]
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")

@@ -180,6 +180,105 @@ def print_result3d(res: dict) -> None:
     print(f"(x = speed-up, or memory fraction, relative to {base_name!r} in this run)")
 
 
+# --------------------------------------------------------------------------------------------
+# The 3D configurations of benchmarks/bench_scan.py (same figures and schema as its 2D rows).
+# --------------------------------------------------------------------------------------------
+def _plane_dims(cfg: dict, direction: str) -> tuple[int, int]:
+    """``(planes, voxels per plane)`` of a sweep in ``direction`` over the configuration's volume."""
+    d, h, w = cfg["depth"], cfg["height"], cfg["width"]
+    length = {"in": d, "out": d, "down": h, "up": h, "right": w, "left": w}[direction]
+    return length, d * h * w // length
+
+
+def scan_flops3d(cfg: dict) -> float:
+    """Useful FLOPs of the 3D sweeps' forward: per direction, 2*(L-1)*B*(plane)*(27S^2 + 3S^2)."""
+    b, s = cfg["batch"], cfg["state"]
+    total = 0.0
+    for direction in cfg["directions"]:
+        length, plane = _plane_dims(cfg, direction)
+        total += 2.0 * (length - 1) * b * plane * 30 * s * s
+    return total
+
+
+def layer_flops3d(cfg: dict) -> float:
+    """Useful FLOPs of the 3D layer's forward: the sweeps, the 3x3x3 project-in and 1x1x1 project-out."""
+    b, s, c = cfg["batch"], cfg["state"], cfg["channels"]
+    voxels = cfg["depth"] * cfg["height"] * cfg["width"]
+    return scan_flops3d(cfg) + 2.0 * b * voxels * (s * c * 27 + c * s)
+
+
+def gemm_only3d(cfg: dict, device: torch.device, dtype: torch.dtype) -> Callable[[], None]:
+    """The GEMMs of the 3D sweeps' forward alone (per plane ``(B*plane, 9S) x (9S, 3S)``, and the
+    prior term ``(L*B*plane, S) x (S, 3S)`` per direction), into preallocated outputs."""
+    b, s = cfg["batch"], cfg["state"]
+    work = []
+    for direction in cfg["directions"]:
+        length, plane = _plane_dims(cfg, direction)
+        m = b * plane
+        a = torch.randn(m, 9 * s, device=device, dtype=dtype)
+        wt = torch.randn(9 * s, 3 * s, device=device, dtype=dtype)
+        out = torch.empty(m, 3 * s, device=device, dtype=dtype)
+        xp = torch.randn(length * m, s, device=device, dtype=dtype)
+        wh = torch.randn(s, 3 * s, device=device, dtype=dtype)
+        outp = torch.empty(length * m, 3 * s, device=device, dtype=dtype)
+        work.append((length, a, wt, out, xp, wh, outp))
+
+    def run() -> None:
+        for length, a, wt, out, xp, wh, outp in work:
+            torch.mm(xp, wh, out=outp)
+            for _ in range(length - 1):
+                torch.mm(a, wt, out=out)
+
+    return run
+
+
+def run_config_bench_scan(
+    name: str,
+    cfg: dict,
+    device: torch.device,
+    backends: list[str],
+    warmup: int,
+    repeats: int,
+    median_time: Callable[..., float],
+    peak_extra_bytes: Callable[..., Optional[int]],
+) -> dict:
+    """One 3D configuration for ``bench_scan.py``: its result schema, with its timing and peak
+    memory helpers passed in. ``triton`` is skipped (3D has no Triton kernels; it would run fused)."""
+    from spatialrec import SpatialDependencyLayer3d
+
+    torch.manual_seed(0)
+    layer = SpatialDependencyLayer3d(cfg["channels"], cfg["channels"], cfg["state"], cfg["directions"]).to(device)
+    x = torch.randn(cfg["batch"], cfg["channels"], cfg["depth"], cfg["height"], cfg["width"], device=device)
+    flops = layer_flops3d(cfg)
+    result: dict = {"config": name, **cfg, "device": str(device), "threads": torch.get_num_threads(), "rows": {}}
+    result["gemm_gflops"] = scan_flops3d(cfg) / median_time(gemm_only3d(cfg, device, torch.float32), device, warmup, repeats) / 1e9
+    for backend in [b for b in backends if b != "triton"]:
+
+        def fwd() -> None:
+            with torch.no_grad():
+                layer_forward3d(layer, x, backend)
+
+        def fwd_bwd() -> None:
+            layer.zero_grad(set_to_none=True)
+            layer_forward3d(layer, x.detach().requires_grad_(True), backend).sum().backward()
+
+        # The naive strategy is slow and its timing spread small next to the gaps: fewer repeats.
+        rep = max(1, repeats if backend != "naive" else min(repeats, 2))
+        t_f = median_time(fwd, device, warmup if backend != "naive" else 0, rep)
+        t_fb = median_time(fwd_bwd, device, warmup if backend != "naive" else 0, rep)
+        mem = peak_extra_bytes(fwd_bwd, device)
+        layer.zero_grad(set_to_none=True)
+        result["rows"][backend] = {
+            "fwd_s": t_f,
+            "fwd_bwd_s": t_fb,
+            "peak_extra_bytes": mem,
+            "saved_for_backward_bytes": saved_bytes(lambda: layer_forward3d(layer, x, backend)),
+            "fwd_gflops": flops / t_f / 1e9,
+            "fwd_bwd_gflops": 3 * flops / t_fb / 1e9,
+        }
+    return result
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS_3D), help="configurations (default: all)")
