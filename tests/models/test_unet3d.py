@@ -166,3 +166,12 @@ def test_registered_3d_models_train_on_odd_volumes(name: str) -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.95 * losses[0], losses
+
+
+def test_2d_backend_helpers_see_3d_layers() -> None:
+    from spatialrec.blocks import count_sdn_layers, set_sdn_backend
+
+    model = _tiny(encoder_sdn=(1, 2), sdn_block="residual_sdn")
+    assert count_sdn_layers(model) == 2 == model.num_sdn_layers()
+    assert set_sdn_backend(model, "reference") == 2
+    assert all(m.backend == "reference" for m in model.modules() if isinstance(m, SpatialDependencyLayer3d))
