@@ -104,7 +104,11 @@ class RandomPatchDataset3d(Dataset):
         return len(self.volumes) * self.samples_per_volume
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw a fresh set of patches: the patches of epoch ``e`` depend on ``(seed, e, index)``."""
+        """Draw a fresh set of patches: the patches of epoch ``e`` depend on ``(seed, e, index)``.
+
+        Call it between epochs (e.g. from ``fit``'s ``on_epoch_end``). DataLoader workers copy the
+        dataset when an epoch starts, so this reaches them unless ``persistent_workers=True``.
+        """
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
         self.epoch = epoch
