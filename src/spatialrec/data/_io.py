@@ -111,6 +111,7 @@ def resize_pair(
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Both fractions in [0, 1) and leaving some training data, else ValueError."""
     for name, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not (isinstance(v, (int, float)) and not isinstance(v, bool)) or not 0.0 <= v < 1.0:
             raise ValueError(f"{name} must be a number in [0, 1), got {v!r}")
