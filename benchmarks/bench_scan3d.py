@@ -232,51 +232,16 @@ def gemm_only3d(cfg: dict, device: torch.device, dtype: torch.dtype) -> Callable
     return run
 
 
-def run_config_bench_scan(
-    name: str,
-    cfg: dict,
-    device: torch.device,
-    backends: list[str],
-    warmup: int,
-    repeats: int,
-    median_time: Callable[..., float],
-    peak_extra_bytes: Callable[..., Optional[int]],
-) -> dict:
-    """One 3D configuration for ``bench_scan.py``: its result schema, with its timing and peak
-    memory helpers passed in. ``triton`` is skipped (3D has no Triton kernels; it would run fused)."""
+def bench_scan_parts3d(
+    cfg: dict, device: torch.device
+) -> tuple[torch.nn.Module, torch.Tensor, float, float, Callable[[], None], Callable[..., torch.Tensor]]:
+    """What ``bench_scan.py`` needs to time a 3D configuration with its own 2D machinery:
+    ``(layer, x, layer FLOPs, sweep FLOPs, GEMM-ceiling function, forward(layer, x, backend))``."""
     from spatialrec import SpatialDependencyLayer3d
 
-    torch.manual_seed(0)
     layer = SpatialDependencyLayer3d(cfg["channels"], cfg["channels"], cfg["state"], cfg["directions"]).to(device)
     x = torch.randn(cfg["batch"], cfg["channels"], cfg["depth"], cfg["height"], cfg["width"], device=device)
-    flops = layer_flops3d(cfg)
-    result: dict = {"config": name, **cfg, "device": str(device), "threads": torch.get_num_threads(), "rows": {}}
-    result["gemm_gflops"] = scan_flops3d(cfg) / median_time(gemm_only3d(cfg, device, torch.float32), device, warmup, repeats) / 1e9
-    for backend in [b for b in backends if b != "triton"]:
-
-        def fwd() -> None:
-            with torch.no_grad():
-                layer_forward3d(layer, x, backend)
-
-        def fwd_bwd() -> None:
-            layer.zero_grad(set_to_none=True)
-            layer_forward3d(layer, x.detach().requires_grad_(True), backend).sum().backward()
-
-        # The naive strategy is slow and its timing spread small next to the gaps: fewer repeats.
-        rep = max(1, repeats if backend != "naive" else min(repeats, 2))
-        t_f = median_time(fwd, device, warmup if backend != "naive" else 0, rep)
-        t_fb = median_time(fwd_bwd, device, warmup if backend != "naive" else 0, rep)
-        mem = peak_extra_bytes(fwd_bwd, device)
-        layer.zero_grad(set_to_none=True)
-        result["rows"][backend] = {
-            "fwd_s": t_f,
-            "fwd_bwd_s": t_fb,
-            "peak_extra_bytes": mem,
-            "saved_for_backward_bytes": saved_bytes(lambda: layer_forward3d(layer, x, backend)),
-            "fwd_gflops": flops / t_f / 1e9,
-            "fwd_bwd_gflops": 3 * flops / t_fb / 1e9,
-        }
-    return result
+    return layer, x, layer_flops3d(cfg), scan_flops3d(cfg), gemm_only3d(cfg, device, torch.float32), layer_forward3d
 
 
 def main(argv: Optional[list[str]] = None) -> int:
