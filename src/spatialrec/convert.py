@@ -66,19 +66,19 @@ def _describe_conv(module: nn.Module) -> str:
 
 def _check_convertible(name: str, conv: nn.Module) -> None:
     """Refuse, naming the module, anything whose behaviour the conversion could not reproduce."""
-    if type(conv) not in _CONV_TYPES:
-        raise TypeError(
-            f"module {name!r} is a {_describe_conv(conv)}, a subclass of "
-            f"{'ConvTranspose2d' if isinstance(conv, nn.ConvTranspose2d) else 'Conv2d'} with its own "
-            "behaviour; only plain torch.nn.Conv2d and torch.nn.ConvTranspose2d can be converted "
-            "(leave it out of `select`)"
-        )
     if isinstance(conv.weight, nn.parameter.UninitializedParameter):
         raise ValueError(f"module {name!r} has uninitialised (lazy) weights; run one forward pass before converting")
     if nn.utils.parametrize.is_parametrized(conv):
         raise ValueError(
             f"module {name!r} is parametrized (e.g. weight or spectral norm); its weight is recomputed at "
             "every call and cannot be copied faithfully, remove the parametrization first"
+        )
+    if type(conv) not in _CONV_TYPES:
+        raise TypeError(
+            f"module {name!r} is a {_describe_conv(conv)}, a subclass of "
+            f"{'ConvTranspose2d' if isinstance(conv, nn.ConvTranspose2d) else 'Conv2d'} with its own "
+            "behaviour; only plain torch.nn.Conv2d and torch.nn.ConvTranspose2d can be converted "
+            "(leave it out of `select`)"
         )
     if conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks:
         raise ValueError(
