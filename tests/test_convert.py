@@ -361,3 +361,11 @@ def test_sdn_modules_and_freeze() -> None:
     assert list(sdn_modules(own)) == ["1"]
     assert add_spatial_recurrence(own, "*", **FAST) == ["0"]
     assert list(sdn_modules(own)) == ["0", "1"]
+
+
+def test_device_of_the_replaced_conv_is_kept() -> None:
+    # The meta device stands in for an accelerator: nothing may silently land on the CPU.
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, device="meta"), nn.ConvTranspose2d(3, 2, 2, 2, device="meta"))
+    add_spatial_recurrence(net, "*", **FAST)
+    for name, p in net.named_parameters():
+        assert p.device.type == "meta", name
