@@ -10,8 +10,7 @@
    is fine-tuned for the same number of steps (skip with ``--no-control``).
 4. Print the validation Dice of each stage.
 
-Run: ``python examples/drop_in_monai.py --steps 30 --seed 0`` (about a minute on a laptop CPU with
-the reference scan). ``examples/drop_in_smp.py`` does the same with segmentation_models_pytorch and
+Run: ``python examples/drop_in_monai.py --steps 30 --seed 0`` (one to two minutes on a 2-core CPU). ``examples/drop_in_smp.py`` does the same with segmentation_models_pytorch and
 imports the helpers below.
 """
 

@@ -12,7 +12,7 @@ from torch import nn
 from spatialrec import ResidualSDN, SpatialDependencyLayer
 from spatialrec.convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 
-# The reference scan is a Python loop over lines: one direction keeps most tests fast; the
+# A sweep visits the lines one after the other: one direction keeps most tests fast; the
 # exactness and gradient tests use two, crossing horizontal and vertical sweeps.
 FAST = {"state_size": 4, "directions": ("down",)}
 FULL = {"state_size": 4, "directions": ("right", "down")}

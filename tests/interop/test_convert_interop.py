@@ -14,7 +14,7 @@ from torch import nn
 from spatialrec import ResidualSDN
 from spatialrec.convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 
-# One direction keeps the reference scan (a Python loop over lines) cheap; the home-made-network
+# One direction keeps the scan (sequential over lines) cheap; the home-made-network
 # tests in tests/test_convert.py cross two directions.
 OPTS = {"state_size": 4, "directions": ("down",)}
 
