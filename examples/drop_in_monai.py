@@ -10,7 +10,7 @@
    is fine-tuned for the same number of steps (skip with ``--no-control``).
 4. Print the validation Dice of each stage.
 
-Run: ``python examples/drop_in_monai.py --steps 30 --seed 0`` (one to two minutes on a 2-core CPU). ``examples/drop_in_smp.py`` does the same with segmentation_models_pytorch and
+Run: ``python examples/drop_in_monai.py --steps 20 --seed 0`` (one to two minutes on a 2-core CPU). ``examples/drop_in_smp.py`` does the same with segmentation_models_pytorch and
 imports the helpers below.
 """
 
@@ -74,11 +74,11 @@ class Data:
     val_y: torch.Tensor
 
 
-def common_arguments(description: str, select_default: str, steps: int = 30) -> argparse.ArgumentParser:
+def common_arguments(description: str, select_default: str, steps: int = 20) -> argparse.ArgumentParser:
     """The command line shared by the drop-in examples."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, default=steps, help="fine-tuning steps after the conversion")
-    p.add_argument("--pretrain-steps", type=int, default=100, help="steps that train the plain network first")
+    p.add_argument("--pretrain-steps", type=int, default=60, help="steps that train the plain network first")
     p.add_argument("--freeze-steps", type=int, default=None,
                    help="first fine-tuning steps with only the new layers trainable (default: steps // 2)")
     p.add_argument("--select", default=select_default,
