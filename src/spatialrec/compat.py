@@ -35,7 +35,8 @@ def _check_complete(new: Mapping[str, torch.Tensor], prefix: str, residual: bool
                 f"{prefix}project_out.bias"}  # fmt: skip
     if residual:
         expected |= {"conv.weight", "conv.bias"}
-    sweeps = sorted({int(k.split(".")[len(prefix.split(".")) ]) for k in new if k.startswith(f"{prefix}sweeps.")})
+    sweep_key = re.compile(rf"^{re.escape(prefix)}sweeps\.(\d+)\.")
+    sweeps = sorted({int(m.group(1)) for m in map(sweep_key.match, new) if m})
     if not sweeps:
         expected.add(f"{prefix}sweeps.0.weight_ih")  # at least one direction is required
     if sweeps and sweeps != list(range(len(sweeps))):

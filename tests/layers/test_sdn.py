@@ -1,0 +1,162 @@
+"""SpatialDependencyLayer, ResidualSDN and DirectionalGRU2d: maths, shapes, state and errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from spatialrec import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
+from spatialrec.ops import directional_gru_scan
+
+
+def test_directional_gru_parameters_and_init():
+    m = DirectionalGRU2d(5, 3)
+    assert m.direction == "up"
+    shapes = {n: tuple(p.shape) for n, p in m.named_parameters()}
+    assert shapes == {"weight_ih": (15, 15), "weight_hh": (15, 5), "bias_ih": (15,), "bias_hh": (15,)}
+    bound = 1 / math.sqrt(5)
+    for p in m.parameters():
+        assert p.abs().max() <= bound and p.abs().max() > 0.5 * bound
+    x = torch.randn(2, 5, 4, 6)
+    torch.testing.assert_close(m(x), directional_gru_scan(x, m.weight_ih, m.weight_hh, m.bias_ih, m.bias_hh, "up"))
+    assert "direction='up'" in repr(m)
+
+
+def test_layer_composes_directions_in_order():
+    torch.manual_seed(0)
+    layer = SpatialDependencyLayer(3, 4, state_size=6, directions=(0, "down", "down"))
+    x = torch.randn(2, 3, 7, 9)
+    h = torch.tanh(layer.project_in(x))
+    for k, d in enumerate(("right", "down", "down")):
+        s = layer.sweeps[k]
+        h = directional_gru_scan(h, s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh, d)
+    torch.testing.assert_close(layer(x), layer.project_out(h))
+    # order matters: down-then-right is a different function from right-then-down
+    swapped = SpatialDependencyLayer(3, 4, state_size=6, directions=("down", "right"))
+    orig = SpatialDependencyLayer(3, 4, state_size=6, directions=("right", "down"))
+    swapped.load_state_dict(orig.state_dict())
+    assert not torch.allclose(swapped(x), orig(x))
+
+
+@pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
+@pytest.mark.parametrize(
+    "kwargs,hw,out_hw",
+    [
+        ({}, (9, 13), (9, 13)),
+        ({"stride": 2}, (9, 13), (5, 7)),
+        ({"stride": 2, "transposed": True, "output_padding": 1}, (5, 7), (10, 14)),
+        ({"stride": 2, "transposed": True}, (5, 7), (9, 13)),
+        ({"kernel_size": 1, "padding": 0}, (1, 6), (1, 6)),
+        ({"kernel_size": (3, 5), "padding": (1, 2)}, (6, 4), (6, 4)),
+    ],
+)
+def test_output_shapes(cls, kwargs, hw, out_hw):
+    layer = cls(3, 5, state_size=4, **kwargs)
+    y = layer(torch.randn(2, 3, *hw))
+    assert y.shape == (2, 5, *out_hw)
+
+
+def test_residual_sdn_formula():
+    torch.manual_seed(0)
+    m = ResidualSDN(3, 4, state_size=5)
+    x = torch.randn(2, 3, 6, 5)
+    s, g = m.sdn(x).chunk(2, dim=1)
+    want = torch.sigmoid(g) * m.conv(x) + (1 - torch.sigmoid(g)) * s
+    torch.testing.assert_close(m(x), want)
+    assert m.sdn.out_channels == 8 and m.conv.out_channels == 4
+
+
+@pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
+def test_state_dict_round_trip(cls, tmp_path):
+    torch.manual_seed(0)
+    a = cls(3, 4, state_size=5, directions=("left", "up", "right"), stride=2)
+    torch.save(a.state_dict(), tmp_path / "w.pt")
+    torch.manual_seed(1)
+    b = cls(3, 4, state_size=5, directions=("left", "up", "right"), stride=2)
+    x = torch.randn(1, 3, 8, 10)
+    assert not torch.allclose(a(x), b(x))
+    b.load_state_dict(torch.load(tmp_path / "w.pt"))
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
+def test_layer_gradcheck(cls):
+    torch.manual_seed(0)
+    layer = cls(2, 2, state_size=2, directions=("right", "down", "left", "up")).double()
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+    layer(x).square().sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_extra_repr_is_readable():
+    r = repr(SpatialDependencyLayer(8, 16, state_size=32, directions=(0, 2), stride=2))
+    assert "8, 16, state_size=32, directions=('right', 'down')" in r and "stride=(2, 2)" in r
+    r = repr(ResidualSDN(8, 16, state_size=32, transposed=True, stride=2, output_padding=1))
+    assert "transposed=True" in r and "output_padding=(1, 1)" in r
+
+
+def test_drops_into_a_network():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), ResidualSDN(4, 4, state_size=4), nn.Conv2d(4, 1, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x, t = torch.randn(4, 1, 6, 7), torch.rand(4, 1, 6, 7)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = (net(x) - t).square().mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_backend_is_settable_and_validated():
+    layer = SpatialDependencyLayer(2, 2, state_size=3, backend="reference")
+    assert layer.backend == "reference" and all(s.backend == "reference" for s in layer.sweeps)
+    with pytest.raises(ValueError, match="not a backend"):
+        layer.backend = "nope"
+    with pytest.raises(ValueError, match="not a backend"):
+        ResidualSDN(2, 2, state_size=3, backend="nope")
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"state_size": 0}, ValueError, "state_size must be >= 1, got 0"),
+        ({"state_size": 2.5}, TypeError, "state_size must be an int"),
+        ({"in_channels": 0}, ValueError, "in_channels must be >= 1"),
+        ({"out_channels": -1}, ValueError, "out_channels must be >= 1"),
+        ({"directions": ()}, ValueError, "at least one direction"),
+        ({"directions": "right"}, TypeError, r"wrap a single direction in a tuple"),
+        ({"directions": ("right", "north")}, ValueError, r"directions\[1\]='north' is not a direction"),
+        ({"directions": (0, 7)}, ValueError, r"directions\[1\]=7 is not a published direction code"),
+        ({"output_padding": 1}, ValueError, "needs transposed=True"),
+        ({"transposed": "yes"}, TypeError, "transposed must be a bool"),
+    ],
+)
+@pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
+def test_bad_arguments(cls, kwargs, exc, match):
+    args = {"in_channels": 2, "out_channels": 3, "state_size": 4}
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        cls(**args)
+
+
+@pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
+@pytest.mark.parametrize(
+    "x,exc,match",
+    [
+        (torch.randn(3, 5, 5), ValueError, r"input must have shape \(B, C, H, W\)"),
+        (torch.randn(1, 3, 5, 5), ValueError, "input has 3 channels, expected in_channels=2"),
+        (torch.ones(1, 2, 5, 5, dtype=torch.long), TypeError, "floating-point"),
+        (torch.randn(1, 2, 0, 5), ValueError, "zero-sized"),
+        ("image", TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_forward_inputs(cls, x, exc, match):
+    with pytest.raises(exc, match=match):
+        cls(2, 3, state_size=4)(x)

@@ -1,0 +1,34 @@
+"""README.md holds exactly two set-up commands, and CI runs the second one verbatim."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _setup_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_readme_has_exactly_two_setup_commands():
+    commands = _setup_commands()
+    assert len(commands) == 2, commands
+    assert all(c.startswith("pip install -e ") for c in commands), commands
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert _setup_commands()[1] in [line.strip() for line in ci]
+    assert "pip install torch==2.13.0" in [line.strip() for line in ci]
+
+
+def test_main_job_script_exists():
+    main = _setup_commands()[0]
+    script = re.search(r"python (\S+\.py)", main)
+    assert script is not None, main
+    assert (ROOT / script.group(1)).is_file()
