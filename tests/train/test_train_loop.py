@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from spatialrec.train import CSV_COLUMNS, CheckpointError, NonFiniteLossError, fit, load_checkpoint
-from train_helpers import TinySegmentation, dice_bce_loss, soft_dice_loss, tiny_model
+from .helpers import TinySegmentation, dice_bce_loss, soft_dice_loss, tiny_model
 
 COMMON = dict(loss_fn=soft_dice_loss, device="cpu", progress=False, hd95=False)
 
