@@ -293,7 +293,7 @@ def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _summarise(values: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
-    """values: (N, K) per image and class; NaN/inf are undefined cases, left out of the means."""
+    """values: (N, K) per image and class; NaN (undefined) and inf are left out of the means and counted."""
     finite = torch.isfinite(values)
     per_class: list[Optional[float]] = []
     for k in range(values.shape[1]):
@@ -303,7 +303,8 @@ def _summarise(values: torch.Tensor, class_names: Sequence[str]) -> dict[str, An
     return {
         "per_class": dict(zip(class_names, per_class)),
         "mean": float(np.mean(defined)) if defined else None,
-        "undefined": int((~finite).sum()),
+        "undefined": int(torch.isnan(values).sum()),
+        "infinite": int(torch.isinf(values).sum()),
     }
 
 
@@ -327,8 +328,9 @@ def evaluate(
 
     The prediction is ``sigmoid(model(image)) > threshold`` per class. Metrics come from
     :mod:`spatialrec.metrics`, per image and class; a class is averaged over the images where
-    the metric is defined (HD95 is undefined when the prediction or the ground truth is empty;
-    such cases are counted in ``"undefined"``). HD95 is in millimetres when items carry
+    the metric is finite: HD95 is NaN when prediction and ground truth are both empty (counted in
+    ``"undefined"``) and infinite when exactly one of them is (counted in ``"infinite"``; a
+    missed or hallucinated structure, look at this count next to the mean). HD95 is in millimetres when items carry
     ``"spacing"``, else in pixels. Under ``torchrun`` every process tests its share and the
     results are gathered, so every process returns the same, complete result.
 
@@ -348,7 +350,7 @@ def evaluate(
     Returns:
         ``{"dice": S, "iou": S, "hd95": S (if hd95), "loss": float (if loss_fn), "num_images": N,
         "per_image": [{"id", "dice": [K], "iou": [K], "hd95": [K]}, ...]}`` where each ``S`` is
-        ``{"per_class": {name: value}, "mean": mean over classes, "undefined": count}``.
+        ``{"per_class": {name: value}, "mean": mean over classes, "undefined": n, "infinite": n}``.
     """
     from .. import metrics as M
 
@@ -420,14 +422,8 @@ def evaluate(
 def _hd95(M: Any, pred: torch.Tensor, tgt: torch.Tensor, spacing: Optional[torch.Tensor]) -> torch.Tensor:
     if spacing is None:
         return M.hd95(pred, tgt)
-    spacing = torch.as_tensor(spacing, dtype=torch.float64)
-    if spacing.dim() == 2 and not torch.allclose(spacing, spacing[:1].expand_as(spacing)):
-        # Images of one batch may come from different volumes: measure each with its own spacing.
-        return torch.cat(
-            [M.hd95(pred[b : b + 1], tgt[b : b + 1], spacing=tuple(spacing[b].tolist())) for b in range(pred.shape[0])]
-        )
-    sp = spacing[0] if spacing.dim() == 2 else spacing
-    return M.hd95(pred, tgt, spacing=tuple(sp.tolist()))
+    # (B, 2): each image measured with its own pixel size (a batch may mix volumes).
+    return M.hd95(pred, tgt, spacing=torch.as_tensor(spacing, dtype=torch.float64).reshape(pred.shape[0], -1))
 
 
 def _progress_bar(show: bool, total: int, desc: str) -> Any:
