@@ -5,9 +5,11 @@ The public API, re-exported from the submodules:
 - layers: :class:`SpatialDependencyLayer`, :class:`ResidualSDN`, :class:`DirectionalGRU2d`
 - ops: :func:`directional_gru_scan` (and :mod:`spatialrec.ops` for backends)
 - compat: :func:`convert_published_state_dict`
+- :mod:`spatialrec.losses`, :mod:`spatialrec.metrics`, :mod:`spatialrec.data` (readers, synthetic set)
 """
 
 from . import ops
+from . import data, losses, metrics  # noqa: E402  (readers import Pillow/nibabel lazily)
 from .compat import convert_published_state_dict
 from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .ops import directional_gru_scan
@@ -19,6 +21,9 @@ __all__ = [
     "ResidualSDN",
     "SpatialDependencyLayer",
     "convert_published_state_dict",
+    "data",
     "directional_gru_scan",
+    "losses",
+    "metrics",
     "ops",
 ]

@@ -1,0 +1,239 @@
+"""Joint image/mask augmentation with torch only.
+
+Every transform is a callable ``(image (C, H, W), mask (K, H, W)) -> (image, mask)`` on float
+tensors; geometric transforms move image and mask together (masks stay exactly 0/1), intensity
+transforms touch only the image. Randomness comes from the transform's own ``torch.Generator``
+when a ``seed`` is given (reproducible in one process), otherwise from torch's default generator,
+which :class:`torch.utils.data.DataLoader` seeds differently in each worker.
+
+Readers apply no augmentation unless a ``transform`` is passed; give one to the training set
+only (:func:`~spatialrec.data.make_splits` does that with ``train_transform``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "Compose",
+    "IntensityJitter",
+    "RandomAffine",
+    "RandomFlip",
+    "RandomRot90",
+    "default_augmentation",
+]
+
+
+def _check_pair(image: torch.Tensor, mask: torch.Tensor) -> None:
+    if not isinstance(image, torch.Tensor) or not isinstance(mask, torch.Tensor):
+        raise TypeError(f"image and mask must be tensors, got {type(image).__name__} and {type(mask).__name__}")
+    if image.dim() != 3 or mask.dim() != 3:
+        raise ValueError(f"image must be (C, H, W) and mask (K, H, W), got {tuple(image.shape)} and {tuple(mask.shape)}")
+    if image.shape[-2:] != mask.shape[-2:]:
+        raise ValueError(f"image and mask sizes differ: {tuple(image.shape)} vs {tuple(mask.shape)}")
+
+
+def _check_prob(name: str, p: float) -> float:
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {p!r}")
+    return float(p)
+
+
+class _Random:
+    def __init__(self, seed: Optional[int]) -> None:
+        self.generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+
+    def _rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator)
+
+
+class Compose:
+    """Apply transforms in order: ``Compose([RandomFlip(), IntensityJitter()])(image, mask)``."""
+
+    def __init__(self, transforms: Sequence) -> None:
+        for t in transforms:
+            if not callable(t):
+                raise TypeError(f"every transform must be callable, got {type(t).__name__}")
+        self.transforms = list(transforms)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
+        for t in self.transforms:
+            image, mask = t(image, mask)
+        return image, mask
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+class RandomFlip(_Random):
+    """Flip up-down and/or left-right, each with probability ``p``.
+
+    Args:
+        p: probability of each flip.
+        horizontal, vertical: which flips may happen.
+        seed: optional seed of a private generator.
+    """
+
+    def __init__(self, p: float = 0.5, horizontal: bool = True, vertical: bool = True, seed: Optional[int] = None):
+        super().__init__(seed)
+        self.p = _check_prob("p", p)
+        self.horizontal, self.vertical = bool(horizontal), bool(vertical)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
+        _check_pair(image, mask)
+        u = self._rand(2)
+        if self.horizontal and u[0] < self.p:
+            image, mask = image.flip(-1), mask.flip(-1)
+        if self.vertical and u[1] < self.p:
+            image, mask = image.flip(-2), mask.flip(-2)
+        return image, mask
+
+    def __repr__(self) -> str:
+        return f"RandomFlip(p={self.p}, horizontal={self.horizontal}, vertical={self.vertical})"
+
+
+class RandomRot90(_Random):
+    """Rotate by a multiple of 90 degrees, drawn uniformly; with probability ``p`` (else unchanged).
+
+    Non-square images are only rotated by 0 or 180 degrees, so their size never changes.
+    """
+
+    def __init__(self, p: float = 0.5, seed: Optional[int] = None) -> None:
+        super().__init__(seed)
+        self.p = _check_prob("p", p)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
+        _check_pair(image, mask)
+        u = self._rand(2)
+        if u[0] >= self.p:
+            return image, mask
+        square = image.shape[-1] == image.shape[-2]
+        k = int(u[1] * 3) + 1 if square else 2  # 1..3 quarter turns
+        return torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
+
+    def __repr__(self) -> str:
+        return f"RandomRot90(p={self.p})"
+
+
+class RandomAffine(_Random):
+    """Small random rotation, scaling and translation (bilinear image, nearest mask, zero fill).
+
+    Args:
+        p: probability of applying it.
+        degrees: rotation drawn from ``[-degrees, degrees]``.
+        scale: scale factor range ``(low, high)``.
+        translate: shift drawn from ``[-t, t]`` times the image size, per axis.
+        seed: optional seed of a private generator.
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        degrees: float = 15.0,
+        scale: tuple[float, float] = (0.9, 1.1),
+        translate: float = 0.05,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__(seed)
+        self.p = _check_prob("p", p)
+        if not 0 <= degrees <= 180:
+            raise ValueError(f"degrees must be in [0, 180], got {degrees!r}")
+        lo, hi = (float(s) for s in scale)
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+        if not 0 <= translate < 1:
+            raise ValueError(f"translate must be in [0, 1), got {translate!r}")
+        self.degrees, self.scale, self.translate = float(degrees), (lo, hi), float(translate)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
+        _check_pair(image, mask)
+        u = self._rand(5)
+        if u[0] >= self.p:
+            return image, mask
+        angle = math.radians((2 * float(u[1]) - 1) * self.degrees)
+        s = self.scale[0] + float(u[2]) * (self.scale[1] - self.scale[0])
+        tx, ty = ((2 * float(u[3]) - 1) * 2 * self.translate, (2 * float(u[4]) - 1) * 2 * self.translate)
+        h, w = image.shape[-2:]
+        # affine_grid works in [-1, 1] coordinates; the aspect terms keep the rotation a rotation on
+        # non-square images. The matrix maps output to input coordinates, hence the inverse scale.
+        cos, sin = math.cos(angle) / s, math.sin(angle) / s
+        theta = torch.tensor([[cos, -sin * h / w, tx], [sin * w / h, cos, ty]], dtype=torch.float32)
+        grid = F.affine_grid(theta[None], [1, 1, h, w], align_corners=False)
+        img = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+        msk = F.grid_sample(mask[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+        return img.to(image.dtype), msk.to(mask.dtype)
+
+    def __repr__(self) -> str:
+        return f"RandomAffine(p={self.p}, degrees={self.degrees}, scale={self.scale}, translate={self.translate})"
+
+
+class IntensityJitter(_Random):
+    """Random brightness shift, contrast scaling around the image mean, and Gaussian noise.
+
+    ``image' = (image - mean) * c + mean + b + noise`` with ``c`` in ``[1 - contrast, 1 + contrast]``,
+    ``b`` in ``[-brightness, brightness]``, noise std drawn from ``[0, noise_std]``. The mask is
+    unchanged.
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        brightness: float = 0.1,
+        contrast: float = 0.1,
+        noise_std: float = 0.0,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__(seed)
+        self.p = _check_prob("p", p)
+        for name, v in (("brightness", brightness), ("contrast", contrast), ("noise_std", noise_std)):
+            if not v >= 0:
+                raise ValueError(f"{name} must be >= 0, got {v!r}")
+        if contrast >= 1:
+            raise ValueError(f"contrast must be < 1 (it scales by 1 +- contrast), got {contrast!r}")
+        self.brightness, self.contrast, self.noise_std = float(brightness), float(contrast), float(noise_std)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
+        _check_pair(image, mask)
+        u = self._rand(4)
+        if u[0] >= self.p:
+            return image, mask
+        c = 1 + (2 * float(u[1]) - 1) * self.contrast
+        b = (2 * float(u[2]) - 1) * self.brightness
+        mean = image.mean()
+        out = (image - mean) * c + mean + b
+        if self.noise_std > 0:
+            std = float(u[3]) * self.noise_std
+            out = out + std * torch.randn(image.shape, generator=self.generator).to(image.dtype)
+        return out, mask
+
+    def __repr__(self) -> str:
+        return f"IntensityJitter(p={self.p}, brightness={self.brightness}, contrast={self.contrast})"
+
+
+def default_augmentation(seed: Optional[int] = None) -> Compose:
+    """Flips, 90-degree rotations, a small affine and intensity jitter, for training sets.
+
+    Args:
+        seed: optional seed; each part gets its own generator seeded from it.
+
+    Returns:
+        A :class:`Compose` callable on ``(image (C, H, W), mask (K, H, W))``.
+    """
+    s = (lambda k: None) if seed is None else (lambda k: int(seed) * 4 + k)
+    return Compose(
+        [
+            RandomFlip(0.5, seed=s(0)),
+            RandomRot90(0.5, seed=s(1)),
+            RandomAffine(0.3, seed=s(2)),
+            IntensityJitter(0.5, seed=s(3)),
+        ]
+    )

@@ -1,0 +1,343 @@
+"""Segmentation metrics on binary masks, following MONAI's definitions.
+
+Every metric takes ``pred`` and ``target`` binary one-hot masks ``(B, C, H, W)`` or
+``(B, C, D, H, W)`` (bool, or numbers that are all 0 or 1) and returns a float32 ``(B, C)``
+tensor: one value per image and class. Use :func:`to_masks` to turn logits or label maps into
+such masks. Only torch is used (no scipy).
+
+Definitions (the same as ``monai.metrics`` so figures are comparable with published tables):
+
+- Dice ``2|P∩T| / (|P|+|T|)``; IoU (Jaccard) ``|P∩T| / |P∪T|``.
+- Surface of a mask: its boundary pixels, the foreground pixels that have at least one
+  background face-neighbour (4-neighbourhood in 2D, 6 in 3D), pixels outside the image counting
+  as background (``mask XOR binary_erosion(mask)``, as MONAI with scipy's default structure).
+- Directed surface distances ``d(P->T)``: for each surface pixel of ``P`` the Euclidean distance
+  (in mm with ``spacing``) to the nearest surface pixel of ``T``.
+- Hausdorff distance: ``max(max d(P->T), max d(T->P))``; with ``percentile=q``:
+  ``max(perc_q d(P->T), perc_q d(T->P))`` (linear interpolation as ``torch.quantile``);
+  HD95 = ``percentile=95``, the larger of the two directed 95th percentiles.
+- Average (symmetric) surface distance: the mean of all distances of both directions together,
+  ``mean(concat(d(P->T), d(T->P)))``, as ``monai.metrics.SurfaceDistanceMetric(symmetric=True)``.
+
+Empty masks (per image and class):
+
+=====================  =========================  ==================================
+case                   Dice / IoU                 HD / HD95 / ASD
+=====================  =========================  ==================================
+both empty             1.0 (nan if ignore_empty)  nan (undefined; MONAI gives nan)
+target empty only      0.0 (nan if ignore_empty)  inf (MONAI gives inf)
+prediction empty only  0.0                        inf (MONAI gives inf)
+=====================  =========================  ==================================
+
+``ignore_empty=True`` reproduces MONAI's ``DiceMetric``/``MeanIoU`` default (nan wherever the
+target is empty, to be skipped by ``nanmean``); the default ``False`` reproduces
+``ignore_empty=False``. Average with ``torch.nanmean`` and report how many values were nan/inf.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "average_surface_distance",
+    "dice",
+    "hausdorff_distance",
+    "hd95",
+    "iou",
+    "surface_distances",
+    "to_masks",
+]
+
+SpacingLike = Union[None, float, Sequence[float], torch.Tensor]
+
+
+def _check_pair(pred: object, target: object) -> tuple[torch.Tensor, torch.Tensor]:
+    for name, t in (("pred", pred), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor (B, C, H, W) or (B, C, D, H, W), got {type(t).__name__}")
+        if t.dim() not in (4, 5):
+            raise ValueError(f"{name} must have shape (B, C, H, W) or (B, C, D, H, W), got {tuple(t.shape)}")
+    assert isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    out = []
+    for name, t in (("pred", pred), ("target", target)):
+        if t.dtype != torch.bool:
+            if t.is_complex():
+                raise TypeError(f"{name} must be a real tensor, got {t.dtype}")
+            if not bool(((t == 0) | (t == 1)).all()):
+                raise ValueError(
+                    f"{name} must be a binary mask (values 0/1 or bool); threshold logits or convert label "
+                    f"maps with spatialrec.metrics.to_masks first"
+                )
+            t = t != 0
+        out.append(t)
+    return out[0], out[1]
+
+
+def to_masks(
+    x: torch.Tensor,
+    mode: str = "sigmoid",
+    threshold: float = 0.5,
+    num_classes: Optional[int] = None,
+    include_background: bool = False,
+) -> torch.Tensor:
+    """Turn model outputs or label maps into binary one-hot masks for the metrics.
+
+    Args:
+        x: ``mode="sigmoid"``: logits ``(B, K, *spatial)``, each channel binary.
+            ``mode="softmax"``: logits ``(B, C, *spatial)`` with channel 0 = background.
+            ``mode="labels"``: integer label map ``(B, *spatial)`` or ``(B, 1, *spatial)``.
+            ``mode="probabilities"``: probabilities ``(B, K, *spatial)`` in ``[0, 1]``.
+        mode: one of the above.
+        threshold: on the sigmoid probability (``"sigmoid"``) or on ``x``
+            (``"probabilities"``), strictly greater counts as foreground.
+        num_classes: ``"labels"`` only: the number of classes including background (required).
+        include_background: ``"softmax"`` and ``"labels"`` only: keep channel 0 (background).
+
+    Returns:
+        bool ``(B, C', *spatial)``; ``C' = K`` for sigmoid/probabilities, ``C - 1`` (or ``C``) for
+        softmax, ``num_classes - 1`` (or ``num_classes``) for labels.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if mode == "sigmoid":
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1) for mode='sigmoid', got {threshold}")
+        return torch.sigmoid(x.float()) > threshold
+    if mode == "probabilities":
+        return x > threshold
+    if mode == "softmax":
+        if x.dim() < 3 or x.shape[1] < 2:
+            raise ValueError(f"mode='softmax' needs x of shape (B, C>=2, *spatial), got {tuple(x.shape)}")
+        onehot = F.one_hot(x.argmax(1), x.shape[1]).movedim(-1, 1).bool()
+        return onehot if include_background else onehot[:, 1:]
+    if mode == "labels":
+        if num_classes is None or num_classes < 2:
+            raise ValueError(f"mode='labels' needs num_classes >= 2 (including background), got {num_classes}")
+        if x.dim() >= 4 and x.shape[1] == 1:
+            x = x[:, 0]
+        if x.dim() not in (3, 4):
+            raise ValueError(f"label map must have shape (B, H, W) or (B, D, H, W), got {tuple(x.shape)}")
+        if x.is_floating_point() and not torch.equal(x, x.round()):
+            raise ValueError("label map must hold integer class indices, got non-integer values")
+        labels = x.long()
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(
+                f"label values must be in [0, {num_classes - 1}], got range [{int(labels.min())}, {int(labels.max())}]"
+            )
+        onehot = F.one_hot(labels, num_classes).movedim(-1, 1).bool()
+        return onehot if include_background else onehot[:, 1:]
+    raise ValueError(f"mode must be 'sigmoid', 'softmax', 'labels' or 'probabilities', got {mode!r}")
+
+
+def _overlap(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dims = tuple(range(2, pred.dim()))
+    inter = (pred & target).sum(dims).double()
+    return inter, pred.sum(dims).double(), target.sum(dims).double()
+
+
+def dice(pred: torch.Tensor, target: torch.Tensor, ignore_empty: bool = False) -> torch.Tensor:
+    """Dice coefficient ``2|P∩T| / (|P|+|T|)`` per image and class.
+
+    Args:
+        pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+        ignore_empty: nan wherever the target is empty (MONAI's ``DiceMetric`` default); otherwise
+            1.0 when both are empty and 0.0 when only the target is.
+
+    Returns:
+        float32 ``(B, C)``.
+    """
+    p, t = _check_pair(pred, target)
+    inter, sp, st = _overlap(p, t)
+    denom = sp + st
+    out = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+    if ignore_empty:
+        out = torch.where(st > 0, out, torch.full_like(out, float("nan")))
+    return out.float()
+
+
+def iou(pred: torch.Tensor, target: torch.Tensor, ignore_empty: bool = False) -> torch.Tensor:
+    """Intersection over union (Jaccard) ``|P∩T| / |P∪T|`` per image and class.
+
+    Args:
+        pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+        ignore_empty: nan wherever the target is empty (MONAI's ``MeanIoU`` default); otherwise
+            1.0 when both are empty and 0.0 when only the target is.
+
+    Returns:
+        float32 ``(B, C)``.
+    """
+    p, t = _check_pair(pred, target)
+    inter, sp, st = _overlap(p, t)
+    union = sp + st - inter
+    out = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    if ignore_empty:
+        out = torch.where(st > 0, out, torch.full_like(out, float("nan")))
+    return out.float()
+
+
+def _surface(mask: torch.Tensor) -> torch.Tensor:
+    """Boundary pixels of bool masks ``(N, *spatial)``: foreground with a background face-neighbour."""
+    nd = mask.dim() - 1
+    padded = F.pad(mask.float().unsqueeze(1), (1, 1) * nd, value=0.0)[:, 0] > 0
+    interior = mask.clone()
+    for axis in range(nd):
+        n = mask.shape[axis + 1]
+        for offset in (0, 2):
+            sl = [slice(None)] + [slice(1, s + 1) for s in mask.shape[1:]]
+            sl[axis + 1] = slice(offset, offset + n)
+            interior &= padded[tuple(sl)]
+    return mask & ~interior
+
+
+def _spacing_table(spacing: SpacingLike, batch: int, nd: int) -> torch.Tensor:
+    """Per-image spacing ``(B, nd)`` float64 from None / number / (nd,) / (B, nd)."""
+    if spacing is None:
+        return torch.ones(batch, nd, dtype=torch.float64)
+    sp = torch.as_tensor(spacing, dtype=torch.float64).detach().cpu()
+    if sp.dim() == 0:
+        sp = sp.expand(nd)
+    if sp.dim() == 1:
+        if sp.shape[0] != nd:
+            raise ValueError(f"spacing must have {nd} values (one per spatial axis), got {tuple(sp.shape)}")
+        sp = sp.unsqueeze(0).expand(batch, nd)
+    elif sp.dim() == 2:
+        if sp.shape != (batch, nd):
+            raise ValueError(f"per-image spacing must have shape (B, {nd}) = ({batch}, {nd}), got {tuple(sp.shape)}")
+    else:
+        raise ValueError(f"spacing must be a number, ({nd},) or (B, {nd}), got shape {tuple(sp.shape)}")
+    if not bool(torch.isfinite(sp).all()) or bool((sp <= 0).any()):
+        raise ValueError(f"spacing must be finite and > 0, got {sp.tolist()}")
+    return sp
+
+
+def _nearest_distances(src: torch.Tensor, dst: torch.Tensor, chunk_elems: int = 1 << 22) -> torch.Tensor:
+    """For each row of ``src (N, d)`` the distance to the nearest row of ``dst (M, d)``, in chunks."""
+    rows = max(1, chunk_elems // max(1, dst.shape[0]))
+    out = [torch.cdist(src[i : i + rows], dst).min(dim=1).values for i in range(0, src.shape[0], rows)]
+    return torch.cat(out) if out else src.new_zeros(0)
+
+
+def surface_distances(
+    pred: torch.Tensor, target: torch.Tensor, spacing: SpacingLike = None
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The two directed surface-distance sets for every image and class.
+
+    Args:
+        pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+        spacing: pixel size per spatial axis in mm: None (1), a number, ``(nd,)`` or ``(B, nd)``.
+
+    Returns:
+        ``out[b][c] = (d(P->T), d(T->P))``, float64 1-D tensors of lengths ``|surface(P)|`` and
+        ``|surface(T)|``. A set is empty when its source mask is empty, and all ``inf`` when its
+        source is non-empty but the other mask is empty.
+    """
+    p, t = _check_pair(pred, target)
+    b, c = p.shape[:2]
+    nd = p.dim() - 2
+    sp = _spacing_table(spacing, b, nd)
+    edges_p = _surface(p.reshape(b * c, *p.shape[2:])).reshape(p.shape)
+    edges_t = _surface(t.reshape(b * c, *t.shape[2:])).reshape(t.shape)
+    out: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    for i in range(b):
+        row = []
+        scale = sp[i].to(p.device)
+        for k in range(c):
+            cp = torch.nonzero(edges_p[i, k]).double() * scale
+            ct = torch.nonzero(edges_t[i, k]).double() * scale
+            if cp.shape[0] and ct.shape[0]:
+                row.append((_nearest_distances(cp, ct), _nearest_distances(ct, cp)))
+            else:
+                inf = float("inf")
+                row.append((cp.new_full((cp.shape[0],), inf), ct.new_full((ct.shape[0],), inf)))
+        out.append(row)
+    return out
+
+
+def hausdorff_distance(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    percentile: Optional[float] = None,
+    spacing: SpacingLike = None,
+) -> torch.Tensor:
+    """Symmetric Hausdorff distance between the surfaces of ``pred`` and ``target``.
+
+    ``max(max d(P->T), max d(T->P))``, or with ``percentile=q`` the larger of the two directed
+    q-th percentiles (linear interpolation), as MONAI's ``HausdorffDistanceMetric``.
+
+    Args:
+        pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+        percentile: None for the maximum, else a number in ``[0, 100]``.
+        spacing: pixel size per spatial axis (mm): None (1), a number, ``(nd,)`` or ``(B, nd)``,
+            in the order of the tensor axes (row, col) / (depth, row, col).
+
+    Returns:
+        float32 ``(B, C)``; nan where both masks are empty, inf where exactly one is.
+    """
+    if percentile is not None and not (0.0 <= float(percentile) <= 100.0):
+        raise ValueError(f"percentile must be None or in [0, 100], got {percentile}")
+    sets = surface_distances(pred, target, spacing)
+    out = torch.empty(len(sets), len(sets[0]) if sets else 0, dtype=torch.float64)
+    for i, row in enumerate(sets):
+        for k, (d_pt, d_tp) in enumerate(row):
+            if d_pt.numel() == 0 and d_tp.numel() == 0:
+                out[i, k] = float("nan")
+            elif d_pt.numel() == 0 or d_tp.numel() == 0:
+                out[i, k] = float("inf")
+            elif percentile is None:
+                out[i, k] = torch.maximum(d_pt.max(), d_tp.max()).cpu()
+            else:
+                q = float(percentile) / 100.0
+                out[i, k] = torch.maximum(torch.quantile(d_pt, q), torch.quantile(d_tp, q)).cpu()
+    return out.float().to(pred.device)
+
+
+def hd95(pred: torch.Tensor, target: torch.Tensor, spacing: SpacingLike = None) -> torch.Tensor:
+    """95th-percentile Hausdorff distance: :func:`hausdorff_distance` with ``percentile=95``.
+
+    Args:
+        pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+        spacing: pixel size per spatial axis (mm), see :func:`hausdorff_distance`.
+
+    Returns:
+        float32 ``(B, C)``; nan where both masks are empty, inf where exactly one is.
+    """
+    return hausdorff_distance(pred, target, percentile=95, spacing=spacing)
+
+
+def average_surface_distance(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    spacing: SpacingLike = None,
+    symmetric: bool = True,
+) -> torch.Tensor:
+    """Average surface distance.
+
+    Symmetric (default): the mean over both directions' distances pooled,
+    ``mean(concat(d(P->T), d(T->P)))`` (MONAI's ``SurfaceDistanceMetric(symmetric=True)``);
+    otherwise ``mean d(P->T)``.
+
+    Args:
+        pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+        spacing: pixel size per spatial axis (mm), see :func:`hausdorff_distance`.
+        symmetric: pool both directions (True) or only prediction -> target.
+
+    Returns:
+        float32 ``(B, C)``; nan where both masks are empty, inf where exactly one is.
+    """
+    sets = surface_distances(pred, target, spacing)
+    out = torch.empty(len(sets), len(sets[0]) if sets else 0, dtype=torch.float64)
+    for i, row in enumerate(sets):
+        for k, (d_pt, d_tp) in enumerate(row):
+            if d_pt.numel() == 0 and d_tp.numel() == 0:
+                out[i, k] = float("nan")
+            elif d_pt.numel() == 0 or d_tp.numel() == 0:
+                out[i, k] = float("inf")
+            else:
+                d = torch.cat([d_pt, d_tp]) if symmetric else d_pt
+                out[i, k] = d.mean().cpu()
+    return out.float().to(pred.device)

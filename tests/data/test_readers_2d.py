@@ -1,0 +1,195 @@
+"""DSB2018 and CVC-ClinicDB readers on tiny files in the real layouts."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from data_writers import Image, write_cvc, write_dsb_kaggle, write_dsb_preprocessed
+
+from spatialrec.data import CVCClinicDB, DatasetError, DSB2018, make_splits
+
+
+def _all_ids(cls, root, **kw):
+    return {s: set(cls(root, split=s, **kw).ids) for s in ("train", "val", "test")}
+
+
+# --- DSB2018 -------------------------------------------------------------------------------------
+
+
+def test_dsb_kaggle_layout_merges_nuclei(tmp_path):
+    truth = write_dsb_kaggle(tmp_path)
+    ds = DSB2018(tmp_path, split="all", size=None)
+    assert ds.layout == "kaggle" and len(ds) == 5 and ds.in_channels == 3 and ds.num_classes == 1
+    for i, sid in enumerate(ds.ids):
+        item = ds[i]
+        rgb, union = truth[sid]
+        assert item["id"] == sid and set(item) == {"image", "mask", "id"}
+        assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 10, 12)
+        np.testing.assert_allclose(item["image"].numpy(), rgb.transpose(2, 0, 1) / 255.0, atol=1e-6)
+        np.testing.assert_array_equal(item["mask"][0].numpy(), union.astype(np.float32))
+
+
+def test_dsb_resize_default_and_grayscale(tmp_path):
+    write_dsb_kaggle(tmp_path)
+    ds = DSB2018(tmp_path, split="all")
+    assert ds[0]["image"].shape == (3, 96, 96) and ds[0]["mask"].shape == (1, 96, 96)
+    assert set(ds[0]["mask"].unique().tolist()) <= {0.0, 1.0}
+    g = DSB2018(tmp_path, split="all", size=(6, 8), grayscale=True)
+    assert g.in_channels == 1 and g[0]["image"].shape == (1, 6, 8)
+
+
+def test_dsb_preprocessed_layout(tmp_path):
+    truth = write_dsb_preprocessed(tmp_path)
+    ds = DSB2018(tmp_path, split="all", size=None)
+    assert ds.layout == "preprocessed" and sorted(ds.ids) == sorted(truth)
+    item = ds[ds.ids.index("img2")]
+    np.testing.assert_array_equal(item["mask"][0].numpy(), truth["img2"][1].astype(np.float32))
+
+
+def test_dsb_splits_are_disjoint_and_seeded(tmp_path):
+    write_dsb_kaggle(tmp_path, n=10)
+    ids = _all_ids(DSB2018, tmp_path, val_fraction=0.2, test_fraction=0.2, seed=1)
+    assert [len(ids[s]) for s in ("train", "val", "test")] == [6, 2, 2]
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    assert set().union(*ids.values()) == set(DSB2018(tmp_path, split="all").ids)
+    assert ids == _all_ids(DSB2018, tmp_path, val_fraction=0.2, test_fraction=0.2, seed=1)
+    assert ids != _all_ids(DSB2018, tmp_path, val_fraction=0.2, test_fraction=0.2, seed=2)
+
+
+def test_make_splits_transform_only_on_train(tmp_path):
+    write_dsb_kaggle(tmp_path, n=10)
+    calls = []
+
+    def tf(image, mask):
+        calls.append(image.shape)
+        return image, mask
+
+    train, val, test = make_splits(DSB2018, tmp_path, size=8, train_transform=tf)
+    val[0], test[0]
+    assert not calls
+    train[0]
+    assert calls == [torch.Size([3, 8, 8])]  # applied after the resize
+
+
+def test_dsb_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.*Expected layout"):
+        DSB2018(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no sample folders"):
+        DSB2018(tmp_path / "empty")
+    write_dsb_kaggle(tmp_path / "k")
+    sid = sorted(p.name for p in (tmp_path / "k").iterdir())[1]
+    for m in (tmp_path / "k" / sid / "masks").iterdir():
+        m.unlink()
+    with pytest.raises(DatasetError, match=f"{sid}.png.*has no masks"):
+        DSB2018(tmp_path / "k")
+    # preprocessed: image without mask, mask without image
+    write_dsb_preprocessed(tmp_path / "p")
+    (tmp_path / "p" / "masks" / "0" / "img1.png").unlink()
+    with pytest.raises(DatasetError, match="img1.png.*has no mask"):
+        DSB2018(tmp_path / "p")
+    write_dsb_preprocessed(tmp_path / "q")
+    (tmp_path / "q" / "images" / "img3.png").unlink()
+    with pytest.raises(DatasetError, match="mask.*img3.png.*has no image"):
+        DSB2018(tmp_path / "q")
+    with pytest.raises(ValueError, match="layout"):
+        DSB2018(tmp_path / "q", layout="zip")
+    with pytest.raises(ValueError, match="split"):
+        DSB2018(tmp_path / "k", split="validation")
+
+
+def test_dsb_size_mismatch_and_unreadable_name_the_file(tmp_path):
+    write_dsb_kaggle(tmp_path, n=3)
+    ds = DSB2018(tmp_path, split="all")
+    bad = tmp_path / ds.ids[0] / "masks" / "nucleus0.png"
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(bad)
+    with pytest.raises(DatasetError, match="nucleus0.png.*size"):
+        ds[0]
+    with pytest.raises(DatasetError, match="nucleus0.png"):
+        ds.verify()
+    (tmp_path / ds.ids[1] / "images" / f"{ds.ids[1]}.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=f"cannot read image file.*{ds.ids[1]}.png"):
+        ds[1]
+
+
+def test_too_few_samples_for_the_split(tmp_path):
+    write_dsb_kaggle(tmp_path, n=2)
+    with pytest.raises(DatasetError, match="too few"):
+        DSB2018(tmp_path)
+    assert len(DSB2018(tmp_path, val_fraction=0.0, test_fraction=0.4, split="test")) == 1
+
+
+# --- CVC-ClinicDB -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", [".tif", ".png"])
+def test_cvc_reads_tiff_and_png_editions(tmp_path, ext, caplog):
+    truth = write_cvc(tmp_path, ext=ext)
+    with caplog.at_level(logging.WARNING, logger="spatialrec.data"):
+        ds = CVCClinicDB(tmp_path, split="all", size=None)
+    assert "no sequence_csv" in caplog.text
+    assert ds.ids == [str(i) for i in range(1, 7)]  # numeric order
+    assert ds.in_channels == 3 and ds.num_classes == 1
+    item = ds[2]
+    rgb, m = truth["3"]
+    np.testing.assert_allclose(item["image"].numpy(), rgb.transpose(2, 0, 1) / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(item["mask"][0].numpy(), m.astype(np.float32))
+    assert CVCClinicDB(tmp_path, split="all")[0]["image"].shape == (3, 96, 128)
+
+
+def test_cvc_sequence_split(tmp_path, caplog):
+    write_cvc(tmp_path, n=10)
+    csv = tmp_path / "seq.csv"
+    seq_of = {i: f"seq{(i - 1) // 2}" for i in range(1, 11)}  # 5 sequences of 2 frames
+    csv.write_text("frame,sequence\n" + "".join(f"{i}.tif,{s}\n" for i, s in seq_of.items()))
+    with caplog.at_level(logging.WARNING, logger="spatialrec.data"):
+        ids = _all_ids(CVCClinicDB, tmp_path, sequence_csv=csv, val_fraction=0.2, test_fraction=0.2)
+    assert "no sequence_csv" not in caplog.text
+    seqs = {s: {seq_of[int(i)] for i in ids[s]} for s in ids}
+    assert all(len(ids[s]) == 2 * len(seqs[s]) for s in ids)  # whole sequences only
+    assert not (seqs["train"] & seqs["val"]) and not (seqs["train"] & seqs["test"]) and not (seqs["val"] & seqs["test"])
+    assert sum(len(v) for v in ids.values()) == 10
+    # headerless two-column CSV gives the same split
+    csv2 = tmp_path / "seq2.csv"
+    csv2.write_text("".join(f"{i},{s}\n" for i, s in seq_of.items()))
+    assert ids == _all_ids(CVCClinicDB, tmp_path, sequence_csv=csv2, val_fraction=0.2, test_fraction=0.2)
+
+
+def test_cvc_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Original.*Expected layout"):
+        (tmp_path / "a").mkdir()
+        CVCClinicDB(tmp_path / "a")
+    write_cvc(tmp_path / "b")
+    (tmp_path / "b" / "Ground Truth" / "4.tif").unlink()
+    with pytest.raises(DatasetError, match="4.tif.*has no mask"):
+        CVCClinicDB(tmp_path / "b")
+    write_cvc(tmp_path / "c")
+    (tmp_path / "c" / "Original" / "5.tif").unlink()
+    with pytest.raises(DatasetError, match="mask.*5.tif.*has no image"):
+        CVCClinicDB(tmp_path / "c")
+    write_cvc(tmp_path / "d")
+    csv = tmp_path / "partial.csv"
+    csv.write_text("frame,sequence\n1,a\n2,a\n3,b\n4,b\n5,c\n")
+    with pytest.raises(DatasetError, match="6.tif.*not listed"):
+        CVCClinicDB(tmp_path / "d", sequence_csv=csv)
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        CVCClinicDB(tmp_path / "d", sequence_csv=tmp_path / "nope.csv")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "d" / "Ground Truth" / "2.tif")
+    ds = CVCClinicDB(tmp_path / "d", split="all")
+    with pytest.raises(DatasetError, match="2.tif.*size"):
+        ds[1]
+    (tmp_path / "e" / "Original").mkdir(parents=True)
+    (tmp_path / "e" / "Ground Truth").mkdir()
+    with pytest.raises(DatasetError, match="no .tif/.png frames"):
+        CVCClinicDB(tmp_path / "e")
+
+
+def test_cvc_zero_one_masks(tmp_path):
+    write_cvc(tmp_path, n=3)
+    m = np.zeros((9, 12), np.uint8)
+    m[1:3, 1:3] = 1  # an edition that stores 0/1
+    Image.fromarray(m).save(tmp_path / "Ground Truth" / "1.tif")
+    assert CVCClinicDB(tmp_path, split="all", size=None)[0]["mask"].sum() == 4

@@ -1,0 +1,192 @@
+"""Metrics: hand-computed cases, empty-mask conventions, and MONAI on random masks."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from spatialrec import metrics as M
+
+
+def _masks(*shape):
+    return torch.zeros(*shape, dtype=torch.bool), torch.zeros(*shape, dtype=torch.bool)
+
+
+def test_dice_iou_by_hand():
+    p, t = _masks(1, 1, 4, 4)
+    p[0, 0, :2, :2] = True  # 4 pixels
+    t[0, 0, :2, :3] = True  # 6 pixels, 4 shared
+    assert M.dice(p, t).item() == pytest.approx(8 / 10)
+    assert M.iou(p, t).item() == pytest.approx(4 / 6)
+    assert M.dice(p.float(), t.long()).item() == pytest.approx(0.8)  # 0/1 numbers are accepted
+
+
+def test_surface_is_boundary_pixels():
+    m = torch.zeros(1, 1, 7, 7, dtype=torch.bool)
+    m[0, 0, 1:6, 1:6] = True  # 5x5 square: 16 boundary, 9 interior pixels
+    (d_pt, d_tp), = M.surface_distances(m, m)[0]
+    assert d_pt.numel() == 16 and d_tp.numel() == 16 and float(d_pt.max()) == 0.0
+    full = torch.ones(1, 1, 4, 4, dtype=torch.bool)  # outside the image counts as background
+    assert M.surface_distances(full, full)[0][0][0].numel() == 12
+    cube = torch.zeros(1, 1, 5, 5, 5, dtype=torch.bool)
+    cube[0, 0, 1:4, 1:4, 1:4] = True  # 27 voxels, only the centre is interior (6-neighbourhood)
+    assert M.surface_distances(cube, cube)[0][0][0].numel() == 26
+    plus = torch.zeros(1, 1, 5, 5, dtype=torch.bool)
+    plus[0, 0, 1:4, 2] = True
+    plus[0, 0, 2, 1:4] = True  # the centre has all 4 face neighbours: interior
+    assert M.surface_distances(plus, plus)[0][0][0].numel() == 4
+
+
+def test_hausdorff_single_pixels_with_spacing():
+    p, t = _masks(1, 1, 6, 6)
+    p[0, 0, 0, 0] = True
+    t[0, 0, 3, 4] = True
+    assert M.hausdorff_distance(p, t).item() == pytest.approx(5.0)
+    assert M.hausdorff_distance(p, t, spacing=(2.0, 1.0)).item() == pytest.approx(math.sqrt(36 + 16))
+    assert M.hd95(p, t, spacing=0.5).item() == pytest.approx(2.5)
+    assert M.average_surface_distance(p, t, spacing=(2.0, 1.0)).item() == pytest.approx(math.sqrt(52))
+
+
+def test_parallel_lines():
+    p, t = _masks(1, 1, 5, 10)
+    p[0, 0, 0, :] = True
+    t[0, 0, 3, :] = True
+    for fn in (M.hausdorff_distance, M.hd95, M.average_surface_distance):
+        assert fn(p, t).item() == pytest.approx(3.0)
+        assert fn(p, t, spacing=(0.5, 1.0)).item() == pytest.approx(1.5)
+
+
+def test_percentile_and_asymmetric_sets():
+    p, t = _masks(1, 1, 3, 12)
+    p[0, 0, 0, 0] = True
+    t[0, 0, 0, 0] = True
+    t[0, 0, 0, 10] = True
+    # d(P->T) = [0], d(T->P) = [0, 10]
+    assert M.hausdorff_distance(p, t).item() == pytest.approx(10.0)
+    assert M.hd95(p, t).item() == pytest.approx(9.5)  # linear interpolation between 0 and 10
+    assert M.hausdorff_distance(p, t, percentile=50).item() == pytest.approx(5.0)
+    assert M.average_surface_distance(p, t).item() == pytest.approx(10 / 3)
+    assert M.average_surface_distance(p, t, symmetric=False).item() == pytest.approx(0.0)
+
+
+def test_3d_by_hand_and_per_image_spacing():
+    p, t = _masks(2, 1, 3, 4, 5)
+    p[:, 0, 0, 0, 0] = True
+    t[:, 0, 2, 3, 4] = True
+    sp = torch.tensor([[1.0, 1.0, 1.0], [2.0, 0.5, 1.0]])
+    out = M.hausdorff_distance(p, t, spacing=sp)
+    assert out.shape == (2, 1)
+    assert out[0, 0].item() == pytest.approx(math.sqrt(4 + 9 + 16))
+    assert out[1, 0].item() == pytest.approx(math.sqrt(16 + 2.25 + 16))
+
+
+def test_empty_masks():
+    p, t = _masks(1, 3, 5, 5)
+    p[0, 1, 2, 2] = True  # class 1: only the prediction has foreground
+    t[0, 2, 2, 2] = True  # class 2: only the target
+    d = M.dice(p, t)
+    assert d.tolist() == [[1.0, 0.0, 0.0]]
+    assert torch.isnan(M.dice(p, t, ignore_empty=True)[0, :2]).all()
+    assert M.dice(p, t, ignore_empty=True)[0, 2] == 0.0
+    assert M.iou(p, t).tolist() == [[1.0, 0.0, 0.0]]
+    for fn in (M.hausdorff_distance, M.hd95, M.average_surface_distance):
+        out = fn(p, t)
+        assert torch.isnan(out[0, 0]) and torch.isinf(out[0, 1]) and torch.isinf(out[0, 2])
+
+
+def test_to_masks():
+    logits = torch.tensor([[[[-1.0, 0.5], [2.0, -3.0]]]])
+    assert M.to_masks(logits).tolist() == [[[[False, True], [True, False]]]]
+    assert M.to_masks(torch.sigmoid(logits), "probabilities", threshold=0.7).tolist() == [[[[False, False], [True, False]]]]
+    sm = torch.zeros(1, 3, 1, 3)
+    sm[0, 0, 0, 0] = sm[0, 1, 0, 1] = sm[0, 2, 0, 2] = 5.0
+    out = M.to_masks(sm, "softmax")
+    assert out.shape == (1, 2, 1, 3) and out[0, :, 0].tolist() == [[False, True, False], [False, False, True]]
+    assert M.to_masks(sm, "softmax", include_background=True).shape == (1, 3, 1, 3)
+    labels = torch.tensor([[[0, 1, 2]]])
+    torch.testing.assert_close(M.to_masks(labels, "labels", num_classes=3), out)
+    torch.testing.assert_close(M.to_masks(labels[:, None], "labels", num_classes=3), out)
+    with pytest.raises(ValueError, match="num_classes"):
+        M.to_masks(labels, "labels")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        M.to_masks(labels, "labels", num_classes=2)
+    with pytest.raises(ValueError, match="mode"):
+        M.to_masks(labels, "argmax")
+
+
+def test_bad_input():
+    p, t = _masks(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="same shape"):
+        M.dice(p, t[..., :3])
+    with pytest.raises(ValueError, match="binary"):
+        M.dice(torch.rand(1, 1, 4, 4), t)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        M.iou(p[0], t[0])
+    with pytest.raises(TypeError, match="pred"):
+        M.dice(p.numpy(), t)
+    with pytest.raises(ValueError, match="spacing"):
+        M.hd95(p, t, spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="spacing"):
+        M.hd95(p, t, spacing=(1.0, -1.0))
+    with pytest.raises(ValueError, match="percentile"):
+        M.hausdorff_distance(p, t, percentile=101)
+
+
+# --- MONAI -------------------------------------------------------------------------------------
+
+
+def _random_masks(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    # blobby masks: threshold smoothed noise so surfaces are not all isolated pixels
+    x = torch.rand(shape, generator=g)
+    nd = len(shape) - 2
+    pool = torch.nn.functional.avg_pool2d if nd == 2 else torch.nn.functional.avg_pool3d
+    x = pool(x.reshape(-1, 1, *shape[2:]), 3, stride=1, padding=1).reshape(shape)
+    return x > x.flatten(2).median(-1).values.view(*shape[:2], *([1] * nd))
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 24, 19), (2, 2, 7, 9, 8)])
+def test_against_monai_random(shape):
+    monai_metrics = pytest.importorskip("monai.metrics")
+    pytest.importorskip("scipy")  # MONAI's surface distances need scipy on CPU
+    p = _random_masks(shape, 1).float()
+    t = _random_masks(shape, 2).float()
+    nd = len(shape) - 2
+    spacing = [0.7, 1.3, 2.0][:nd]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_dice = monai_metrics.DiceMetric(include_background=True, reduction="none", ignore_empty=False)(p, t)
+        ref_iou = monai_metrics.compute_iou(p, t, include_background=True, ignore_empty=False)
+        ref_hd = monai_metrics.compute_hausdorff_distance(p, t, include_background=True, spacing=spacing)
+        ref_hd95 = monai_metrics.compute_hausdorff_distance(
+            p, t, include_background=True, percentile=95, spacing=spacing
+        )
+        ref_asd = monai_metrics.compute_average_surface_distance(
+            p, t, include_background=True, symmetric=True, spacing=spacing
+        )
+    torch.testing.assert_close(M.dice(p, t), ref_dice.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(M.iou(p, t), ref_iou.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(M.hausdorff_distance(p, t, spacing=spacing), ref_hd.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(M.hd95(p, t, spacing=spacing), ref_hd95.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(M.average_surface_distance(p, t, spacing=spacing), ref_asd.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_against_monai_per_image_spacing_and_empty_target():
+    monai_metrics = pytest.importorskip("monai.metrics")
+    pytest.importorskip("scipy")
+    p = _random_masks((2, 1, 16, 16), 3).float()
+    t = _random_masks((2, 1, 16, 16), 4).float()
+    sp = [[0.8, 1.1], [1.5, 0.6]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = monai_metrics.compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=sp)
+        t_empty = t.clone()
+        t_empty[1] = 0
+        ref_dice = monai_metrics.DiceMetric(include_background=True, reduction="none")(p, t_empty)
+        ref_asd = monai_metrics.compute_average_surface_distance(p, t_empty, include_background=True, symmetric=True)
+    torch.testing.assert_close(M.hd95(p, t, spacing=torch.tensor(sp)), ref.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(M.dice(p, t_empty, ignore_empty=True), ref_dice.float(), equal_nan=True)
+    torch.testing.assert_close(M.average_surface_distance(p, t_empty), ref_asd.float(), equal_nan=True)
