@@ -6,6 +6,7 @@ The public API, re-exported from the submodules:
 - ops: :func:`directional_gru_scan` (and :mod:`spatialrec.ops` for backends)
 - compat: :func:`convert_published_state_dict`
 - :mod:`spatialrec.losses`, :mod:`spatialrec.metrics`, :mod:`spatialrec.data` (readers, synthetic set)
+- train: :func:`fit`, :func:`evaluate` (:mod:`spatialrec.train`: the training loop, checkpoints, torchrun)
 """
 
 from . import ops
@@ -13,6 +14,7 @@ from . import data, losses, metrics  # noqa: E402  (readers import Pillow/nibabe
 from .compat import convert_published_state_dict
 from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .ops import directional_gru_scan
+from .train import evaluate, fit
 
 __version__ = "0.1.0"
 
@@ -23,6 +25,8 @@ __all__ = [
     "convert_published_state_dict",
     "data",
     "directional_gru_scan",
+    "evaluate",
+    "fit",
     "losses",
     "metrics",
     "ops",

@@ -50,7 +50,13 @@ def test_torchrun_two_processes_match_single_process(tmp_path: Path) -> None:
     # The parameters did change, so the match is not trivial.
     assert a["history"][0]["val_loss"] != a["history"][-1]["val_loss"]
     summary = json.loads((ddp / "metrics.json").read_text())
+    reference = json.loads((single / "metrics.json").read_text())
     assert summary["world_size"] == 2
+    # Test metrics gathered from both processes: every test image once, same values.
+    assert summary["test"]["num_images"] == reference["test"]["num_images"] == 5
+    for metric in ("dice", "iou", "hd95"):
+        got, want = summary["test"][metric], reference["test"][metric]
+        assert got["mean"] == pytest.approx(want["mean"], rel=1e-4, abs=1e-5), metric
     # Only rank 0 wrote: exactly one CSV with one row per epoch.
     assert len((ddp / "metrics.csv").read_text().strip().splitlines()) == 1 + 3
 
