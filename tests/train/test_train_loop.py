@@ -126,6 +126,10 @@ def test_resume_finished_run_trains_no_more(tmp_path: Path) -> None:
     after = load_checkpoint(tmp_path / "last.pt")
     assert res.epochs_completed == 2 and after["epoch"] == 2
     assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+    # A higher epoch limit continues the finished run.
+    more = fit(tiny_model(), TinySegmentation(8), TinySegmentation(4), out_dir=tmp_path, resume=True,
+               **{**kwargs, "epochs": 3})  # fmt: skip
+    assert more.epochs_completed == 3 and [r["epoch"] for r in more.history] == [1, 2, 3]
 
 
 def test_truncated_checkpoint_is_reported(tmp_path: Path) -> None:

@@ -466,6 +466,25 @@ def _make_scheduler(
     )
 
 
+def _stop_reason(
+    epoch: int,
+    epochs: int,
+    bad_epochs: int,
+    patience: Optional[int],
+    train_time: float,
+    epoch_time: float,
+    time_budget: Optional[float],
+) -> Optional[str]:
+    """Why training stops after ``epoch`` completed epochs, or ``None`` to go on."""
+    if patience is not None and bad_epochs >= patience:
+        return "early_stopping"
+    if epoch >= epochs:
+        return "max_epochs"
+    if time_budget is not None and train_time + epoch_time > time_budget:
+        return "time_budget"
+    return None
+
+
 def fit(
     model: nn.Module,
     train_data: Dataset,
@@ -544,8 +563,9 @@ def fit(
         resume: ``True`` continues from ``out_dir/last.pt``; a path continues from that file.
         overwrite: allow starting a fresh run in an ``out_dir`` that already holds one.
         threshold: on the sigmoid probability for Dice.
-        time_budget: seconds; stop (``stop_reason="time_budget"``) after the epoch at which
-            another epoch of the same length would exceed it. At least one epoch runs.
+        time_budget: seconds of training (summed over resumes); stop (``stop_reason=
+            "time_budget"``) after the epoch at which another epoch of the same length would
+            exceed it. At least one epoch runs.
         num_workers: DataLoader workers. drop_last: drop each epoch's last incomplete batch.
         eval_batch_size: batch size of validation and test (default ``batch_size``).
         hd95: compute HD95 in the final test.
@@ -651,7 +671,10 @@ def fit(
         best_val, best_epoch, bad_epochs = float(es["best_val_loss"]), int(es["best_epoch"]), int(es["bad_epochs"])
         history = list(ckpt["history"])
         train_time = float(ckpt.get("train_time", 0.0))
-        stop_reason = ckpt.get("stop_reason")
+        # Decided again with today's settings: a run stopped at its epoch limit continues when
+        # resumed with a higher one.
+        last_time = float(history[-1]["epoch_time"]) if history else 0.0
+        stop_reason = _stop_reason(start_epoch, epochs, bad_epochs, patience, train_time, last_time, time_budget)
         changed = {k: (ckpt["config"].get(k), v) for k, v in config.items() if ckpt["config"].get(k) != v}
         if changed:
             logger.warning("resuming %s with changed settings (checkpoint -> now): %s", resume_path, changed)
@@ -701,8 +724,6 @@ def fit(
 
     last_ckpt: Optional[Path] = resume_path if resume_path is not None else None
     epoch = start_epoch
-    if stop_reason is None and start_epoch >= epochs:
-        stop_reason = "max_epochs"
     while stop_reason is None:
         t0 = time.perf_counter()
         train_sampler.set_epoch(epoch)
@@ -767,12 +788,7 @@ def fit(
             "val_dice": val_dice, "lr": current_lr, "epoch_time": epoch_time, "train_time": train_time,
         }  # fmt: skip
         history.append(row)
-        if patience is not None and bad_epochs >= patience:
-            stop_reason = "early_stopping"
-        elif epoch >= epochs:
-            stop_reason = "max_epochs"
-        elif time_budget is not None and train_time + epoch_time > time_budget:
-            stop_reason = "time_budget"
+        stop_reason = _stop_reason(epoch, epochs, bad_epochs, patience, train_time, epoch_time, time_budget)
 
         rng = D.all_gather_objects(capture_rng_state(), ctx)
         if writes:
