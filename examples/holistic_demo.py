@@ -137,7 +137,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logging.info("== %s: %s parameters", name, f"{params:,}")
         res = fit(
             model, train, val, test_data=test, loss_fn=DiceCELoss(), epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
+            batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine", device=args.device, seed=args.seed,
             out_dir=args.out / name, overwrite=True, time_budget=args.time_budget / len(MODELS),
             progress=not args.no_progress, run_info={"example": "holistic_demo", "model": name, "model_args": kwargs},
         )  # fmt: skip

@@ -675,6 +675,7 @@ def fit(
         # resumed with a higher one.
         last_time = float(history[-1]["epoch_time"]) if history else 0.0
         stop_reason = _stop_reason(start_epoch, epochs, bad_epochs, patience, train_time, last_time, time_budget)
+        stop_reason = D.broadcast_object(stop_reason, ctx)
         changed = {k: (ckpt["config"].get(k), v) for k, v in config.items() if ckpt["config"].get(k) != v}
         if changed:
             logger.warning("resuming %s with changed settings (checkpoint -> now): %s", resume_path, changed)
@@ -789,6 +790,8 @@ def fit(
         }  # fmt: skip
         history.append(row)
         stop_reason = _stop_reason(epoch, epochs, bad_epochs, patience, train_time, epoch_time, time_budget)
+        # Clocks differ between processes: rank 0 decides for all, or some would wait forever.
+        stop_reason = D.broadcast_object(stop_reason, ctx)
 
         rng = D.all_gather_objects(capture_rng_state(), ctx)
         if writes:
