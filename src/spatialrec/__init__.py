@@ -5,14 +5,17 @@ The public API, re-exported from the submodules:
 - layers: :class:`SpatialDependencyLayer`, :class:`ResidualSDN`, :class:`DirectionalGRU2d`
 - ops: :func:`directional_gru_scan` (and :mod:`spatialrec.ops` for backends)
 - compat: :func:`convert_published_state_dict`
+- models: :func:`create_model`, :func:`list_models`, :func:`register_model`, :class:`UNet`,
+  :class:`UNetPlusPlus`, :class:`TransUNet`; blocks: :mod:`spatialrec.blocks`
 - :mod:`spatialrec.losses`, :mod:`spatialrec.metrics`, :mod:`spatialrec.data` (readers, synthetic set)
 - train: :func:`fit`, :func:`evaluate` (:mod:`spatialrec.train`: the training loop, checkpoints, torchrun)
 """
 
-from . import ops
+from . import blocks, models, ops
 from . import data, losses, metrics  # noqa: E402  (readers import Pillow/nibabel lazily)
 from .compat import convert_published_state_dict
 from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
+from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
 from .ops import directional_gru_scan
 from .train import evaluate, fit
 
@@ -22,6 +25,14 @@ __all__ = [
     "DirectionalGRU2d",
     "ResidualSDN",
     "SpatialDependencyLayer",
+    "TransUNet",
+    "UNet",
+    "UNetPlusPlus",
+    "blocks",
+    "create_model",
+    "list_models",
+    "models",
+    "register_model",
     "convert_published_state_dict",
     "data",
     "directional_gru_scan",

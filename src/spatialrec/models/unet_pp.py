@@ -1,0 +1,239 @@
+"""UNet++ (nested U-Net) with optional SDN blocks per node (the paper's SDN-UNet++).
+
+Node ``X[i, j]`` is at level ``i`` (resolution ``1 / 2**i``); ``j = 0`` is the encoder column,
+``j >= 1`` the nested decoders. ``X[i, j] = block(cat(X[i, 0], ..., X[i, j-1], up(X[i+1, j-1])))``
+with ``up`` a bilinear x2. The output is read from ``X[0, depth]`` (or from every ``X[0, j]``
+with deep supervision).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..blocks import count_sdn_layers, make_block
+from ..ops import DirectionLike
+from .unet import (
+    PAD_MODES,
+    SDN_BLOCK_KINDS,
+    LevelsLike,
+    check_bool,
+    check_choice,
+    check_int,
+    check_model_input,
+    check_sdn_args,
+    crop_window,
+    pad_to_multiple,
+    parse_levels,
+)
+
+NodesLike = Union[str, Iterable[Union[int, tuple[int, int]]]]
+
+
+def _parse_nodes(name: str, nodes: NodesLike, depth: int) -> frozenset[tuple[int, int]]:
+    valid = {(i, j) for i in range(depth) for j in range(1, depth - i + 1)}
+    if isinstance(nodes, str):
+        if nodes == "all":
+            return frozenset(valid)
+        if nodes == "none":
+            return frozenset()
+        raise ValueError(f"{name}={nodes!r} is not valid; expected 'all', 'none' or an iterable of nodes")
+    if isinstance(nodes, (bool, int)):
+        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels/(i, j) nodes, got {nodes!r}")
+    try:
+        items = list(nodes)
+    except TypeError:
+        raise TypeError(f"{name} must be 'all', 'none' or an iterable, got {type(nodes).__name__}") from None
+    out: set[tuple[int, int]] = set()
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not 0 <= item < depth:
+                raise ValueError(f"{name} contains level {item}; decoder levels are 0..{depth - 1}")
+            out |= {(item, j) for j in range(1, depth - item + 1)}
+        elif (
+            isinstance(item, tuple) and len(item) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+        ):
+            if item not in valid:
+                raise ValueError(
+                    f"{name} contains node {item}; decoder nodes (i, j) need 0 <= i < depth={depth} and 1 <= j <= depth - i"
+                )
+            out.add(item)
+        else:
+            raise TypeError(f"{name} must contain levels (int) or nodes (i, j), got {item!r}")
+    return frozenset(out)
+
+
+class UNetPlusPlus(nn.Module):
+    """UNet++ (nested U-Net, Zhou et al. 2018) with SDN blocks at the nodes you choose.
+
+    Widths ``base_width * 2**i`` per level (the published model: 32, 64, 128, 256, 512),
+    VGG blocks, 2x2 max-pool down, bilinear x2 (``align_corners=True``) up, dense skip
+    connections. Inputs of any size ``H, W >= 2**depth`` are padded to a multiple of
+    ``2**depth`` (``pad_mode``) and the logits cropped back.
+
+    Args:
+        in_channels: channels of the input image.
+        num_classes: channels of the output logits.
+        depth: number of down-samplings (1 to as many as you like; the published model: 1-4).
+        base_width: channels at level 0, doubled per level.
+        deep_supervision: if True, ``forward`` returns a list of ``depth`` logit maps, one per
+            nested decoder ``X[0, 1] .. X[0, depth]`` (the last is the full model's output).
+        encoder_sdn: encoder levels ``0 .. depth`` (nodes ``X[i, 0]``) that use SDN blocks, or
+            ``"all"``/``"none"``.
+        decoder_sdn: decoder nodes that use SDN blocks: ``(i, j)`` pairs (``j >= 1``), levels
+            ``i`` (every decoder node of that level), ``"all"`` or ``"none"``.
+        sdn_block: ``"residual_sdn"`` (default, as the published UNet++) or ``"sdn"``.
+        state_size, directions, backend: of every SDN layer (paper: 150, right then down).
+        pad_mode: ``"reflect"`` (default), ``"replicate"`` or ``"constant"`` (zeros).
+
+    Shape:
+        ``(B, in_channels, H, W) -> (B, num_classes, H, W)`` logits (a list of those with
+        ``deep_supervision``).
+
+    Example:
+        >>> model = UNetPlusPlus(3, 1, depth=4, encoder_sdn=(0, 1, 2, 3))  # SDN-UNet++
+        >>> model(torch.randn(1, 3, 96, 96)).shape  # doctest: +SKIP
+        torch.Size([1, 1, 96, 96])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        depth: int = 4,
+        base_width: int = 32,
+        *,
+        deep_supervision: bool = False,
+        encoder_sdn: LevelsLike = (),
+        decoder_sdn: NodesLike = (),
+        sdn_block: str = "residual_sdn",
+        state_size: int = 150,
+        directions: Sequence[DirectionLike] = ("right", "down"),
+        backend: str = "auto",
+        pad_mode: str = "reflect",
+    ) -> None:
+        super().__init__()
+        self.in_channels = check_int("in_channels", in_channels)
+        self.num_classes = check_int("num_classes", num_classes)
+        self.depth = check_int("depth", depth)
+        self.base_width = check_int("base_width", base_width)
+        self.deep_supervision = check_bool("deep_supervision", deep_supervision)
+        self.sdn_block = check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS)
+        self.directions = check_sdn_args(state_size, directions, backend)
+        self.state_size = state_size
+        self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
+        self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
+        self.decoder_sdn = _parse_nodes("decoder_sdn", decoder_sdn, depth)
+        self.widths = tuple(base_width * 2**i for i in range(depth + 1))
+        w = self.widths
+
+        def block(sdn: bool, c_in: int, c_out: int) -> nn.Module:
+            return make_block(sdn_block if sdn else "vgg", c_in, c_out, state_size, self.directions, backend)
+
+        # Keys follow the published names conv{i}_{j}, so published checkpoints line up by name.
+        self.nodes = nn.ModuleDict()
+        for i in range(depth + 1):
+            self.nodes[f"conv{i}_0"] = block(i in self.encoder_sdn, in_channels if i == 0 else w[i - 1], w[i])
+        for i in range(depth):
+            for j in range(1, depth - i + 1):
+                self.nodes[f"conv{i}_{j}"] = block((i, j) in self.decoder_sdn, j * w[i] + w[i + 1], w[i])
+        n_heads = depth if deep_supervision else 1
+        self.heads = nn.ModuleList(nn.Conv2d(w[0], num_classes, kernel_size=1) for _ in range(n_heads))
+
+    @property
+    def min_size(self) -> int:
+        """The smallest input side accepted: ``2**depth``."""
+        return 2**self.depth
+
+    def sdn_nodes(self) -> dict[str, tuple]:
+        """Where the SDN blocks are: ``{"encoder": (levels...), "decoder": ((i, j), ...)}``, sorted."""
+        return {"encoder": tuple(sorted(self.encoder_sdn)), "decoder": tuple(sorted(self.decoder_sdn))}
+
+    def num_sdn_layers(self) -> int:
+        """Number of SDN layers in the model (one per SDN block)."""
+        return count_sdn_layers(self)
+
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, list[torch.Tensor]]:
+        """``x: (B, in_channels, H, W)``, ``H, W >= 2**depth`` -> logits ``(B, num_classes, H, W)``,
+        or a list of ``depth`` such maps with ``deep_supervision``."""
+        check_model_input(x, self.in_channels, self.min_size, type(self).__name__, self.depth)
+        x, window = pad_to_multiple(x, self.min_size, self.pad_mode)
+        nodes = self.nodes
+        cols: list[list[torch.Tensor]] = [[nodes["conv0_0"](x)]]  # cols[i] = [X[i, 0], X[i, 1], ...]
+        for i in range(1, self.depth + 1):
+            cols.append([nodes[f"conv{i}_0"](F.max_pool2d(cols[i - 1][0], 2))])
+            # The new deepest node completes one anti-diagonal of decoder nodes, from deep to shallow.
+            for j in range(1, i + 1):
+                r = i - j
+                up = F.interpolate(cols[r + 1][j - 1], scale_factor=2.0, mode="bilinear", align_corners=True)
+                cols[r].append(nodes[f"conv{r}_{j}"](torch.cat([*cols[r][:j], up], dim=1)))
+        if self.deep_supervision:
+            return [crop_window(head(cols[0][j + 1]), window) for j, head in enumerate(self.heads)]
+        return crop_window(self.heads[0](cols[0][self.depth]), window)
+
+    @classmethod
+    def from_published_args(
+        cls,
+        n_channels: int = 3,
+        n_classes: int = 1,
+        n_layers: int = 4,
+        sdn_b_enc: bool = False,
+        sdn_b_dec: bool = False,
+        sdn_n_layers: int = 3,
+        **kwargs: object,
+    ) -> "UNetPlusPlus":
+        """Build the nested U-Net the published training script builds from its flags.
+
+        The published model fixes the widths (32 .. 512), bilinear up-sampling and residual SDN
+        blocks, and ignores ``--feat_start``, ``--bilinear`` and ``--block``.
+        See :func:`published_unet_pp_nodes` for its placement rule. ``kwargs`` go to
+        :class:`UNetPlusPlus` (``state_size``, ``directions``, ``backend``, ``pad_mode``,
+        ``deep_supervision``).
+
+        Raises:
+            ValueError: ``n_layers`` outside 1..4 (the published model has five levels at most).
+        """
+        enc, dec = published_unet_pp_nodes(n_layers, sdn_b_enc, sdn_b_dec, sdn_n_layers)
+        kwargs.setdefault("base_width", 32)
+        return cls(n_channels, n_classes, depth=n_layers, encoder_sdn=enc, decoder_sdn=dec, **kwargs)  # type: ignore[arg-type]
+
+
+def published_unet_pp_nodes(
+    n_layers: int, sdn_b_enc: bool, sdn_b_dec: bool, sdn_n_layers: int
+) -> tuple[frozenset[int], frozenset[tuple[int, int]]]:
+    """The published nested U-Net's SDN placement: ``(encoder levels, decoder nodes)``.
+
+    Encoder (``--sdn_b_enc``): ``X[0,0]`` and ``X[1,0]`` always, ``X[k,0]`` for ``k >= 2`` when
+    ``sdn_n_layers >= k``. Decoder (``--sdn_b_dec``): ``X[0,1]`` always, ``X[0,2]`` when
+    ``sdn_n_layers >= 2``, ``X[0,3]`` when ``>= 3``, and when ``>= 4`` the whole last diagonal
+    ``X[3,1], X[2,2], X[1,3], X[0,4]``. Only nodes that exist at depth ``n_layers`` count.
+
+    Raises:
+        ValueError: ``n_layers`` is not in 1..4.
+    """
+    check_int("n_layers", n_layers)
+    if n_layers > 4:
+        raise ValueError(f"n_layers={n_layers}: the published nested U-Net has 1 to 4 down-samplings")
+    check_bool("sdn_b_enc", sdn_b_enc)
+    check_bool("sdn_b_dec", sdn_b_dec)
+    if isinstance(sdn_n_layers, bool) or not isinstance(sdn_n_layers, int):
+        raise TypeError(f"sdn_n_layers must be an int, got {sdn_n_layers!r}")
+    enc: set[int] = set()
+    dec: set[tuple[int, int]] = set()
+    if sdn_b_enc:
+        enc = {k for k in range(n_layers + 1) if k <= 1 or sdn_n_layers >= k}
+    if sdn_b_dec:
+        dec = {(0, 1)}
+        if n_layers >= 2 and sdn_n_layers >= 2:
+            dec.add((0, 2))
+        if n_layers >= 3 and sdn_n_layers >= 3:
+            dec.add((0, 3))
+        if n_layers >= 4 and sdn_n_layers >= 4:
+            dec |= {(3, 1), (2, 2), (1, 3), (0, 4)}
+    return frozenset(enc), frozenset(dec)
+
+
+__all__ = ["UNetPlusPlus", "published_unet_pp_nodes"]

@@ -1,0 +1,100 @@
+"""Blocks: structure against DESIGN.md, numerics against functional PyTorch, factory and backend helpers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spatialrec import ResidualSDN, SpatialDependencyLayer
+from spatialrec.blocks import (
+    BLOCK_KINDS,
+    ResidualSDNBlock,
+    SDNBlock,
+    VGGBlock,
+    count_sdn_layers,
+    make_block,
+    set_sdn_backend,
+)
+
+
+def _bn(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps)
+
+
+def _randomize_bn(module: nn.Module) -> None:
+    g = torch.Generator().manual_seed(3)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+
+
+def test_vgg_block_matches_functional_composition():
+    torch.manual_seed(0)
+    block = VGGBlock(3, 5).eval()
+    _randomize_bn(block)
+    x = torch.randn(2, 3, 9, 7)
+    c1, b1, _, c2, b2, _ = block.net
+    ref = F.relu(_bn(F.conv2d(x, c1.weight, c1.bias, padding=1), b1))
+    ref = F.relu(_bn(F.conv2d(ref, c2.weight, c2.bias, padding=1), b2))
+    torch.testing.assert_close(block(x), ref)
+    assert block(x).shape == (2, 5, 9, 7)
+
+
+@pytest.mark.parametrize("cls, layer_cls", [(SDNBlock, SpatialDependencyLayer), (ResidualSDNBlock, ResidualSDN)])
+def test_sdn_blocks_structure_defaults_and_numerics(cls, layer_cls):
+    block = cls(4, 6)
+    types = [type(m) for m in block.net]
+    assert types == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, layer_cls, nn.BatchNorm2d, nn.ReLU]
+    conv, sdn = block.net[0], block.net[3]
+    assert conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.out_channels == 6
+    assert sdn.state_size == 150 and sdn.directions == ("right", "down")
+    assert sdn.in_channels == 6 and sdn.out_channels == 6
+    inner = sdn if layer_cls is SpatialDependencyLayer else sdn.sdn
+    assert inner.project_in.kernel_size == (3, 3) and inner.project_in.padding == (1, 1)
+    assert inner.project_in.stride == (1, 1)
+    assert block.sdn is sdn
+
+    torch.manual_seed(1)
+    small = cls(3, 5, state_size=6, directions=("up", "left"), backend="reference").eval()
+    _randomize_bn(small)
+    x = torch.randn(2, 3, 7, 9)
+    c1, b1, _, layer, b2, _ = small.net
+    ref = F.relu(_bn(F.conv2d(x, c1.weight, c1.bias, padding=1), b1))
+    ref = F.relu(_bn(layer(ref), b2))
+    torch.testing.assert_close(small(x), ref)
+    assert small.sdn.directions == ("up", "left")
+
+
+def test_make_block_kinds_and_errors():
+    assert BLOCK_KINDS == ("vgg", "sdn", "residual_sdn")
+    assert isinstance(make_block("vgg", 2, 3), VGGBlock)
+    b = make_block("sdn", 2, 3, state_size=5, directions=(1, 3))
+    assert isinstance(b, SDNBlock) and b.sdn.state_size == 5 and b.sdn.directions == ("left", "up")
+    assert isinstance(make_block("residual_sdn", 2, 3, state_size=5), ResidualSDNBlock)
+    with pytest.raises(ValueError, match="block kind 'conv'.*vgg"):
+        make_block("conv", 2, 3)
+    with pytest.raises(ValueError, match="in_channels must be >= 1"):
+        VGGBlock(0, 3)
+    with pytest.raises(TypeError, match="out_channels must be an int"):
+        SDNBlock(2, 3.0)
+
+
+def test_set_sdn_backend_and_count():
+    model = nn.Sequential(make_block("sdn", 2, 3, state_size=4), make_block("residual_sdn", 3, 3, state_size=4),
+                          make_block("vgg", 3, 3))  # fmt: skip
+    assert count_sdn_layers(model) == 2
+    assert set_sdn_backend(model, "reference") == 2
+    assert all(m.backend == "reference" for m in model.modules() if isinstance(m, SpatialDependencyLayer))
+    with pytest.raises(ValueError, match="backend"):
+        set_sdn_backend(model, "cuda-magic")
+
+
+def test_sdn_block_gradients_reach_all_parameters():
+    torch.manual_seed(0)
+    block = ResidualSDNBlock(2, 3, state_size=4)
+    block(torch.randn(2, 2, 6, 5)).square().sum().backward()
+    for name, p in block.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
