@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 pytest.importorskip("PIL")
 pytest.importorskip("nibabel")
@@ -77,7 +78,7 @@ def test_example_trains_one_epoch_and_writes_metrics(
     assert "mean" in printed and str(out / "metrics.json") in printed
 
 
-def test_example_resume_continues_the_run(tmp_path: Path) -> None:
+def test_example_resume_continues_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, out = tmp_path / "data", tmp_path / "run"
     write_dsb_kaggle(data, n=8)
     ex = load_example("dsb2018")
@@ -87,6 +88,14 @@ def test_example_resume_continues_the_run(tmp_path: Path) -> None:
     with open(out / "metrics.csv", newline="") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
     assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 2
+    # Starting again in the same folder without --resume is refused, not overwritten.
+    assert ex.main(ex.SPEC, ["--data-dir", str(data), "--out", str(out), *TINY]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    # A checkpoint cut short is reported, not a traceback.
+    last = out / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    assert ex.main(ex.SPEC, ["--data-dir", str(data), "--out", str(out), *args2, "--resume"]) == 1
+    assert "cut short or damaged" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name,hint", [
@@ -127,7 +136,11 @@ def test_holistic_demo_runs_and_saves_table_and_figure(tmp_path: Path, capsys: p
     out = tmp_path / "demo"
     argv = ["--out", str(out), "--epochs", "1", "--image-size", "24", "--num-train", "8", "--num-val", "4",
             "--num-test", "3", "--figure-images", "2", "--no-progress"]  # fmt: skip
-    assert demo.main(argv) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert demo.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)  # the demo sets its own thread count
     printed = capsys.readouterr().out
     assert "test Dice" in printed and "HD95" in printed
     for name in ("unet", "sdn_unet"):
@@ -142,3 +155,21 @@ def test_holistic_demo_runs_and_saves_table_and_figure(tmp_path: Path, capsys: p
     assert w > 4 * 24 * 3 and h > 2 * 24 * 3  # 4 columns, 2 rows of 3x tiles
 
 
+
+
+@pytest.mark.slow
+def test_example_under_torchrun_two_processes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    write_dsb_kaggle(data, n=8)
+    env = {**os.environ, "PYTHONPATH": str(EXAMPLES.parent / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(EXAMPLES / "dsb2018.py"), "--data-dir", str(data), "--out", str(out), *TINY]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["world_size"] == 2 and summary["test"]["num_images"] >= 1
+    assert proc.stdout.count("metrics:") == 1  # only rank 0 prints the results
