@@ -426,16 +426,20 @@ def _hd95(M: Any, pred: torch.Tensor, tgt: torch.Tensor, spacing: Optional[torch
     return M.hd95(pred, tgt, spacing=torch.as_tensor(spacing, dtype=torch.float64).reshape(pred.shape[0], -1))
 
 
-def _progress_bar(show: bool, total: int, desc: str) -> Any:
-    if not show:
-        return None
+def _require_tqdm() -> Any:
     try:
         from tqdm import tqdm
     except ImportError as err:
         raise ImportError(
             "the progress bar needs tqdm: pip install 'spatialrec[data]' (or pass progress=False)"
         ) from err
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm
+
+
+def _progress_bar(show: bool, total: int, desc: str) -> Any:
+    if not show:
+        return None
+    return _require_tqdm()(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,6 +619,8 @@ def fit(
     ctx = D.setup(device)
     dev = ctx.device
     dtype = resolve_amp_dtype(amp, amp_dtype, dev)
+    if progress and ctx.is_main:
+        _require_tqdm()  # fail now, not after the first epoch
     out = Path(out_dir) if out_dir is not None else None
     writes = out is not None and ctx.is_main
 
