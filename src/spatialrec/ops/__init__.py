@@ -66,6 +66,15 @@ def triton_available() -> bool:
     return True
 
 
+def available_backends() -> tuple[str, ...]:
+    """The concrete backends usable in this installation, e.g. ``("reference", "fused", "triton")``.
+
+    ``"triton"`` is listed when Triton is importable; it still needs CUDA tensors (or the Triton
+    interpreter, ``TRITON_INTERPRET=1``, for tests).
+    """
+    return tuple(name for name in BACKENDS if _module_exists(name) and (name != "triton" or triton_available()))
+
+
 def _module_exists(name: str) -> bool:
     from importlib.util import find_spec
 
@@ -185,6 +194,7 @@ def directional_gru_scan(
 __all__ = [
     "BACKENDS",
     "BACKEND_ENV_VAR",
+    "available_backends",
     "DIRECTIONS",
     "directional_gru_scan",
     "from_down_view",

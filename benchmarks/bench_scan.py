@@ -1,0 +1,308 @@
+"""Benchmark the directional GRU scan backends against the published implementation's strategy.
+
+Usage::
+
+    python benchmarks/bench_scan.py            # every configuration
+    python benchmarks/bench_scan.py --quick    # the paper's configuration only
+
+Each configuration runs in its own process (so that peak-memory readings of one do not leak into
+the next). Within it, on the same inputs and parameters of one SDN layer (project-in conv + tanh,
+one sweep per direction, 1x1 project-out conv), it measures
+
+- ``naive``: the published strategy, re-stated below: every line is written in place into the
+  state tensor, zero padding by ``torch.cat``, autograd through all of it;
+- ``reference``, ``fused``, and ``triton`` (only on CUDA) from :mod:`spatialrec.ops`;
+- ``gemm``: only the GEMMs the sweeps need (per line ``(B*W, 3S) x (3S, 3S)`` and the prior
+  term ``(H*B*W, S) x (S, 3S)`` per direction), the throughput ceiling of this machine on these
+  shapes.
+
+A backend's GFLOP/s counts the layer's useful FLOPs (sweeps + the two convolutions, a few percent
+of the total; the backward counted as twice the forward), whatever work it recomputes.
+
+Figures: forward time (no grad), forward+backward time (median of ``--repeats`` runs after
+``--warmup``), peak extra memory of one forward+backward (CPU: process peak RSS above the level
+before the run, via ``/proc/self/clear_refs``; CUDA: ``max_memory_allocated``), and the scan's
+useful GFLOP/s. Every figure is printed as a ratio to ``naive`` and GFLOP/s as a fraction of the
+``gemm`` figure measured in the same run: machines are shared and noisy, ratios are what compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+CONFIGS: dict[str, dict] = {
+    "paper": dict(batch=4, channels=32, state=150, height=128, width=128, directions=["right", "down"]),
+    "cvc_96x128": dict(batch=4, channels=32, state=150, height=96, width=128, directions=["right", "down"]),
+    "256x256_S64": dict(batch=4, channels=32, state=64, height=256, width=256, directions=["right", "down"]),
+    "b1_512x512_S32": dict(batch=1, channels=32, state=32, height=512, width=512, directions=["right", "down"]),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The published strategy, re-stated (DESIGN.md maths).
+# --------------------------------------------------------------------------------------------
+def naive_sweep(h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, direction: str) -> torch.Tensor:
+    """One sweep the way the published code does it: ``h: (B, S, H, W)`` -> same shape."""
+    from spatialrec.ops import from_down_view, to_down_view
+
+    state = to_down_view(h, direction).clone()
+    b, s, n_lines, w = state.shape
+    for i in range(1, n_lines):
+        prev = state[:, :, i - 1, :]
+        zeros = torch.zeros(b, s, 1, dtype=state.dtype, device=state.device)
+        padded = torch.cat([zeros, prev, zeros], dim=2)
+        a = torch.cat([padded[:, :, :-2], padded[:, :, 1:-1], padded[:, :, 2:]], dim=1)
+        a = a.permute(0, 2, 1).reshape(b * w, 3 * s)
+        p = state[:, :, i, :].permute(0, 2, 1).reshape(b * w, s)
+        gi = F.linear(a, w_ih, b_ih)
+        gh = F.linear(p, w_hh, b_hh)
+        r = torch.sigmoid(gi[:, :s] + gh[:, :s])
+        z = torch.sigmoid(gi[:, s : 2 * s] + gh[:, s : 2 * s])
+        n = torch.tanh(gi[:, 2 * s :] + r * gh[:, 2 * s :])
+        new = z * n + (1 - z) * p
+        state[:, :, i, :] = new.reshape(b, w, s).permute(0, 2, 1)
+    return from_down_view(state, direction)
+
+
+def layer_forward(layer: torch.nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
+    """The SDN layer's forward with the given scan backend (``naive`` = the published strategy)."""
+    if backend != "naive":
+        layer.backend = backend
+        return layer(x)
+    h = torch.tanh(layer.project_in(x))
+    for sweep in layer.sweeps:
+        h = naive_sweep(h, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, sweep.direction)
+    return layer.project_out(h)
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement helpers.
+# --------------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _read_status_kib(key: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> Optional[int]:
+    """Peak memory above the level before ``fn()`` (None where it cannot be measured)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM (peak RSS) to the current RSS
+    except OSError:
+        return None
+    base = _read_status_kib("VmRSS")
+    fn()
+    peak = _read_status_kib("VmHWM")
+    if base is None or peak is None:
+        return None
+    return (peak - base) * 1024
+
+
+def layer_flops(cfg: dict) -> float:
+    """Useful FLOPs of the layer's forward: the sweeps plus the 3x3 project-in and 1x1 project-out convolutions."""
+    b, s, h, w, c = cfg["batch"], cfg["state"], cfg["height"], cfg["width"], cfg["channels"]
+    return scan_flops(cfg) + 2.0 * b * h * w * (s * c * 9 + c * s)
+
+
+def scan_flops(cfg: dict) -> float:
+    """Useful FLOPs of the sweeps' forward: per direction, 2*(H'-1)*B*W'*(9S^2 + 3S^2)."""
+    b, s, h, w = cfg["batch"], cfg["state"], cfg["height"], cfg["width"]
+    total = 0.0
+    for d in cfg["directions"]:
+        n_lines, line = (w, h) if d in ("right", "left") else (h, w)
+        total += 2.0 * (n_lines - 1) * b * line * 12 * s * s
+    return total
+
+
+def gemm_only(cfg: dict, device: torch.device, dtype: torch.dtype) -> Callable[[], None]:
+    """The GEMMs of the sweeps' forward alone, on the same shapes, into preallocated outputs."""
+    b, s, h, w = cfg["batch"], cfg["state"], cfg["height"], cfg["width"]
+    work = []
+    for d in cfg["directions"]:
+        n_lines, line = (w, h) if d in ("right", "left") else (h, w)
+        m = b * line
+        a = torch.randn(m, 3 * s, device=device, dtype=dtype)
+        wt = torch.randn(3 * s, 3 * s, device=device, dtype=dtype)
+        out = torch.empty(m, 3 * s, device=device, dtype=dtype)
+        xp = torch.randn(n_lines * m, s, device=device, dtype=dtype)
+        wh = torch.randn(s, 3 * s, device=device, dtype=dtype)
+        outp = torch.empty(n_lines * m, 3 * s, device=device, dtype=dtype)
+        work.append((n_lines, a, wt, out, xp, wh, outp))
+
+    def run() -> None:
+        for n_lines, a, wt, out, xp, wh, outp in work:
+            torch.mm(xp, wh, out=outp)
+            for _ in range(n_lines - 1):
+                torch.mm(a, wt, out=out)
+
+    return run
+
+
+def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], warmup: int, repeats: int) -> dict:
+    from spatialrec import SpatialDependencyLayer
+
+    torch.manual_seed(0)
+    layer = SpatialDependencyLayer(cfg["channels"], cfg["channels"], state_size=cfg["state"], directions=cfg["directions"]).to(device)
+    x = torch.randn(cfg["batch"], cfg["channels"], cfg["height"], cfg["width"], device=device)
+    flops = layer_flops(cfg)
+    result: dict = {"config": name, **cfg, "device": str(device), "threads": torch.get_num_threads(), "rows": {}}
+
+    gemm = gemm_only(cfg, device, torch.float32)
+    t_gemm = _median_time(gemm, device, warmup, repeats)
+    result["gemm_gflops"] = scan_flops(cfg) / t_gemm / 1e9
+
+    for backend in backends:
+        def fwd() -> None:
+            with torch.no_grad():
+                layer_forward(layer, x, backend)
+
+        def fwd_bwd() -> None:
+            layer.zero_grad(set_to_none=True)
+            xg = x.detach().requires_grad_(True)
+            layer_forward(layer, xg, backend).sum().backward()
+
+        rep = max(1, repeats if backend != "naive" else min(repeats, 3))
+        t_f = _median_time(fwd, device, warmup, rep)
+        t_fb = _median_time(fwd_bwd, device, warmup, rep)
+        layer.zero_grad(set_to_none=True)
+        mem = _peak_extra_bytes(fwd_bwd, device)
+        layer.zero_grad(set_to_none=True)
+        result["rows"][backend] = {
+            "fwd_s": t_f,
+            "fwd_bwd_s": t_fb,
+            "peak_extra_bytes": mem,
+            "fwd_gflops": flops / t_f / 1e9,
+            "fwd_bwd_gflops": 3 * flops / t_fb / 1e9,  # backward = 2x the forward's GEMM work
+        }
+    return result
+
+
+def _fmt_mb(v: Optional[int]) -> str:
+    return "n/a" if v is None else f"{v / 2**20:.0f}"
+
+
+def print_result(res: dict) -> None:
+    rows = res["rows"]
+    base = rows.get("naive")
+    print(
+        f"\n== {res['config']}: B={res['batch']} C={res['channels']} S={res['state']} "
+        f"{res['height']}x{res['width']} dirs={'+'.join(res['directions'])} on {res['device']} "
+        f"({res['threads']} threads); GEMM on these shapes: {res['gemm_gflops']:.1f} GFLOP/s"
+    )
+    head = f"{'backend':<10} {'fwd s':>8} {'x naive':>8} {'f+b s':>8} {'x naive':>8} {'peak MB':>8} {'/naive':>7} {'fwd GF/s':>9} {'/gemm':>6} {'f+b GF/s':>9} {'/gemm':>6}"
+    print(head)
+    print("-" * len(head))
+    for name, r in rows.items():
+        sp_f = base["fwd_s"] / r["fwd_s"] if base else float("nan")
+        sp_fb = base["fwd_bwd_s"] / r["fwd_bwd_s"] if base else float("nan")
+        mem_ratio = (
+            f"{r['peak_extra_bytes'] / base['peak_extra_bytes']:.2f}"
+            if base and r["peak_extra_bytes"] is not None and base["peak_extra_bytes"]
+            else "n/a"
+        )
+        print(
+            f"{name:<10} {r['fwd_s']:>8.3f} {sp_f:>8.2f} {r['fwd_bwd_s']:>8.3f} {sp_fb:>8.2f} "
+            f"{_fmt_mb(r['peak_extra_bytes']):>8} {mem_ratio:>7} {r['fwd_gflops']:>9.1f} "
+            f"{r['fwd_gflops'] / res['gemm_gflops']:>6.2f} {r['fwd_bwd_gflops']:>9.1f} "
+            f"{r['fwd_bwd_gflops'] / res['gemm_gflops']:>6.2f}"
+        )
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only the paper's configuration")
+    parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), help="configurations to run (default: all)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backends", nargs="*", default=None, help="default: naive reference fused (+ triton on CUDA)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    backends = args.backends or (["naive", "reference", "fused"] + (["triton"] if device.type == "cuda" else []))
+    if "triton" in backends and device.type != "cuda":
+        parser.error("the triton column runs only on CUDA (its CPU mode is the slow test interpreter)")
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.child is not None:
+        res = run_config(args.child, CONFIGS[args.child], device, backends, args.warmup, args.repeats)
+        print("RESULT " + json.dumps(res))
+        return 0
+
+    names = ["paper"] if args.quick else (args.configs or list(CONFIGS))
+    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    if device.type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(device)}")
+    env = dict(os.environ)
+    # A fixed mmap threshold makes freed large tensors leave the process, so peak RSS tracks live memory.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    results = []
+    for name in names:
+        cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--backends", *backends]
+        if args.threads is not None:
+            cmd += ["--threads", str(args.threads)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            print(f"configuration {name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            return 1
+        res = json.loads(line[len("RESULT "):])
+        results.append(res)
+        print_result(res)
+        sys.stdout.flush()
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The fused directional GRU scan: a custom autograd function with a hand-written backward.
+
+Same maths as :mod:`spatialrec.ops.reference` (see ``DESIGN.md``); different bookkeeping.
+
+Layout. Every direction is reduced to the `down` sweep of a view
+(:mod:`spatialrec.ops.directions`); inside, the priors live line-major as ``(H, B, W, S)``
+(``M = B * W`` rows per line) and the swept states as ``(H, B, W + 2, S)`` with one zero column
+on each side. With that padding the neighbour vector ``a_j = [h[j-1], h[j], h[j+1]]`` of column
+``j`` is the ``3S`` consecutive values starting at padded column ``j``: an overlapping strided
+view ``(B, W, 3S)`` of the previous line, copied into one small reused buffer per line (BLAS
+cannot read an overlapping operand, and the copy costs a fraction of the GEMM).
+
+Gate order. The parameters keep the published ``(r, z, n)`` row order; internally the rows of
+``weight_ih`` are permuted to ``(n, r, z)`` so that one ``(M, 4S)`` buffer per line holds
+``[n_pre | r_pre z_pre | W_hn p + b_hn]`` and, in the backward, ``[dn | dr dz | dn * r]``: the
+input-side gradient is columns ``0:3S`` (order ``n, r, z``) and the prior-side gradient columns
+``S:4S`` (order ``r, z, n``), both plain strided matrices for BLAS.
+
+Forward, per line ``i >= 1``: one GEMM ``(M, 3S) x (3S, 3S)`` accumulated in place onto the
+hoisted prior term, then five element-wise passes that write the new line straight into the
+state buffer. The prior term ``W_hh p + b_hh`` does not depend on the recurrence; it is computed
+for a block of lines in one GEMM (blocks bound the memory to ~16 MiB; a block is as efficient
+as one GEMM over all lines).
+
+Backward (backpropagation through the lines), per line from the last: recompute the gates from
+the saved states (one GEMM, cheaper than storing ``(H, M, 3S)`` gates), form the gate
+gradients in one reused buffer, push the gradient to the previous line with one GEMM and three
+shifted adds, and accumulate ``dW_ih``, ``dW_hh`` with one GEMM each (``K = M`` rows, as
+efficient as a GEMM over all lines would be, without storing the per-line gradients).
+
+Saved for the backward: the swept states ``(H, B, W + 2, S)`` in the compute dtype and the
+input ``x`` itself (already alive in the caller's graph). Nothing full-size is allocated per
+line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from .directions import from_down_view, to_down_view
+from .reference import compute_dtype
+
+# Elements of the hoisted prior-term block: bounds its memory (16 MiB in float32) while keeping
+# each GEMM large enough to run at full speed.
+_GH_BLOCK_ELEMENTS = 1 << 22
+
+
+def _lines_per_block(num_rows: int, state_size: int, num_lines: int) -> int:
+    return max(1, min(num_lines, _GH_BLOCK_ELEMENTS // max(1, num_rows * 4 * state_size)))
+
+
+def _permute_gates_ih(w: torch.Tensor, s: int) -> torch.Tensor:
+    """Rows ``(r, z, n)`` -> ``(n, r, z)`` along dim 0 (weights (3S, 3S) or biases (3S,))."""
+    return torch.cat([w[2 * s :], w[: 2 * s]], dim=0)
+
+
+def _unpermute_gates_ih(w: torch.Tensor, s: int) -> torch.Tensor:
+    """Inverse of :func:`_permute_gates_ih`."""
+    return torch.cat([w[s:], w[:s]], dim=0)
+
+
+class _Params:
+    """The parameters in the compute dtype and the internal gate order, shared by both passes."""
+
+    def __init__(self, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor, dtype: torch.dtype) -> None:
+        s = weight_hh.shape[1]
+        self.s = s
+        w_ih = weight_ih.detach().to(dtype)
+        self.w_ih = _permute_gates_ih(w_ih, s).contiguous()  # (3S, 3S), rows n, r, z
+        self.w_ih_t = self.w_ih.t()  # (3S, 3S) transposed view: BLAS reads it without a copy
+        self.w_hh = weight_hh.detach().to(dtype).contiguous()  # (3S, S), rows r, z, n
+        self.w_hh_t = self.w_hh.t()
+        b_ih = bias_ih.detach().to(dtype)
+        b_hh = bias_hh.detach().to(dtype)
+        # The r and z pre-activations only ever see b_ih + b_hh; the n gate needs b_hh_n apart
+        # because r multiplies it.
+        self.b_prior = torch.cat([b_ih[: 2 * s] + b_hh[: 2 * s], b_hh[2 * s :]])  # (3S,) order r, z, n
+        self.b_ih_n = b_ih[2 * s :].contiguous()  # (S,)
+
+
+def _prior_block(xs: torch.Tensor, params: _Params, lo: int, hi: int, out: torch.Tensor) -> torch.Tensor:
+    """Fill ``out[: hi - lo]`` with ``[b_ih_n | W_hh p + b_hh (+ b_ih for r, z)]`` for lines ``lo:hi``.
+
+    ``xs: (H, M, S)`` priors; ``out: (L, M, 4S)`` reused block buffer. Returns the filled part.
+    """
+    s = params.s
+    n_lines, m = hi - lo, xs.shape[1]
+    blk = out[:n_lines]
+    blk[..., :s].copy_(params.b_ih_n)
+    prior = blk.view(n_lines * m, 4 * s)[:, s:]
+    prior.copy_(params.b_prior)
+    prior.addmm_(xs[lo:hi].reshape(n_lines * m, s), params.w_hh_t)
+    return blk
+
+
+def _neighbours(states: torch.Tensor, line: int, out: torch.Tensor) -> torch.Tensor:
+    """Copy the neighbour vectors of padded line ``states[line]: (B, W + 2, S)`` into ``out: (B, W, 3S)``.
+
+    Returns ``out`` viewed as the ``(B * W, 3S)`` GEMM operand.
+    """
+    b, wp2, s = states.shape[1:]
+    src = states[line]
+    # Column j's neighbours [h[j-1], h[j], h[j+1]] are 3S consecutive values from padded column j.
+    view = src.as_strided((b, wp2 - 2, 3 * s), (wp2 * s, s, 1), src.storage_offset())
+    out.copy_(view)
+    return out.view(-1, 3 * s)
+
+
+def _gates(g: torch.Tensor, a: torch.Tensor, params: _Params) -> None:
+    """Turn one line's block row ``g: (M, 4S)`` into ``[n | r z | W_hn p + b_hn]`` in place.
+
+    ``a: (M, 3S)`` the neighbour vectors of the previous line.
+    """
+    s = params.s
+    g[:, : 3 * s].addmm_(a, params.w_ih_t)
+    g[:, s : 3 * s].sigmoid_()
+    n = g[:, :s]
+    n.addcmul_(g[:, s : 2 * s], g[:, 3 * s :])
+    n.tanh_()
+
+
+def _to_lines(x: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
+    """``x: (B, S, H, W)`` -> its `down` view in line-major ``(H, B, W, S)``, contiguous, in ``dtype``."""
+    v = to_down_view(x, direction)
+    out = torch.empty((v.shape[2], v.shape[0], v.shape[3], v.shape[1]), dtype=dtype, device=x.device)
+    out.copy_(v.permute(2, 0, 3, 1))
+    return out
+
+
+def _from_lines(lines: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
+    """``(H, B, W, S)`` (possibly a strided view) -> ``(B, S, H, W)`` of the original orientation, contiguous."""
+    v = from_down_view(lines.permute(1, 3, 0, 2), direction)
+    return v.to(dtype=dtype, memory_format=torch.contiguous_format)
+
+
+def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the sweep. Returns ``(y: (B, S, H, W) in x.dtype, states: (H, B, W + 2, S) in dtype)``."""
+    xs = _to_lines(x, direction, dtype)  # (H, B, W, S)
+    h, b, w, s = xs.shape
+    m = b * w
+    states = torch.empty((h, b, w + 2, s), dtype=dtype, device=x.device)
+    states[:, :, 0].zero_()
+    states[:, :, -1].zero_()
+    states[0, :, 1:-1].copy_(xs[0])
+    if h > 1:
+        xs2 = xs.view(h, m, s)
+        per_block = _lines_per_block(m, s, h - 1)
+        block = torch.empty((per_block, m, 4 * s), dtype=dtype, device=x.device)
+        a = torch.empty((b, w, 3 * s), dtype=dtype, device=x.device)
+        for lo in range(1, h, per_block):
+            hi = min(h, lo + per_block)
+            blk = _prior_block(xs2, params, lo, hi, block)
+            for i in range(lo, hi):
+                g = blk[i - lo]
+                _gates(g, _neighbours(states, i - 1, a), params)
+                p = xs2[i]
+                n = g[:, :s]
+                n.sub_(p)
+                # h = z * n + (1 - z) * p = p + z * (n - p), written straight into the state buffer.
+                torch.addcmul(p.view(b, w, s), g[:, 2 * s : 3 * s].view(b, w, s), n.view(b, w, s), out=states[i, :, 1:-1])
+    y = _from_lines(states[:, :, 1:-1], direction, x.dtype)
+    return y, states
+
+
+def _backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    states: torch.Tensor,
+    params: _Params,
+    direction: str,
+    dtype: torch.dtype,
+    need_x: bool,
+    need_params: bool,
+) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Backpropagate through the lines.
+
+    Returns ``dx (H, B, W, S)`` (gradient w.r.t. the priors, line-major, or None) and the
+    parameter gradients in the internal gate order (``dw_ih (3S, 3S)`` rows n, r, z; ``dw_hh
+    (3S, S)``; ``db (4S,)`` whose columns ``0:3S`` are ``db_ih`` (n, r, z) and ``S:4S`` are
+    ``db_hh`` (r, z, n)), or Nones.
+    """
+    dh_all = _to_lines(grad_y, direction, dtype)  # (H, B, W, S): accumulates dL/dh, then becomes dL/dx
+    h, b, w, s = dh_all.shape
+    m = b * w
+    dw_ih = dw_hh = db = None
+    if need_params:
+        dw_ih = torch.zeros((3 * s, 3 * s), dtype=dtype, device=x.device)
+        dw_hh = torch.zeros((3 * s, s), dtype=dtype, device=x.device)
+        db = torch.zeros((4 * s,), dtype=dtype, device=x.device)
+    if h > 1:
+        xs2 = _to_lines(x, direction, dtype).view(h, m, s)
+        dh2 = dh_all.view(h, m, s)
+        per_block = _lines_per_block(m, s, h - 1)
+        block = torch.empty((per_block, m, 4 * s), dtype=dtype, device=x.device)
+        a = torch.empty((b, w, 3 * s), dtype=dtype, device=x.device)
+        a2 = a.view(m, 3 * s)
+        d = torch.empty((m, 4 * s), dtype=dtype, device=x.device)
+        tmp = torch.empty((m, s), dtype=dtype, device=x.device)
+        da = torch.empty((b, w, 3 * s), dtype=dtype, device=x.device)
+        da2 = da.view(m, 3 * s)
+        d_n, d_r, d_z, d_nr = d[:, :s], d[:, s : 2 * s], d[:, 2 * s : 3 * s], d[:, 3 * s :]
+        starts = list(range(1, h, per_block))
+        for lo in reversed(starts):
+            hi = min(h, lo + per_block)
+            blk = _prior_block(xs2, params, lo, hi, block)
+            for i in range(hi - 1, lo - 1, -1):
+                g = blk[i - lo]
+                _gates(g, _neighbours(states, i - 1, a), params)
+                n, r, z, ghn = g[:, :s], g[:, s : 2 * s], g[:, 2 * s : 3 * s], g[:, 3 * s :]
+                p, dh = xs2[i], dh2[i]
+                # dz_pre = dh (n - p) z (1 - z)
+                torch.sub(n, p, out=d_z)
+                d_z.mul_(dh).mul_(z)
+                d_z.addcmul_(d_z, z, value=-1)
+                # dn_pre = dh z (1 - n^2)
+                torch.mul(dh, z, out=d_n)
+                torch.mul(n, n, out=tmp)
+                d_n.addcmul_(d_n, tmp, value=-1)
+                # dr_pre = dn_pre (W_hn p + b_hn) r (1 - r)
+                torch.mul(d_n, ghn, out=d_r)
+                d_r.mul_(r)
+                d_r.addcmul_(d_r, r, value=-1)
+                torch.mul(d_n, r, out=d_nr)
+                # The gradient reaching the previous line: dA = dG_i W_ih, each neighbour slot
+                # shifted back onto the column it was read from.
+                torch.mm(d[:, : 3 * s], params.w_ih, out=da2)
+                prev = dh_all[i - 1]
+                prev.add_(da[:, :, s : 2 * s])
+                prev[:, :-1].add_(da[:, 1:, :s])
+                prev[:, 1:].add_(da[:, :-1, 2 * s :])
+                if need_params:
+                    dw_ih.addmm_(d[:, : 3 * s].t(), a2)
+                    dw_hh.addmm_(d[:, s:].t(), p)
+                    db.add_(d.sum(dim=0))
+                if need_x:
+                    # dx_i = dh (1 - z) + dG_h W_hh, written over dh (no longer needed).
+                    dh.addcmul_(dh, z, value=-1)
+                    dh.addmm_(d[:, s:], params.w_hh)
+    return (dh_all if need_x else None), dw_ih, dw_hh, db
+
+
+class FusedDirectionalGRUScan(torch.autograd.Function):
+    """Autograd function of the fused scan; call it through :func:`fused_directional_gru_scan`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor, direction: str) -> torch.Tensor:  # type: ignore[override]
+        dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
+        params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
+        y, states = _forward(x, params, direction, dtype)
+        ctx.save_for_backward(x, weight_ih, weight_hh, bias_ih, bias_hh, states)
+        ctx.direction = direction
+        ctx.dtype = dtype
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
+        x, weight_ih, weight_hh, bias_ih, bias_hh, states = ctx.saved_tensors
+        need_x = ctx.needs_input_grad[0]
+        need_params = any(ctx.needs_input_grad[1:5])
+        if not (need_x or need_params):
+            return None, None, None, None, None, None
+        dtype = ctx.dtype
+        params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
+        dx_lines, dw_ih, dw_hh, db = _backward(grad_y, x, states, params, ctx.direction, dtype, need_x, need_params)
+        s = params.s
+        dx = _from_lines(dx_lines, ctx.direction, x.dtype) if need_x else None
+        g_w_ih = g_w_hh = g_b_ih = g_b_hh = None
+        if need_params:
+            assert dw_ih is not None and dw_hh is not None and db is not None
+            if ctx.needs_input_grad[1]:
+                g_w_ih = _unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype)
+            if ctx.needs_input_grad[2]:
+                g_w_hh = dw_hh.to(weight_hh.dtype)
+            if ctx.needs_input_grad[3]:
+                g_b_ih = _unpermute_gates_ih(db[: 3 * s], s).to(bias_ih.dtype)
+            if ctx.needs_input_grad[4]:
+                g_b_hh = db[s:].to(bias_hh.dtype).clone()
+        return dx, g_w_ih, g_w_hh, g_b_ih, g_b_hh, None
+
+
+def fused_directional_gru_scan(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+    direction: str,
+) -> torch.Tensor:
+    """Sweep ``x: (B, S, H, W)`` in ``direction`` (a canonical name) with the fused backend.
+
+    Inputs are validated by the caller (:func:`spatialrec.ops.directional_gru_scan`). Weights
+    ``weight_ih (3S, 3S)``, ``weight_hh (3S, S)``, biases ``(3S,)``. Works on any device torch
+    runs BLAS on (CPU, CUDA). Gates are computed in float32 (float64 when any operand is
+    float64); returns ``(B, S, H, W)`` in ``x.dtype``. Differentiable once (no double backward).
+    """
+    return FusedDirectionalGRUScan.apply(x, weight_ih, weight_hh, bias_ih, bias_hh, direction)
+
+
+__all__ = ["FusedDirectionalGRUScan", "fused_directional_gru_scan"]
