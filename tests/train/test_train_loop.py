@@ -276,3 +276,14 @@ def test_import_does_not_need_tqdm() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": src}, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_amp_float16_uses_a_gradient_scaler_that_is_checkpointed(tmp_path: Path) -> None:
+    kwargs = dict(batch_size=4, lr=1e-2, amp=True, amp_dtype="fp16", out_dir=tmp_path, **COMMON)
+    fit(tiny_model(), TinySegmentation(8), TinySegmentation(4), epochs=1, **kwargs)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["config"]["amp_dtype"] == "torch.float16"
+    assert ckpt["scaler"] is not None and ckpt["scaler"]["_growth_tracker"] == 2  # two good steps
+    res = fit(tiny_model(), TinySegmentation(8), TinySegmentation(4), epochs=2, resume=True, **kwargs)
+    assert res.epochs_completed == 2
+    assert load_checkpoint(tmp_path / "last.pt")["scaler"]["_growth_tracker"] == 4  # state carried over
