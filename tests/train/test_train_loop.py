@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from spatialrec.train import CSV_COLUMNS, CheckpointError, NonFiniteLossError, fit, load_checkpoint

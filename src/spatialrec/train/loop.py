@@ -14,7 +14,6 @@ every process trains on its share of each global batch, gradients are averaged b
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
