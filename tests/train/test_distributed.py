@@ -77,6 +77,7 @@ def test_sharded_sampler_global_batches_match_single_process(n: int, world: int)
 
 def test_sharded_sampler_order_depends_on_seed_and_epoch_only() -> None:
     s = ShardedEpochSampler(50, shuffle=True, seed=1)
+    assert isinstance(s, torch.utils.data.DistributedSampler)
     e0 = list(s)
     s.set_epoch(1)
     e1 = list(s)

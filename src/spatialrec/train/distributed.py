@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 logger = logging.getLogger("spatialrec.train")
 
@@ -169,8 +169,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch)) % (2**63 - 1)
 
 
-class ShardedEpochSampler(Sampler[int]):
+class ShardedEpochSampler(DistributedSampler):
     """Indices of one process's share of a data set, in an order fixed by ``(seed, epoch)``.
+
+    A :class:`torch.utils.data.DistributedSampler` (same split: padding to equal shares, rank
+    ``r`` taking every ``world_size``-th index) that is also used in a single process, so that
+    one code path gives the data order of both, and that can split evaluation sets without
+    repeating samples.
 
     With ``shuffle`` the whole data set is permuted with a generator seeded by
     :func:`epoch_seed`; process ``rank`` of ``world_size`` then takes every ``world_size``-th index
@@ -198,6 +203,7 @@ class ShardedEpochSampler(Sampler[int]):
             raise ValueError(f"the data set is empty (length {length}); it needs at least one sample")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        super().__init__(range(length), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
         self.length = length
         self.shuffle = shuffle
         self.seed = seed
