@@ -173,3 +173,18 @@ def test_example_under_torchrun_two_processes(tmp_path: Path) -> None:
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["world_size"] == 2 and summary["test"]["num_images"] >= 1
     assert proc.stdout.count("metrics:") == 1  # only rank 0 prints the results
+
+
+@pytest.mark.slow
+def test_holistic_demo_meets_its_target(tmp_path: Path) -> None:
+    """The full demo (about 2-3 minutes on 2 cores): sdn_unet Dice >= 0.90, unet <= 0.75."""
+    demo = load_example("holistic_demo")
+    threads = torch.get_num_threads()
+    try:
+        status = demo.main(["--out", str(tmp_path / "demo"), "--no-progress", "--check", "--time-budget", "100000"])
+    finally:
+        torch.set_num_threads(threads)
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["models"]["sdn_unet"]["test_dice"] >= 0.90
+    assert summary["models"]["unet"]["test_dice"] <= 0.75
+    assert status == 0 and summary["target_met"]
