@@ -98,3 +98,27 @@ def test_sdn_block_gradients_reach_all_parameters():
     block(torch.randn(2, 2, 6, 5)).square().sum().backward()
     for name, p in block.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_published_sdn_block_keys_line_up():
+    """A published VGGBlockMixSDN state_dict (net.3 holding pre_cnn / sdn_update_network / post_cnn)
+    loads into SDNBlock: non-SDN keys unchanged, net.3.* through convert_published_state_dict."""
+    from spatialrec import convert_published_state_dict
+
+    torch.manual_seed(0)
+    src = SDNBlock(3, 4, state_size=5)
+    ours = src.state_dict()
+    published = {}
+    for k, v in ours.items():  # the names the published block uses (hand-written mapping)
+        k = k.replace("net.3.project_in.", "net.3.pre_cnn.").replace("net.3.project_out.", "net.3.post_cnn.")
+        for d in range(2):
+            k = k.replace(f"net.3.sweeps.{d}.", f"net.3.sdn_update_network.{d}.cell.")
+        published[k] = v.clone()
+    assert "net.3.sdn_update_network.1.cell.weight_hh" in published and "net.4.running_var" in published
+    sdn_part = {k[len("net.3."):]: v for k, v in published.items() if k.startswith("net.3.")}
+    converted = {k: v for k, v in published.items() if not k.startswith("net.3.")}
+    converted.update({f"net.3.{k}": v for k, v in convert_published_state_dict(sdn_part).items()})
+    dst = SDNBlock(3, 4, state_size=5)
+    dst.load_state_dict(converted)  # strict: every key matched
+    x = torch.randn(1, 3, 6, 7)
+    torch.testing.assert_close(dst.eval()(x), src.eval()(x))

@@ -166,3 +166,11 @@ def test_bad_input():
         L.dice_ce_loss(logits, target, dice_weight=-1)
     with pytest.raises(ValueError, match="integer"):
         L.soft_dice_loss(logits, torch.full((2, 7, 6), 0.5), "softmax")
+
+
+def test_half_precision_logits_are_summed_in_float32():
+    logits, target = _data(b=1, c=1, h=64, w=64)
+    ref = L.soft_dice_loss(logits, target)
+    out = L.soft_dice_loss(logits.bfloat16(), target.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=5e-3, rtol=0)

@@ -190,3 +190,37 @@ def test_against_monai_per_image_spacing_and_empty_target():
     torch.testing.assert_close(M.hd95(p, t, spacing=torch.tensor(sp)), ref.float(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(M.dice(p, t_empty, ignore_empty=True), ref_dice.float(), equal_nan=True)
     torch.testing.assert_close(M.average_surface_distance(p, t_empty), ref_asd.float(), equal_nan=True)
+
+
+def _naive_surface_points(m):
+    """Boundary pixels by explicit neighbour checks (outside = background)."""
+    h, w = len(m), len(m[0])
+    pts = []
+    for i in range(h):
+        for j in range(w):
+            if not m[i][j]:
+                continue
+            nbrs = [(i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)]
+            if any(not (0 <= a < h and 0 <= b < w) or not m[a][b] for a, b in nbrs):
+                pts.append((i, j))
+    return pts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_against_naive_loops(seed):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(1, 1, 6, 7, generator=g) > 0.4
+    t = torch.rand(1, 1, 6, 7, generator=g) > 0.5
+    sp = (1.5, 0.5)
+    sp_pts = [[(a * sp[0], b * sp[1]) for a, b in _naive_surface_points(x[0, 0].tolist())] for x in (p, t)]
+
+    def directed(src, dst):
+        return [min(math.dist(s, d) for d in dst) for s in src]
+
+    d_pt, d_tp = directed(*sp_pts), directed(*reversed(sp_pts))
+    assert M.hausdorff_distance(p, t, spacing=sp).item() == pytest.approx(max(d_pt + d_tp), rel=1e-5)
+    assert M.average_surface_distance(p, t, spacing=sp).item() == pytest.approx(
+        sum(d_pt + d_tp) / len(d_pt + d_tp), rel=1e-5
+    )
+    q = lambda d: torch.quantile(torch.tensor(d, dtype=torch.float64), 0.95).item()  # noqa: E731
+    assert M.hd95(p, t, spacing=sp).item() == pytest.approx(max(q(d_pt), q(d_tp)), rel=1e-5)

@@ -143,6 +143,8 @@ def soft_dice_loss(
     _check_reduction(reduction)
     if smooth < 0:
         raise ValueError(f"smooth must be >= 0, got {smooth}")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # sums over many pixels lose too much in half precision (AMP)
     onehot = _target_as_onehot(logits, target, activation)
     probs = _probabilities(logits, activation)
     if activation == "softmax" and not include_background:

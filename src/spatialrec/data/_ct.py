@@ -156,7 +156,7 @@ class CTSliceDataset(SegmentationDataset):
         return folder, meta
 
     def _preprocess(self, vol: VolumeRecord) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-        data, zooms = read_nifti(vol.image)
+        data, zooms = read_nifti(vol.image, as_float32=True)
         lab, _ = read_nifti(vol.labels)
         if data.shape != lab.shape:
             raise DatasetError(
@@ -178,9 +178,9 @@ class CTSliceDataset(SegmentationDataset):
             raise DatasetError(f"{self.dataset_name}: volume {str(vol.image)!r} contains NaN or inf voxels")
         if self.hu_window is not None:
             lo, hi = self.hu_window
-            img = img.clamp(lo, hi)
+            img.clamp_(lo, hi)  # in place: the array is ours and a CT volume can be a gigabyte
             if self.scale:
-                img = (img - lo) / (hi - lo)
+                img.sub_(lo).div_(hi - lo)
         h0, w0 = img.shape[1:]
         spacing = (zooms[1], zooms[0])
         if self.size is not None and (h0, w0) != self.size:

@@ -61,6 +61,7 @@ def assign_splits(groups: Iterable[str], val_fraction: float, test_fraction: flo
 
 
 def check_split(split: str) -> str:
+    """Return ``split`` if it is one of :data:`SPLITS`, else raise ValueError."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return split

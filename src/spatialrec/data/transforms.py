@@ -79,7 +79,9 @@ class RandomFlip(_Random):
         seed: optional seed of a private generator.
     """
 
-    def __init__(self, p: float = 0.5, horizontal: bool = True, vertical: bool = True, seed: Optional[int] = None):
+    def __init__(
+        self, p: float = 0.5, horizontal: bool = True, vertical: bool = True, seed: Optional[int] = None
+    ) -> None:
         super().__init__(seed)
         self.p = _check_prob("p", p)
         self.horizontal, self.vertical = bool(horizontal), bool(vertical)
