@@ -17,8 +17,8 @@ trained on it with the same loop and settings:
   GRU sweeps (right, then down) carry the stripe's grey level down to every object: test Dice
   close to 1.
 
-Measured with the defaults on a 2-core CPU shared with other jobs: unet test Dice 0.649, sdn_unet
-0.994, 141 s for the whole script (docs/training.md has the table).
+Measured with the defaults on a 2-core CPU shared with another job: unet test Dice 0.653, sdn_unet
+0.997, 137 s for the whole script (docs/training.md has the table and other seeds).
 
 It prints a table (parameters, training time, test Dice, HD95) and saves a figure with the input,
 ground truth and both predictions for a few test images (``holistic_demo.png``). Checkpoints,
@@ -154,7 +154,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logging.info("== %s: %s parameters", name, f"{params:,}")
         res = fit(
             model, train, val, test_data=test, loss_fn=DiceCELoss(), epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine", device=args.device, seed=args.seed,
+            batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
             out_dir=args.out / name, overwrite=True, time_budget=budget,
             progress=not args.no_progress, run_info={"example": "holistic_demo", "model": name, "model_args": kwargs},
         )  # fmt: skip
