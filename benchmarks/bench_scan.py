@@ -20,7 +20,7 @@ A backend's GFLOP/s counts the layer's useful FLOPs (sweeps + the two convolutio
 of the total; the backward counted as twice the forward), whatever work it recomputes.
 
 Figures: forward time (no grad), forward+backward time (median of ``--repeats`` runs after
-``--warmup``), peak extra memory of one forward+backward (CPU: process peak RSS above the level
+``--warmup``, each run alternated with a run of the GEMM ceiling; process CPU time beside wall time), peak extra memory of one forward+backward (CPU: process peak RSS above the level
 before the run, via ``/proc/self/clear_refs``; CUDA: ``max_memory_allocated``), and the scan's
 useful GFLOP/s. Every figure is printed as a ratio to ``naive`` and GFLOP/s as a fraction of the
 ``gemm`` figure measured in the same run: machines are shared and noisy, ratios are what compare.
@@ -65,7 +65,8 @@ def naive_sweep(h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: t
         padded = torch.cat([zeros, prev, zeros], dim=2)
         a = torch.cat([padded[:, :, :-2], padded[:, :, 1:-1], padded[:, :, 2:]], dim=1)
         a = a.permute(0, 2, 1).reshape(b * w, 3 * s)
-        p = state[:, :, i, :].permute(0, 2, 1).reshape(b * w, s)
+        # A copy: a view of the state would be overwritten by a later in-place line write.
+        p = state[:, :, i, :].permute(0, 2, 1).reshape(b * w, s).clone()
         gi = F.linear(a, w_ih, b_ih)
         gh = F.linear(p, w_hh, b_hh)
         r = torch.sigmoid(gi[:, :s] + gh[:, :s])
@@ -95,17 +96,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    _sync(device)
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def _paired_times(fn: Callable[[], object], gemm: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> dict:
+    """Median wall/CPU time of ``fn`` and of the GEMM ceiling, run alternately.
+
+    On a shared machine the load changes from second to second: timing the GEMM ceiling right
+    next to each run keeps the ratio between them meaningful.
+    """
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    runs = [(_timed(gemm, device), _timed(fn, device)) for _ in range(repeats)]
+    med = statistics.median
+    return {
+        "wall": med(r[1][0] for r in runs),
+        "cpu": med(r[1][1] for r in runs),
+        "gemm_wall": med(r[0][0] for r in runs),
+        "ratio_to_gemm": med(r[0][0] / r[1][0] for r in runs),
+    }
 
 
 def _read_status_kib(key: str) -> Optional[int]:
@@ -191,8 +206,9 @@ def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], 
     result: dict = {"config": name, **cfg, "device": str(device), "threads": torch.get_num_threads(), "rows": {}}
 
     gemm = gemm_only(cfg, device, torch.float32)
-    t_gemm = _median_time(gemm, device, warmup, repeats)
-    result["gemm_gflops"] = scan_flops(cfg) / t_gemm / 1e9
+    gemm()
+    sflops = scan_flops(cfg)
+    gemm_walls = []
 
     for backend in backends:
         def fwd() -> None:
@@ -204,19 +220,27 @@ def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], 
             xg = x.detach().requires_grad_(True)
             layer_forward(layer, xg, backend).sum().backward()
 
+        print(f"[{name}] {backend} ...", file=sys.stderr, flush=True)
         rep = max(1, repeats if backend != "naive" else min(repeats, 3))
-        t_f = _median_time(fwd, device, warmup, rep)
-        t_fb = _median_time(fwd_bwd, device, warmup, rep)
+        f = _paired_times(fwd, gemm, device, warmup, rep)
+        fb = _paired_times(fwd_bwd, gemm, device, warmup, rep)
+        gemm_walls += [f["gemm_wall"], fb["gemm_wall"]]
         layer.zero_grad(set_to_none=True)
         mem = _peak_extra_bytes(fwd_bwd, device)
         layer.zero_grad(set_to_none=True)
         result["rows"][backend] = {
-            "fwd_s": t_f,
-            "fwd_bwd_s": t_fb,
+            "fwd_s": f["wall"],
+            "fwd_cpu_s": f["cpu"],
+            "fwd_bwd_s": fb["wall"],
+            "fwd_bwd_cpu_s": fb["cpu"],
             "peak_extra_bytes": mem,
-            "fwd_gflops": flops / t_f / 1e9,
-            "fwd_bwd_gflops": 3 * flops / t_fb / 1e9,  # backward = 2x the forward's GEMM work
+            "fwd_gflops": flops / f["wall"] / 1e9,
+            "fwd_bwd_gflops": 3 * flops / fb["wall"] / 1e9,  # backward = 2x the forward's GEMM work
+            # GFLOP/s as a fraction of the GEMM ceiling timed next to each run.
+            "fwd_frac_gemm": f["ratio_to_gemm"] * flops / sflops,
+            "fwd_bwd_frac_gemm": fb["ratio_to_gemm"] * 3 * flops / sflops,
         }
+    result["gemm_gflops"] = sflops / statistics.median(gemm_walls) / 1e9
     return result
 
 
@@ -230,25 +254,31 @@ def print_result(res: dict) -> None:
     print(
         f"\n== {res['config']}: B={res['batch']} C={res['channels']} S={res['state']} "
         f"{res['height']}x{res['width']} dirs={'+'.join(res['directions'])} on {res['device']} "
-        f"({res['threads']} threads); GEMM on these shapes: {res['gemm_gflops']:.1f} GFLOP/s"
+        f"({res['threads']} threads); GEMM on these shapes: {res['gemm_gflops']:.1f} GFLOP/s (median)"
     )
-    head = f"{'backend':<10} {'fwd s':>8} {'x naive':>8} {'f+b s':>8} {'x naive':>8} {'peak MB':>8} {'/naive':>7} {'fwd GF/s':>9} {'/gemm':>6} {'f+b GF/s':>9} {'/gemm':>6}"
+    head = (
+        f"{'backend':<10} {'fwd s':>8} {'x naive':>8} {'f+b s':>8} {'x naive':>8} {'(cpu)':>7} "
+        f"{'peak MB':>8} {'/naive':>7} {'fwd GF/s':>9} {'/gemm':>6} {'f+b GF/s':>9} {'/gemm':>6}"
+    )
     print(head)
     print("-" * len(head))
+    nan = float("nan")
     for name, r in rows.items():
-        sp_f = base["fwd_s"] / r["fwd_s"] if base else float("nan")
-        sp_fb = base["fwd_bwd_s"] / r["fwd_bwd_s"] if base else float("nan")
+        sp_f = base["fwd_s"] / r["fwd_s"] if base else nan
+        sp_fb = base["fwd_bwd_s"] / r["fwd_bwd_s"] if base else nan
+        sp_fb_cpu = base["fwd_bwd_cpu_s"] / r["fwd_bwd_cpu_s"] if base else nan
         mem_ratio = (
             f"{r['peak_extra_bytes'] / base['peak_extra_bytes']:.2f}"
             if base and r["peak_extra_bytes"] is not None and base["peak_extra_bytes"]
             else "n/a"
         )
         print(
-            f"{name:<10} {r['fwd_s']:>8.3f} {sp_f:>8.2f} {r['fwd_bwd_s']:>8.3f} {sp_fb:>8.2f} "
+            f"{name:<10} {r['fwd_s']:>8.3f} {sp_f:>8.2f} {r['fwd_bwd_s']:>8.3f} {sp_fb:>8.2f} {sp_fb_cpu:>7.2f} "
             f"{_fmt_mb(r['peak_extra_bytes']):>8} {mem_ratio:>7} {r['fwd_gflops']:>9.1f} "
-            f"{r['fwd_gflops'] / res['gemm_gflops']:>6.2f} {r['fwd_bwd_gflops']:>9.1f} "
-            f"{r['fwd_bwd_gflops'] / res['gemm_gflops']:>6.2f}"
+            f"{r['fwd_frac_gemm']:>6.2f} {r['fwd_bwd_gflops']:>9.1f} {r['fwd_bwd_frac_gemm']:>6.2f}"
         )
+    print("x naive: speed-up over naive (wall); (cpu): the same in process CPU time; /gemm: fraction of the")
+    print("GEMM ceiling timed alternately with each run; peak MB: peak extra memory of one forward+backward.")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -260,6 +290,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--verbose", action="store_true", help="show each configuration's progress")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -290,10 +321,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--backends", *backends]
         if args.threads is not None:
             cmd += ["--threads", str(args.threads)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if args.verbose else subprocess.PIPE, text=True)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
-            print(f"configuration {name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            print(f"configuration {name} failed:\n{(proc.stderr or '')[-3000:]}", file=sys.stderr)
             return 1
         res = json.loads(line[len("RESULT "):])
         results.append(res)

@@ -5,6 +5,7 @@ The public API, re-exported from the submodules:
 - layers: :class:`SpatialDependencyLayer`, :class:`ResidualSDN`, :class:`DirectionalGRU2d`
 - ops: :func:`directional_gru_scan` (and :mod:`spatialrec.ops` for backends)
 - compat: :func:`convert_published_state_dict`
+- convert: :func:`add_spatial_recurrence`, :func:`sdn_modules`, :func:`freeze_except_sdn`
 - models: :func:`create_model`, :func:`list_models`, :func:`register_model`, :class:`UNet`,
   :class:`UNetPlusPlus`, :class:`TransUNet`; blocks: :mod:`spatialrec.blocks`
 - :mod:`spatialrec.losses`, :mod:`spatialrec.metrics`, :mod:`spatialrec.data` (readers, synthetic set)
@@ -14,6 +15,7 @@ The public API, re-exported from the submodules:
 from . import blocks, models, ops
 from . import data, losses, metrics  # noqa: E402  (readers import Pillow/nibabel lazily)
 from .compat import convert_published_state_dict
+from .convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
 from .ops import directional_gru_scan
@@ -28,6 +30,7 @@ __all__ = [
     "TransUNet",
     "UNet",
     "UNetPlusPlus",
+    "add_spatial_recurrence",
     "blocks",
     "create_model",
     "list_models",
@@ -38,7 +41,9 @@ __all__ = [
     "directional_gru_scan",
     "evaluate",
     "fit",
+    "freeze_except_sdn",
     "losses",
     "metrics",
     "ops",
+    "sdn_modules",
 ]

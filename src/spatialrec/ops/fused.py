@@ -19,7 +19,7 @@ input-side gradient is columns ``0:3S`` (order ``n, r, z``) and the prior-side g
 Forward, per line ``i >= 1``: one GEMM ``(M, 3S) x (3S, 3S)`` accumulated in place onto the
 hoisted prior term, then five element-wise passes that write the new line straight into the
 state buffer. The prior term ``W_hh p + b_hh`` does not depend on the recurrence; it is computed
-for a block of lines in one GEMM (blocks bound the memory to ~16 MiB; a block is as efficient
+for a block of lines in one GEMM (blocks bound the memory to ~4 MiB; a block is as efficient
 as one GEMM over all lines).
 
 Backward (backpropagation through the lines), per line from the last: recompute the gates from
@@ -42,9 +42,9 @@ import torch
 from .directions import from_down_view, to_down_view
 from .reference import compute_dtype
 
-# Elements of the hoisted prior-term block: bounds its memory (16 MiB in float32) while keeping
-# each GEMM large enough to run at full speed.
-_GH_BLOCK_ELEMENTS = 1 << 22
+# Elements of the hoisted prior-term block: bounds its memory (4 MiB in float32) while keeping
+# each GEMM large enough (>= ~1500 rows at S = 150) to run at full speed.
+_GH_BLOCK_ELEMENTS = 1 << 20
 
 
 def _lines_per_block(num_rows: int, state_size: int, num_lines: int) -> int:
@@ -129,10 +129,16 @@ def _to_lines(x: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tens
     return out
 
 
-def _from_lines(lines: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
-    """``(H, B, W, S)`` (possibly a strided view) -> ``(B, S, H, W)`` of the original orientation, contiguous."""
+def _from_lines(lines: torch.Tensor, direction: str, dtype: torch.dtype, contiguous: bool = True) -> torch.Tensor:
+    """``(H, B, W, S)`` (possibly a strided view) -> ``(B, S, H, W)`` of the original orientation.
+
+    With ``contiguous=False`` the result may be a strided view of ``lines`` (no copy when the
+    dtype matches and the direction needs no flip).
+    """
     v = from_down_view(lines.permute(1, 3, 0, 2), direction)
-    return v.to(dtype=dtype, memory_format=torch.contiguous_format)
+    if contiguous:
+        return v.to(dtype=dtype, memory_format=torch.contiguous_format)
+    return v.to(dtype=dtype)
 
 
 def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,7 +272,9 @@ class FusedDirectionalGRUScan(torch.autograd.Function):
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
         dx_lines, dw_ih, dw_hh, db = _backward(grad_y, x, states, params, ctx.direction, dtype, need_x, need_params)
         s = params.s
-        dx = _from_lines(dx_lines, ctx.direction, x.dtype) if need_x else None
+        # The gradient may stay a strided view of the line buffer: its consumers read it once, and
+        # a contiguous copy would cost a full-size allocation at the backward's peak.
+        dx = _from_lines(dx_lines, ctx.direction, x.dtype, contiguous=False) if need_x else None
         g_w_ih = g_w_hh = g_b_ih = g_b_hh = None
         if need_params:
             assert dw_ih is not None and dw_hh is not None and db is not None

@@ -1,0 +1,174 @@
+"""spatialrec.convert on networks we did not write: MONAI BasicUNet / UNet and
+segmentation_models_pytorch Unet (random encoder weights: nothing can be downloaded)."""
+
+from __future__ import annotations
+
+import io
+import types
+from typing import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from spatialrec import ResidualSDN
+from spatialrec.convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
+
+# One direction keeps the scan (sequential over lines) cheap; the home-made-network
+# tests in tests/test_convert.py cross two directions.
+OPTS = {"state_size": 4, "directions": ("down",)}
+
+
+def _monai_nets() -> types.ModuleType:
+    return pytest.importorskip("monai.networks.nets", reason="MONAI is installed by the 'dev' extra")
+
+
+@pytest.fixture(scope="module")
+def smp() -> types.ModuleType:
+    try:
+        import segmentation_models_pytorch
+    except Exception as err:  # noqa: BLE001 - a torchvision built for another torch raises RuntimeError
+        pytest.skip(
+            "segmentation_models_pytorch is not importable here "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); it needs a torchvision "
+            "built for the installed torch (see docs/interop.md)"
+        )
+    return segmentation_models_pytorch
+
+
+def _basic_unet(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return _monai_nets().BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4))
+
+
+def _monai_unet(seed: int) -> nn.Module:
+    # Strided convolutions down, transposed convolutions (output_padding=1) up, residual units.
+    torch.manual_seed(seed)
+    return _monai_nets().UNet(
+        spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2), num_res_units=1
+    )
+
+
+def _smp_unet(smp: types.ModuleType, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return smp.Unet(
+        "resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4), in_channels=1, classes=2
+    )
+
+
+def _x(size: int = 16, batch: int = 2) -> torch.Tensor:
+    return torch.randn(batch, 1, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _check_exact(make: Callable[[int], nn.Module], select: object, x: torch.Tensor) -> nn.Module:
+    net = make(0).eval()
+    with torch.no_grad():
+        before = net(x)
+    names = add_spatial_recurrence(net, select, **OPTS)
+    assert names and list(sdn_modules(net)) == names
+    with torch.no_grad():
+        after = net(x)
+    assert after.shape == before.shape
+    diff = (after - before).abs().max().item()
+    assert diff <= 1e-5, f"max abs difference {diff} at initialisation"
+    return net
+
+
+def _check_gradients(net: nn.Module, x: torch.Tensor) -> None:
+    net.train()
+    net.zero_grad()
+    net(x).square().mean().backward()
+    for name, layer in sdn_modules(net).items():
+        for pname, p in layer.named_parameters():
+            if pname.startswith(("conv.", "sdn.project_out.")):
+                assert p.grad is not None and torch.count_nonzero(p.grad) > 0, f"{name}.{pname}: no gradient"
+
+
+def _check_round_trip(make: Callable[[int], nn.Module], select: object, net: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        for layer in sdn_modules(net).values():
+            # Leave the exact starting point, so the round trip has to carry the SDN weights.
+            layer.sdn.project_out.weight.normal_(0.0, 0.1)
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    buffer.seek(0)
+    other = make(1)
+    add_spatial_recurrence(other, select, **OPTS)
+    other.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
+    net.eval()
+    other.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), other(x))
+
+
+def _check_twice(net: nn.Module, select: object) -> None:
+    structure = repr(net)
+    with pytest.raises(ValueError, match="matches no convolution"):
+        add_spatial_recurrence(net, select, **OPTS)
+    assert repr(net) == structure
+    for name, layer in sdn_modules(net).items():
+        assert not any(isinstance(m, ResidualSDN) for m in layer.sdn.modules()), name
+
+
+def test_monai_basic_unet_everything() -> None:
+    # BasicUNet halves four times and its instance norm needs > 1 pixel at the bottom: 32x32.
+    x = _x(32, batch=1)
+    net = _check_exact(_basic_unet, "*", x)
+    # Every Conv2d and the ConvTranspose2d up-samplers.
+    assert len(sdn_modules(net)) == 23
+    assert isinstance(net.get_submodule("upcat_4.upsample.deconv"), ResidualSDN)
+    _check_gradients(net, x)
+    _check_twice(net, "*")
+
+
+def test_monai_unet_strided_and_transposed() -> None:
+    x = _x()
+    select = "*"
+    net = _check_exact(_monai_unet, select, x)
+    up = net.get_submodule("model.1.submodule.2.0.conv")
+    assert isinstance(up, ResidualSDN) and up.sdn.transposed
+    assert up.conv.output_padding == (1, 1) and up.conv.stride == (2, 2)
+    _check_gradients(net, x)
+    _check_twice(net, select)
+    _check_round_trip(_monai_unet, select, net, x)
+
+
+def test_monai_fine_tuning_phase_one_moves_only_the_new_layers() -> None:
+    x = _x()
+    net = _monai_unet(0)
+    chosen = ["model.1.submodule.0.conv.unit0.conv", "model.2.0.conv"]
+    add_spatial_recurrence(net, chosen, **OPTS)
+    trainable = freeze_except_sdn(net)
+    assert trainable and all(n.startswith(tuple(f"{c}." for c in chosen)) for n in trainable)
+    frozen = {n: p.detach().clone() for n, p in net.named_parameters() if n not in trainable}
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    opt.zero_grad()
+    net(x).square().mean().backward()
+    opt.step()
+    for n, p in net.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+    assert torch.count_nonzero(net.get_submodule(chosen[0]).sdn.project_out.weight) > 0
+
+
+def test_smp_unet_resnet_encoder_and_decoder(smp: types.ModuleType) -> None:
+    x = _x(32, batch=1)
+    make = lambda seed: _smp_unet(smp, seed)  # noqa: E731
+
+    # With encoder_depth=3 the encoder keeps layer3/layer4 but never runs them: leave them out.
+    def select(name: str, module: nn.Module) -> bool:
+        return not name.startswith(("encoder.layer3.", "encoder.layer4."))
+
+    net = _check_exact(make, select, x)
+    assert isinstance(net.encoder.conv1, ResidualSDN) and net.encoder.conv1.conv.stride == (2, 2)
+    assert isinstance(net.segmentation_head[0], ResidualSDN)
+    _check_gradients(net, x)
+    _check_twice(net, select)
+    _check_round_trip(make, select, net, x)
+
+
+def test_smp_unet_decoder_only(smp: types.ModuleType) -> None:
+    x = _x(32, batch=1)
+    net = _check_exact(lambda seed: _smp_unet(smp, seed), "decoder.*", x)
+    assert all(name.startswith("decoder.") for name in sdn_modules(net))
+    assert not isinstance(net.encoder.conv1, ResidualSDN)
