@@ -9,6 +9,7 @@ The public API, re-exported from the submodules:
 - models: :func:`create_model`, :func:`list_models`, :func:`register_model`, :class:`UNet`,
   :class:`UNetPlusPlus`, :class:`TransUNet`; blocks: :mod:`spatialrec.blocks`
 - :mod:`spatialrec.losses`, :mod:`spatialrec.metrics`, :mod:`spatialrec.data` (readers, synthetic set)
+- train: :func:`fit`, :func:`evaluate` (:mod:`spatialrec.train`: the training loop, checkpoints, torchrun)
 """
 
 from . import blocks, models, ops
@@ -18,6 +19,7 @@ from .convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
 from .ops import directional_gru_scan
+from .train import evaluate, fit
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,8 @@ __all__ = [
     "convert_published_state_dict",
     "data",
     "directional_gru_scan",
+    "evaluate",
+    "fit",
     "freeze_except_sdn",
     "losses",
     "metrics",
