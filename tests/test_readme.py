@@ -24,7 +24,7 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert _setup_commands()[1] in [line.strip() for line in ci]
-    assert "pip install torch==2.13.0" in [line.strip() for line in ci]
+    assert any(line.strip().endswith("pip install torch==2.13.0") for line in ci)
 
 
 def test_main_job_script_exists():

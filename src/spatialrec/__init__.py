@@ -9,6 +9,9 @@ The public API, re-exported from the submodules:
 - models: :func:`create_model`, :func:`list_models`, :func:`register_model`, :class:`UNet`,
   :class:`UNetPlusPlus`, :class:`TransUNet`; blocks: :mod:`spatialrec.blocks`
 - :mod:`spatialrec.losses`, :mod:`spatialrec.metrics`, :mod:`spatialrec.data` (readers, synthetic set)
+- train: :func:`fit`, :func:`evaluate` (:mod:`spatialrec.train`: the training loop, checkpoints, torchrun)
+- 3D: :class:`SpatialDependencyLayer3d`, :class:`ResidualSDN3d`, :class:`DirectionalGRU3d`,
+  :func:`directional_gru_scan3d`, :func:`sliding_window_inference` (models ``unet3d``, ``sdn_unet3d``)
 """
 
 from . import blocks, models, ops
@@ -18,6 +21,7 @@ from .convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
 from .ops import directional_gru_scan
+from .train import evaluate, fit
 from .layers import DirectionalGRU3d, ResidualSDN3d, SpatialDependencyLayer3d
 from .ops import directional_gru_scan3d
 from .inference import sliding_window_inference
@@ -40,6 +44,8 @@ __all__ = [
     "convert_published_state_dict",
     "data",
     "directional_gru_scan",
+    "evaluate",
+    "fit",
     "freeze_except_sdn",
     "losses",
     "metrics",

@@ -17,12 +17,6 @@ from tests.data.data_writers import write_lits, write_segthor  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-# The --3d hook goes into examples/lits.py and segthor.py once they are on main (issue 8, step 5).
-_HOOKED = all(
-    (EXAMPLES / f"{n}.py").is_file() and "wants_3d" in (EXAMPLES / f"{n}.py").read_text() for n in ("lits", "segthor")
-)
-pytestmark = pytest.mark.skipif(not _HOOKED, reason="examples/lits.py and segthor.py do not have the --3d hook yet")
-
 # A tiny SDN-UNet-3D on 8^3 patches of 12x16x16 volumes, one epoch: the whole path from NIfTI
 # files to volume-level metrics.
 TINY_3D = [

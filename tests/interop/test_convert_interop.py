@@ -14,6 +14,8 @@ from torch import nn
 from spatialrec import ResidualSDN
 from spatialrec.convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 
+from ._smp import import_smp
+
 # One direction keeps the scan (sequential over lines) cheap; the home-made-network
 # tests in tests/test_convert.py cross two directions.
 OPTS = {"state_size": 4, "directions": ("down",)}
@@ -25,15 +27,7 @@ def _monai_nets() -> types.ModuleType:
 
 @pytest.fixture(scope="module")
 def smp() -> types.ModuleType:
-    try:
-        import segmentation_models_pytorch
-    except Exception as err:  # noqa: BLE001 - a torchvision built for another torch raises RuntimeError
-        pytest.skip(
-            "segmentation_models_pytorch is not importable here "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); it needs a torchvision "
-            "built for the installed torch (see docs/interop.md)"
-        )
-    return segmentation_models_pytorch
+    return import_smp()
 
 
 def _basic_unet(seed: int) -> nn.Module:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ._smp import import_smp
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TINY = ["--pretrain-steps", "2", "--steps", "2", "--num-train", "8", "--num-val", "4", "--batch-size", "2",
         "--state-size", "4", "--seed", "1"]  # fmt: skip
@@ -30,10 +32,7 @@ def test_drop_in_monai_example(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 
 
 def test_drop_in_smp_example(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        import segmentation_models_pytorch  # noqa: F401
-    except Exception as err:  # noqa: BLE001 - a torchvision built for another torch raises RuntimeError
-        pytest.skip(f"segmentation_models_pytorch is not importable here ({type(err).__name__})")
+    import_smp()
     pytest.importorskip("spatialrec.data", reason="the synthetic data set (spatialrec.data) is not installed yet")
     out = _run("drop_in_smp.py", monkeypatch, capsys)
     assert "max abs difference of the logits at initialisation (eval mode): 0\n" in out
