@@ -123,7 +123,7 @@ def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
     from _common import _loss
 
     def next_epoch(row: dict[str, float]) -> None:
-        train.set_epoch(int(row["epoch"]) + 1)  # fresh training patches for the next epoch
+        train.set_epoch(int(row["epoch"]))  # fit counts epochs from 1: epoch k+1 draws set k
 
     try:
         result = fit(
