@@ -9,7 +9,7 @@ import torch
 from spatialrec.data import LiTS, SegTHOR
 from spatialrec.data.volumes3d import CTVolumes
 
-from .data_writers import write_lits, write_segthor
+from data_writers import write_lits, write_segthor
 
 
 def test_lits_volumes_match_the_nifti_files(tmp_path) -> None:
