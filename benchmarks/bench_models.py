@@ -243,7 +243,9 @@ def main() -> None:
         memory_worker(args)
         return
 
-    names = args.models or (["unet", "sdn_unet"] if args.quick else spatialrec.list_models())
+    # 2D models only by default: the volumetric ones ("*3d") take (B, C, D, H, W) inputs.
+    all_2d = [n for n in spatialrec.list_models() if not n.endswith("3d")]
+    names = args.models or (["unet", "sdn_unet"] if args.quick else all_2d)
     names = [BASELINE] + [n for n in names if n != BASELINE]
     sizes = args.sizes or ([(128, 128)] if args.quick else [(96, 128), (128, 128)])
     if args.iters is None:

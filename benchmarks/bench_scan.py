@@ -19,6 +19,11 @@ one sweep per direction, 1x1 project-out conv), it measures
 A backend's GFLOP/s counts the layer's useful FLOPs (sweeps + the two convolutions, a few percent
 of the total; the backward counted as twice the forward), whatever work it recomputes.
 
+The ``3d_*`` configurations (``--3d`` runs only those) measure one
+:class:`spatialrec.SpatialDependencyLayer3d` on a volume the same way, with the naive strategy
+carried to 3D (every plane written in place; see ``benchmarks/bench_scan3d.py``) and the 3D GEMM
+shapes (per plane ``(B*plane, 9S) x (9S, 3S)``); ``triton`` is not run there (no 3D kernels).
+
 Figures: forward time (no grad), forward+backward time (median of ``--repeats`` runs after
 ``--warmup``, each run alternated with a run of the GEMM ceiling; process CPU time beside wall time), peak extra memory of one forward+backward (CPU: process peak RSS above the level
 before the run, via ``/proc/self/clear_refs``; CUDA: ``max_memory_allocated``), and the scan's
@@ -47,6 +52,9 @@ CONFIGS: dict[str, dict] = {
     "cvc_96x128": dict(batch=4, channels=32, state=150, height=96, width=128, directions=["right", "down"]),
     "256x256_S64": dict(batch=4, channels=32, state=64, height=256, width=256, directions=["right", "down"]),
     "b1_512x512_S32": dict(batch=1, channels=32, state=32, height=512, width=512, directions=["right", "down"]),
+    # 3D (SpatialDependencyLayer3d, benchmarks/bench_scan3d.py): a volume (B, C, D, H, W) swept plane by plane.
+    "3d_64x64x64_S32": dict(batch=1, channels=32, state=32, depth=64, height=64, width=64, directions=["right", "down", "in"]),
+    "3d_32x32x32_S16": dict(batch=1, channels=16, state=16, depth=32, height=32, width=32, directions=["right", "down", "in"]),
 }
 
 
@@ -200,25 +208,34 @@ def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], 
     from spatialrec import SpatialDependencyLayer
 
     torch.manual_seed(0)
-    layer = SpatialDependencyLayer(cfg["channels"], cfg["channels"], state_size=cfg["state"], directions=cfg["directions"]).to(device)
-    x = torch.randn(cfg["batch"], cfg["channels"], cfg["height"], cfg["width"], device=device)
-    flops = layer_flops(cfg)
+    if "depth" in cfg:
+        # A 3D configuration: its layer, input, FLOP counts, GEMM shapes and naive strategy come
+        # from bench_scan3d; Triton is not run (3D has no Triton kernels, it would run fused).
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_scan3d import bench_scan_parts3d
+
+        layer, x, flops, sflops, gemm, forward = bench_scan_parts3d(cfg, device)
+        backends = [b for b in backends if b != "triton"]
+    else:
+        layer = SpatialDependencyLayer(cfg["channels"], cfg["channels"], state_size=cfg["state"], directions=cfg["directions"]).to(device)
+        x = torch.randn(cfg["batch"], cfg["channels"], cfg["height"], cfg["width"], device=device)
+        flops, sflops = layer_flops(cfg), scan_flops(cfg)
+        gemm = gemm_only(cfg, device, torch.float32)
+        forward = layer_forward
     result: dict = {"config": name, **cfg, "device": str(device), "threads": torch.get_num_threads(), "rows": {}}
 
-    gemm = gemm_only(cfg, device, torch.float32)
     gemm()
-    sflops = scan_flops(cfg)
     gemm_walls = []
 
     for backend in backends:
         def fwd() -> None:
             with torch.no_grad():
-                layer_forward(layer, x, backend)
+                forward(layer, x, backend)
 
         def fwd_bwd() -> None:
             layer.zero_grad(set_to_none=True)
             xg = x.detach().requires_grad_(True)
-            layer_forward(layer, xg, backend).sum().backward()
+            forward(layer, xg, backend).sum().backward()
 
         print(f"[{name}] {backend} ...", file=sys.stderr, flush=True)
         rep = max(1, repeats if backend != "naive" else min(repeats, 3))
@@ -253,7 +270,8 @@ def print_result(res: dict) -> None:
     base = rows.get("naive")
     print(
         f"\n== {res['config']}: B={res['batch']} C={res['channels']} S={res['state']} "
-        f"{res['height']}x{res['width']} dirs={'+'.join(res['directions'])} on {res['device']} "
+        f"{str(res['depth']) + 'x' if 'depth' in res else ''}{res['height']}x{res['width']} "
+        f"dirs={'+'.join(res['directions'])} on {res['device']} "
         f"({res['threads']} threads); GEMM on these shapes: {res['gemm_gflops']:.1f} GFLOP/s (median)"
     )
     head = (
@@ -284,6 +302,7 @@ def print_result(res: dict) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the paper's configuration")
+    parser.add_argument("--3d", dest="three_d", action="store_true", help="only the 3D configurations (3d_*)")
     parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), help="configurations to run (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backends", nargs="*", default=None, help="default: naive reference fused (+ triton on CUDA)")
@@ -308,6 +327,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     names = ["paper"] if args.quick else (args.configs or list(CONFIGS))
+    if args.three_d:
+        names = [n for n in (args.configs or list(CONFIGS)) if "depth" in CONFIGS[n]]
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")

@@ -6,6 +6,9 @@ Axial slices of the 40 training patients, HU window (-1000, 1000) scaled to [0, 
 256 x 256 (--image-size 128x256 matches the published loader); split 70 / 10 / 20 % by patient.
 The first run preprocesses the volumes into --cache-dir. Adam 1e-4, Dice loss, patience 30, up to
 300 epochs. HD95 is in mm.
+
+With --3d: a 3D model (default sdn_unet3d) trained on random volume patches and tested on whole
+volumes by sliding windows, Dice and HD95 in mm per volume (see examples/_volumetric.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ExampleSpec, main  # noqa: E402
+from _volumetric import add_3d_arguments, main3d, wants_3d  # noqa: E402
 
 ORGANS = ("aorta", "oesophagus", "heart", "trachea", "all")
 
@@ -37,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train/test on all slices or only those containing the organ(s) (default: all)")  # fmt: skip
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where preprocessed slices go (default: $SPATIALREC_CACHE/segthor or ~/.cache/spatialrec/segthor)")  # fmt: skip
+    add_3d_arguments(p)  # --3d: patch-based 3D training, volume-level testing (examples/_volumetric.py)
 
 
 SPEC = ExampleSpec(
@@ -53,5 +58,12 @@ SPEC = ExampleSpec(
     class_names=lambda args: ["oesophagus", "heart", "trachea", "aorta"] if args.organ == "all" else [args.organ],
 )
 
+
+def run(argv: "list[str] | None" = None) -> int:
+    """The 2D slice pipeline, or with ``--3d`` the volumetric one (``examples/_volumetric.py``)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return main3d(SPEC, args) if wants_3d(args) else main(SPEC, args)
+
+
 if __name__ == "__main__":
-    sys.exit(main(SPEC))
+    sys.exit(run())

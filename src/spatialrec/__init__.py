@@ -10,6 +10,8 @@ The public API, re-exported from the submodules:
   :class:`UNetPlusPlus`, :class:`TransUNet`; blocks: :mod:`spatialrec.blocks`
 - :mod:`spatialrec.losses`, :mod:`spatialrec.metrics`, :mod:`spatialrec.data` (readers, synthetic set)
 - train: :func:`fit`, :func:`evaluate` (:mod:`spatialrec.train`: the training loop, checkpoints, torchrun)
+- 3D: :class:`SpatialDependencyLayer3d`, :class:`ResidualSDN3d`, :class:`DirectionalGRU3d`,
+  :func:`directional_gru_scan3d`, :func:`sliding_window_inference` (models ``unet3d``, ``sdn_unet3d``)
 """
 
 from . import blocks, models, ops
@@ -20,6 +22,9 @@ from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
 from .ops import directional_gru_scan
 from .train import evaluate, fit
+from .layers import DirectionalGRU3d, ResidualSDN3d, SpatialDependencyLayer3d
+from .ops import directional_gru_scan3d
+from .inference import sliding_window_inference
 
 __version__ = "0.1.0"
 
@@ -46,4 +51,11 @@ __all__ = [
     "metrics",
     "ops",
     "sdn_modules",
+]
+__all__ += [
+    "DirectionalGRU3d",
+    "ResidualSDN3d",
+    "SpatialDependencyLayer3d",
+    "directional_gru_scan3d",
+    "sliding_window_inference",
 ]

@@ -20,7 +20,7 @@ from typing import Sequence
 from torch import nn
 import torch
 
-from .layers import ResidualSDN, SpatialDependencyLayer
+from .layers import ResidualSDN, SpatialDependencyLayer, SpatialDependencyLayer3d
 from .ops import DirectionLike, resolve_backend
 
 BLOCK_KINDS: tuple[str, ...] = ("vgg", "sdn", "residual_sdn")
@@ -179,6 +179,9 @@ def make_block(
 def set_sdn_backend(module: nn.Module, backend: str) -> int:
     """Set the scan backend of every SDN layer inside ``module``; return how many were set.
 
+    3D SDN layers (:class:`~spatialrec.SpatialDependencyLayer3d`) count too; in 3D ``"triton"``
+    runs the fused backend.
+
     Args:
         module: any module (a model, a block); searched recursively.
         backend: ``"auto"``, ``"reference"``, ``"fused"`` or ``"triton"``.
@@ -194,7 +197,7 @@ def set_sdn_backend(module: nn.Module, backend: str) -> int:
     resolve_backend(backend)
     count = 0
     for m in module.modules():
-        if isinstance(m, SpatialDependencyLayer):
+        if isinstance(m, (SpatialDependencyLayer, SpatialDependencyLayer3d)):
             m.backend = backend
             count += 1
     return count
@@ -202,8 +205,8 @@ def set_sdn_backend(module: nn.Module, backend: str) -> int:
 
 def count_sdn_layers(module: nn.Module) -> int:
     """Number of SDN layers (:class:`~spatialrec.SpatialDependencyLayer`, including those inside
-    :class:`~spatialrec.ResidualSDN`) in ``module``."""
-    return sum(isinstance(m, SpatialDependencyLayer) for m in module.modules())
+    :class:`~spatialrec.ResidualSDN`, and their 3D counterparts) in ``module``."""
+    return sum(isinstance(m, (SpatialDependencyLayer, SpatialDependencyLayer3d)) for m in module.modules())
 
 
 __all__ = [

@@ -38,3 +38,9 @@ __all__ = [
     "make_splits",
     "synthetic_splits",
 ]
+
+# Volumetric (3D) training: whole CT volumes and random patches of them.
+from .patches3d import RandomPatchDataset3d  # noqa: E402
+from .volumes3d import CTVolumes  # noqa: E402
+
+__all__ += ["CTVolumes", "RandomPatchDataset3d"]

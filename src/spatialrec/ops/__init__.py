@@ -206,3 +206,27 @@ __all__ = [
     "triton_available",
     "validate_scan_inputs",
 ]
+
+# Volumetric (3D) scan: its own module, same validation style and backend names.
+from .directions3d import (  # noqa: E402
+    DIRECTIONS_3D,
+    from_canonical_view3d,
+    normalize_direction3d,
+    normalize_directions3d,
+    to_canonical_view3d,
+)
+from .reference3d import reference_directional_gru_scan3d  # noqa: E402
+from .scan3d import BACKENDS_3D, directional_gru_scan3d, resolve_backend3d, validate_scan3d_inputs  # noqa: E402
+
+__all__ += [
+    "BACKENDS_3D",
+    "DIRECTIONS_3D",
+    "directional_gru_scan3d",
+    "from_canonical_view3d",
+    "normalize_direction3d",
+    "normalize_directions3d",
+    "reference_directional_gru_scan3d",
+    "resolve_backend3d",
+    "to_canonical_view3d",
+    "validate_scan3d_inputs",
+]

@@ -123,11 +123,18 @@ def _check_dataset(name: str, data: object) -> Dataset:
     if not isinstance(item, dict) or "image" not in item or "mask" not in item:
         got = sorted(item) if isinstance(item, dict) else type(item).__name__
         raise TypeError(f"{name}[0] must be a dict with 'image' (C, H, W) and 'mask' (K, H, W) tensors, got {got}")
-    for key, dims in (("image", 3), ("mask", 3)):
+    # Images (C, H, W), or volumes (C, D, H, W) for 3D models (spatialrec.data.patches3d).
+    for key in ("image", "mask"):
         t = item[key]
-        if not isinstance(t, torch.Tensor) or t.dim() != dims:
+        if not isinstance(t, torch.Tensor) or t.dim() not in (3, 4):
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{name}[0][{key!r}] must be a tensor of shape {'(C, H, W)' if key == 'image' else '(K, H, W)'}, got {shape}")
+            layout = "(C, H, W) or (C, D, H, W)" if key == "image" else "(K, H, W) or (K, D, H, W)"
+            raise ValueError(f"{name}[0][{key!r}] must be a tensor of shape {layout}, got {shape}")
+    if item["image"].dim() != item["mask"].dim():
+        raise ValueError(
+            f"{name}[0]: 'image' {tuple(item['image'].shape)} and 'mask' {tuple(item['mask'].shape)} must have "
+            "the same number of dims (both 2D images or both 3D volumes)"
+        )
     return data  # type: ignore[return-value]
 
 

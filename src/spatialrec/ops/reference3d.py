@@ -1,0 +1,103 @@
+"""The readable volumetric directional GRU scan: the ground truth for the 3D fused backend.
+
+Written to be checked against the maths in ``docs/layers.md`` line by line, not to be fast.
+Every direction is reduced to the canonical sweep (along dim 2 of a ``(B, S, L, A, Bb)`` view,
+increasing index; see :mod:`spatialrec.ops.directions3d`), which walks the planes one at a time
+and applies the GRU equations of the 2D layer to a whole plane at once, with the 3x3
+neighbourhood of the previous plane in place of the 2D layer's three neighbours. Autograd
+differentiates it; nothing is written in place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .directions3d import from_canonical_view3d, to_canonical_view3d
+from .reference import compute_dtype
+
+# (da, db) of the 9 neighbours, in the normative order: da outer, db inner.
+NEIGHBOUR_OFFSETS_3D: tuple[tuple[int, int], ...] = tuple((da, db) for da in (-1, 0, 1) for db in (-1, 0, 1))
+
+
+def gather_plane_neighbours(prev: torch.Tensor) -> torch.Tensor:
+    """Stack the 9 neighbours of every plane position.
+
+    Args:
+        prev: ``(B, S, A, Bb)`` the previous plane, already swept.
+
+    Returns:
+        ``(B, 9S, A, Bb)`` with ``out[:, k*S:(k+1)*S, a, b] = prev[:, :, a+da, b+db]`` for the
+        ``k``-th offset ``(da, db)`` of :data:`NEIGHBOUR_OFFSETS_3D`, zero outside the plane.
+    """
+    a_len, b_len = prev.shape[2], prev.shape[3]
+    padded = F.pad(prev, (1, 1, 1, 1))  # zero padding: one position on each side of A and Bb
+    return torch.cat(
+        [padded[:, :, 1 + da : 1 + da + a_len, 1 + db : 1 + db + b_len] for da, db in NEIGHBOUR_OFFSETS_3D],
+        dim=1,
+    )
+
+
+def gru_plane_update(
+    prev: torch.Tensor,
+    prior: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+) -> torch.Tensor:
+    """One plane of the sweep.
+
+    Args:
+        prev: ``(B, S, A, Bb)`` the previous plane, already swept.
+        prior: ``(B, S, A, Bb)`` this plane's own value before the sweep (the "prior" ``p``).
+        weight_ih: ``(3S, 9S)``; weight_hh: ``(3S, S)``; bias_ih, bias_hh: ``(3S,)``.
+
+    Returns:
+        ``(B, S, A, Bb)`` the swept plane ``z * n + (1 - z) * p``.
+    """
+    a = gather_plane_neighbours(prev)  # (B, 9S, A, Bb)
+    g_i = torch.einsum("os,bsxy->boxy", weight_ih, a) + bias_ih[:, None, None]
+    g_h = torch.einsum("os,bsxy->boxy", weight_hh, prior) + bias_hh[:, None, None]
+    r_i, z_i, n_i = g_i.chunk(3, dim=1)
+    r_h, z_h, n_h = g_h.chunk(3, dim=1)
+
+    r = torch.sigmoid(r_i + r_h)
+    z = torch.sigmoid(z_i + z_h)
+    n = torch.tanh(n_i + r * n_h)
+    return z * n + (1 - z) * prior
+
+
+def sweep_planes(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+) -> torch.Tensor:
+    """The canonical sweep: ``x: (B, S, L, A, Bb)`` priors -> ``(B, S, L, A, Bb)`` swept states.
+
+    Plane 0 is left unchanged; plane ``t`` is updated from the already-updated plane ``t - 1``.
+    """
+    planes = [x[:, :, 0]]
+    for t in range(1, x.shape[2]):
+        planes.append(gru_plane_update(planes[-1], x[:, :, t], weight_ih, weight_hh, bias_ih, bias_hh))
+    return torch.stack(planes, dim=2)
+
+
+def reference_directional_gru_scan3d(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+    direction: str,
+) -> torch.Tensor:
+    """Sweep ``x: (B, S, D, H, W)`` in ``direction`` (a canonical 3D name). Inputs are validated by the caller.
+
+    Gates are computed in float32 (float64 when any operand is float64); the result has ``x.dtype``.
+    """
+    dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
+    params = [p.to(dtype) for p in (weight_ih, weight_hh, bias_ih, bias_hh)]
+    y = sweep_planes(to_canonical_view3d(x.to(dtype), direction), *params)
+    return from_canonical_view3d(y, direction).to(x.dtype)
