@@ -14,48 +14,55 @@ The public API, re-exported from the submodules:
   :func:`directional_gru_scan3d`, :func:`sliding_window_inference` (models ``unet3d``, ``sdn_unet3d``)
 """
 
-from . import blocks, models, ops
-from . import data, losses, metrics  # noqa: E402  (readers import Pillow/nibabel lazily)
+from . import blocks, data, losses, metrics, models, ops  # data readers import Pillow/nibabel lazily
 from .compat import convert_published_state_dict
 from .convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
-from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
-from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
-from .ops import directional_gru_scan
-from .train import evaluate, fit
-from .layers import DirectionalGRU3d, ResidualSDN3d, SpatialDependencyLayer3d
-from .ops import directional_gru_scan3d
 from .inference import sliding_window_inference
+from .layers import (
+    DirectionalGRU2d,
+    DirectionalGRU3d,
+    ResidualSDN,
+    ResidualSDN3d,
+    SpatialDependencyLayer,
+    SpatialDependencyLayer3d,
+)
+from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
+from .ops import directional_gru_scan, directional_gru_scan3d
+from .train import evaluate, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # layers and ops
     "DirectionalGRU2d",
+    "DirectionalGRU3d",
     "ResidualSDN",
+    "ResidualSDN3d",
     "SpatialDependencyLayer",
+    "SpatialDependencyLayer3d",
+    "directional_gru_scan",
+    "directional_gru_scan3d",
+    # models
     "TransUNet",
     "UNet",
     "UNetPlusPlus",
-    "add_spatial_recurrence",
-    "blocks",
     "create_model",
     "list_models",
-    "models",
     "register_model",
+    # putting SDN into existing networks, published weights
+    "add_spatial_recurrence",
     "convert_published_state_dict",
-    "data",
-    "directional_gru_scan",
+    "freeze_except_sdn",
+    "sdn_modules",
+    # training and inference
     "evaluate",
     "fit",
-    "freeze_except_sdn",
+    "sliding_window_inference",
+    # sub-modules
+    "blocks",
+    "data",
     "losses",
     "metrics",
+    "models",
     "ops",
-    "sdn_modules",
-]
-__all__ += [
-    "DirectionalGRU3d",
-    "ResidualSDN3d",
-    "SpatialDependencyLayer3d",
-    "directional_gru_scan3d",
-    "sliding_window_inference",
 ]
