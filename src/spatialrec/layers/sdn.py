@@ -170,7 +170,9 @@ class SpatialDependencyLayer(nn.Module):
             # scan's layout changes into copies of S-long runs; oneDNN's convolutions are also
             # faster in that format on the CPU.
             x = x.contiguous(memory_format=torch.channels_last)
-        h = torch.tanh(self.project_in(x))
+        # In place: the convolution's backward does not need its output, and a fresh full-size
+        # tensor costs page faults.
+        h = self.project_in(x).tanh_()
         params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in self.sweeps]
         h = directional_gru_scan_sequence(h, params, self.directions, backend=backend)
         return self.project_out(h)

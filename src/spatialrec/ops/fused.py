@@ -229,11 +229,9 @@ def _forward_lines(xs: torch.Tensor, params: _Params) -> torch.Tensor:
             for i in range(lo, hi):
                 g = blk[i - lo]
                 _gates(g, _neighbours(states, i - 1, a), params)
-                p = xs2[i]
-                n = g[:, :s]
-                n.sub_(p)
-                # h = z * n + (1 - z) * p = p + z * (n - p), written straight into the state buffer.
-                torch.addcmul(p.view(b, w, s), g[:, 2 * s : 3 * s].view(b, w, s), n.view(b, w, s), out=states[i, :, 1:-1])
+                # h = z * n + (1 - z) * p = lerp(p, n, z): one pass, written straight into the
+                # state buffer.
+                torch.lerp(xs[i], g[:, :s].view(b, w, s), g[:, 2 * s : 3 * s].view(b, w, s), out=states[i, :, 1:-1])
     return states
 
 
