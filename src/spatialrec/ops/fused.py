@@ -28,6 +28,12 @@ gradients in one reused buffer, push the gradient to the previous line with one 
 shifted adds, and accumulate ``dW_ih``, ``dW_hh`` with one GEMM each (``K = M`` rows, as
 efficient as a GEMM over all lines would be, without storing the per-line gradients).
 
+Several sweeps (:func:`fused_directional_gru_scan_sequence`, used by the SDN layer): the lines
+of every direction keep ``S`` innermost (``(H, B, W, S)`` for `down`/`up`, ``(W, B, H, S)`` for
+`right`/`left`), so one sweep's states become the next sweep's priors with one copy of
+``S``-long runs, and the output is returned with channels-last strides. One autograd node per
+sweep, so that each sweep's saved states are freed as soon as its backward has run.
+
 Saved for the backward: the swept states ``(H, B, W + 2, S)`` in the compute dtype and the
 input ``x`` itself (already alive in the caller's graph). Nothing full-size is allocated per
 line.
