@@ -15,7 +15,7 @@ from . import data, losses, metrics  # noqa: E402  (readers import Pillow/nibabe
 from .compat import convert_published_state_dict
 from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
 from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
-from .ops import directional_gru_scan
+from .ops import directional_gru_scan, directional_gru_scan_sequence
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,7 @@ __all__ = [
     "convert_published_state_dict",
     "data",
     "directional_gru_scan",
+    "directional_gru_scan_sequence",
     "losses",
     "metrics",
     "ops",
