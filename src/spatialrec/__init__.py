@@ -3,7 +3,7 @@
 The public API, re-exported from the submodules:
 
 - layers: :class:`SpatialDependencyLayer`, :class:`ResidualSDN`, :class:`DirectionalGRU2d`
-- ops: :func:`directional_gru_scan` (and :mod:`spatialrec.ops` for backends)
+- ops: :func:`directional_gru_scan`, :func:`directional_gru_scan_sequence` (and :mod:`spatialrec.ops` for backends)
 - compat: :func:`convert_published_state_dict`
 - convert: :func:`add_spatial_recurrence`, :func:`sdn_modules`, :func:`freeze_except_sdn`
 - models: :func:`create_model`, :func:`list_models`, :func:`register_model`, :class:`UNet`,
@@ -27,7 +27,7 @@ from .layers import (
     SpatialDependencyLayer3d,
 )
 from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
-from .ops import directional_gru_scan, directional_gru_scan3d
+from .ops import directional_gru_scan, directional_gru_scan3d, directional_gru_scan_sequence
 from .train import evaluate, fit
 
 __version__ = "0.1.0"
@@ -42,6 +42,7 @@ __all__ = [
     "SpatialDependencyLayer3d",
     "directional_gru_scan",
     "directional_gru_scan3d",
+    "directional_gru_scan_sequence",
     # models
     "TransUNet",
     "UNet",

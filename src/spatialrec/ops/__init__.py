@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -191,12 +191,70 @@ def directional_gru_scan(
         return fn(x, weight_ih, weight_hh, bias_ih, bias_hh, name)
 
 
+# Backends with a multi-sweep implementation; the others run one sweep after another.
+_SEQUENCE_IMPLS: dict[str, tuple[str, str]] = {
+    "fused": ("spatialrec.ops.fused", "fused_directional_gru_scan_sequence"),
+}
+
+ScanParams = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def directional_gru_scan_sequence(
+    x: torch.Tensor,
+    params: Sequence[ScanParams],
+    directions: Sequence[DirectionLike],
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Sweep ``x`` in each of ``directions`` in turn, each sweep reading the previous one's output.
+
+    The same as ``for (w_ih, w_hh, b_ih, b_hh), d in zip(params, directions): x =
+    directional_gru_scan(x, w_ih, w_hh, b_ih, b_hh, d, backend)``, which is what the
+    ``reference`` and ``triton`` backends do. The ``fused`` backend runs all sweeps in one
+    autograd function: the lines stay in its line-major layout from one sweep to the next (no
+    transposing copies in between) and the intermediate outputs are not kept for the backward.
+
+    Args:
+        x: ``(B, S, H, W)`` prior states, floating point.
+        params: one ``(weight_ih (3S, 3S), weight_hh (3S, S), bias_ih (3S,), bias_hh (3S,))``
+            tuple per direction.
+        directions: non-empty sequence of directions (names or published codes 0-3).
+        backend: ``"auto"`` (default), ``"reference"``, ``"fused"`` or ``"triton"``.
+
+    Returns:
+        ``(B, S, H, W)`` in the dtype of ``x`` (the ``fused`` backend returns channels-last
+        strides).
+
+    Raises:
+        TypeError, ValueError: malformed ``x``, ``params`` or ``directions`` (the message names
+            the argument), or ``len(params) != len(directions)``.
+    """
+    names = normalize_directions(directions)
+    if isinstance(params, torch.Tensor) or not isinstance(params, Sequence):
+        raise TypeError(f"params must be a sequence of (weight_ih, weight_hh, bias_ih, bias_hh) tuples, got {type(params).__name__}")
+    if len(params) != len(names):
+        raise ValueError(f"params has {len(params)} entries but directions has {len(names)}; give one parameter tuple per direction")
+    for k, p in enumerate(params):
+        if isinstance(p, torch.Tensor) or not isinstance(p, Sequence) or len(p) != 4:
+            raise TypeError(f"params[{k}] must be a tuple (weight_ih, weight_hh, bias_ih, bias_hh), got {type(p).__name__}")
+        validate_scan_inputs(x, *p)
+    name = resolve_backend(backend, x)
+    if name not in _SEQUENCE_IMPLS:
+        for p, d in zip(params, names):
+            x = directional_gru_scan(x, *p, d, backend=name)
+        return x
+    module, attr = _SEQUENCE_IMPLS[name]
+    fn = getattr(importlib.import_module(module), attr)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return fn(x, [tuple(p) for p in params], names)
+
+
 __all__ = [
     "BACKENDS",
     "BACKEND_ENV_VAR",
     "available_backends",
     "DIRECTIONS",
     "directional_gru_scan",
+    "directional_gru_scan_sequence",
     "from_down_view",
     "normalize_direction",
     "normalize_directions",
