@@ -160,3 +160,13 @@ def test_bad_arguments(cls, kwargs, exc, match):
 def test_bad_forward_inputs(cls, x, exc, match):
     with pytest.raises(exc, match=match):
         cls(2, 3, state_size=4)(x)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+@pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
+def test_output_keeps_the_callers_memory_format(cls, backend):
+    """The fused path works channels-last inside; a contiguous NCHW input gets an NCHW output."""
+    layer = cls(3, 4, state_size=5, backend=backend)
+    y = layer(torch.randn(2, 3, 6, 7))
+    assert y.is_contiguous()
+    y.view(2, -1)  # would fail on a channels-last result

@@ -8,7 +8,14 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from ..ops import DirectionLike, directional_gru_scan, directional_gru_scan_sequence, normalize_direction, normalize_directions, resolve_backend
+from ..ops import (
+    DirectionLike,
+    directional_gru_scan,
+    directional_gru_scan_sequence,
+    normalize_direction,
+    normalize_directions,
+    resolve_backend,
+)
 
 IntPair = Union[int, tuple[int, int]]
 
@@ -164,18 +171,23 @@ class SpatialDependencyLayer(nn.Module):
                 h = sweep(h)
             return self.project_out(h)
         backend = backends.pop()
+        restore_layout = False
         if resolve_backend(backend, x) == "fused" and x.device.type == "cpu":
             # The fused scan works on S-innermost lines: a channels-last input (cheap at
             # in_channels << S) makes the convolution produce channels-last states, turning the
             # scan's layout changes into copies of S-long runs; oneDNN's convolutions are also
             # faster in that format on the CPU.
+            restore_layout = x.is_contiguous()
             x = x.contiguous(memory_format=torch.channels_last)
         # In place: the convolution's backward does not need its output, and a fresh full-size
         # tensor costs page faults.
         h = self.project_in(x).tanh_()
         params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in self.sweeps]
         h = directional_gru_scan_sequence(h, params, self.directions, backend=backend)
-        return self.project_out(h)
+        y = self.project_out(h)
+        # Hand back the caller's memory format: a channels-last output would change which
+        # convolution algorithms run downstream (and so their rounding) in the caller's network.
+        return y.contiguous() if restore_layout else y
 
     def extra_repr(self) -> str:
         conv = self.project_in
