@@ -32,6 +32,7 @@ from .directions import (
     to_down_view,
 )
 from .reference import reference_directional_gru_scan
+from .validation import check_scan_inputs
 
 BACKENDS: tuple[str, ...] = ("reference", "fused", "triton")
 """The backends :func:`directional_gru_scan` knows, plus ``"auto"``."""
@@ -109,20 +110,6 @@ def resolve_backend(backend: str, x: Optional[torch.Tensor] = None) -> str:
     return name
 
 
-def _check_param(name: str, p: object, shape: tuple[int, ...], x: torch.Tensor) -> None:
-    if not isinstance(p, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
-    if not p.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {p.dtype}")
-    if tuple(p.shape) != shape:
-        raise ValueError(
-            f"{name} has shape {tuple(p.shape)}, expected {shape} for state size S={x.shape[1]} "
-            "(weight_ih: (3S, 3S), weight_hh: (3S, S), biases: (3S,))"
-        )
-    if p.device != x.device:
-        raise ValueError(f"{name} is on {p.device} but x is on {x.device}; move both to one device")
-
-
 def validate_scan_inputs(
     x: object,
     weight_ih: object,
@@ -131,19 +118,7 @@ def validate_scan_inputs(
     bias_hh: object,
 ) -> None:
     """Raise a ``TypeError``/``ValueError`` naming the argument if the scan's inputs are malformed."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (B, S, H, W), got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (B, S, H, W) (4 dims), got {x.dim()} dims with shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must have a floating-point dtype (float32, float64, bfloat16, float16), got {x.dtype}")
-    if min(x.shape) < 1:
-        raise ValueError(f"x must have non-zero batch, state and spatial sizes, got shape {tuple(x.shape)}")
-    s = x.shape[1]
-    _check_param("weight_ih", weight_ih, (3 * s, 3 * s), x)
-    _check_param("weight_hh", weight_hh, (3 * s, s), x)
-    _check_param("bias_ih", bias_ih, (3 * s,), x)
-    _check_param("bias_hh", bias_hh, (3 * s,), x)
+    check_scan_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, spatial_dims=2)
 
 
 def directional_gru_scan(

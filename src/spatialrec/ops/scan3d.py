@@ -19,6 +19,7 @@ import torch
 
 from .directions import DirectionLike
 from .directions3d import DIRECTIONS_3D, normalize_direction3d
+from .validation import check_scan_inputs
 
 ScanFn3d = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str], torch.Tensor]
 
@@ -50,20 +51,6 @@ def resolve_backend3d(backend: str) -> str:
     return "reference" if name == "reference" else "fused"
 
 
-def _check_param3d(name: str, p: object, shape: tuple[int, ...], x: torch.Tensor) -> None:
-    if not isinstance(p, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
-    if not p.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {p.dtype}")
-    if tuple(p.shape) != shape:
-        raise ValueError(
-            f"{name} has shape {tuple(p.shape)}, expected {shape} for state size S={x.shape[1]} "
-            "(3D scan: weight_ih: (3S, 9S), weight_hh: (3S, S), biases: (3S,))"
-        )
-    if p.device != x.device:
-        raise ValueError(f"{name} is on {p.device} but x is on {x.device}; move both to one device")
-
-
 def validate_scan3d_inputs(
     x: object,
     weight_ih: object,
@@ -72,21 +59,7 @@ def validate_scan3d_inputs(
     bias_hh: object,
 ) -> None:
     """Raise a ``TypeError``/``ValueError`` naming the argument if the 3D scan's inputs are malformed."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (B, S, D, H, W), got {type(x).__name__}")
-    if x.dim() != 5:
-        raise ValueError(
-            f"x must have shape (B, S, D, H, W) (5 dims), got {x.dim()} dims with shape {tuple(x.shape)}"
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"x must have a floating-point dtype (float32, float64, bfloat16, float16), got {x.dtype}")
-    if min(x.shape) < 1:
-        raise ValueError(f"x must have non-zero batch, state and spatial sizes, got shape {tuple(x.shape)}")
-    s = x.shape[1]
-    _check_param3d("weight_ih", weight_ih, (3 * s, 9 * s), x)
-    _check_param3d("weight_hh", weight_hh, (3 * s, s), x)
-    _check_param3d("bias_ih", bias_ih, (3 * s,), x)
-    _check_param3d("bias_hh", bias_hh, (3 * s,), x)
+    check_scan_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, spatial_dims=3)
 
 
 def _backend_fn3d(name: str) -> ScanFn3d:
