@@ -12,7 +12,7 @@ on a 2-core CPU, and a GPU can raise ``base_width``/``state_size``/patch size fr
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,50 +21,13 @@ from torch import nn
 from ..blocks3d import NORMS_3D, make_block3d
 from ..layers.sdn3d import DEFAULT_DIRECTIONS_3D, SpatialDependencyLayer3d
 from ..ops import DirectionLike, normalize_directions3d, resolve_backend3d
+from .unet import LevelsLike, check_choice, check_int, parse_levels
 
 PAD_MODES_3D: tuple[str, ...] = ("reflect", "replicate", "constant")
 """How the 3D models pad inputs up to a multiple of ``2**depth`` (``"constant"`` pads with zeros)."""
 
 SDN_BLOCK_KINDS_3D: tuple[str, ...] = ("sdn", "residual_sdn")
 
-LevelsLike = Union[str, Iterable[int]]
-
-
-def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; expected one of {tuple(choices)}")
-    return value
-
-
-def _parse_levels(name: str, levels: LevelsLike, valid: range) -> frozenset[int]:
-    if isinstance(levels, str):
-        if levels == "all":
-            return frozenset(valid)
-        if levels == "none":
-            return frozenset()
-        raise ValueError(f"{name}={levels!r} is not valid; expected 'all', 'none' or an iterable of levels")
-    if isinstance(levels, (bool, int)):
-        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels (e.g. (2, 3)), got {levels!r}")
-    try:
-        items = list(levels)
-    except TypeError:
-        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels, got {type(levels).__name__}") from None
-    out = set()
-    for lv in items:
-        if isinstance(lv, bool) or not isinstance(lv, int):
-            raise TypeError(f"{name} must contain ints, got {lv!r}")
-        if lv not in valid:
-            raise ValueError(f"{name} contains level {lv}; valid levels are {valid.start}..{valid.stop - 1}")
-        out.add(lv)
-    return frozenset(out)
 
 
 def pad_to_multiple3d(
@@ -202,25 +165,25 @@ class UNet3d(nn.Module):
         pad_mode: str = "reflect",
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels)
-        self.num_classes = _check_int("num_classes", num_classes)
-        self.depth = _check_int("depth", depth)
-        self.base_width = _check_int("base_width", base_width)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.num_classes = check_int("num_classes", num_classes)
+        self.depth = check_int("depth", depth)
+        self.base_width = check_int("base_width", base_width)
         if not isinstance(trilinear, bool):
             raise TypeError(f"trilinear must be a bool, got {type(trilinear).__name__} {trilinear!r}")
         self.trilinear = trilinear
-        self.sdn_block = _check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS_3D)
-        self.state_size = _check_int("state_size", state_size)
+        self.sdn_block = check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS_3D)
+        self.state_size = check_int("state_size", state_size)
         if isinstance(directions, (str, int)):
             raise TypeError(
                 f"directions must be a sequence of directions such as ('right', 'down', 'in'), got {directions!r}"
             )
         self.directions = normalize_directions3d(directions)
         resolve_backend3d(backend)
-        self.norm = _check_choice("norm", norm, NORMS_3D)
-        self.pad_mode = _check_choice("pad_mode", pad_mode, PAD_MODES_3D)
-        self.encoder_sdn = _parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
-        self.decoder_sdn = _parse_levels("decoder_sdn", decoder_sdn, range(depth))
+        self.norm = check_choice("norm", norm, NORMS_3D)
+        self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES_3D)
+        self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
+        self.decoder_sdn = parse_levels("decoder_sdn", decoder_sdn, range(depth))
         self.widths = tuple(base_width * 2**lv for lv in range(depth + 1))
 
         def kind(is_sdn: bool) -> str:
@@ -296,7 +259,7 @@ class UNet3d(nn.Module):
 def default_sdn_levels3d(depth: int) -> tuple[int, ...]:
     """The encoder levels that ``sdn_unet3d`` puts SDN blocks at: the two coarsest, ``depth-1`` and
     ``depth`` (just ``depth`` when ``depth == 1`` would put one at full resolution)."""
-    _check_int("depth", depth)
+    check_int("depth", depth)
     return tuple(lv for lv in (depth - 1, depth) if lv >= 1)
 
 
