@@ -19,7 +19,7 @@ the horizontal sweeps), and flipping the swept axis does not reorder the neighbo
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence, Union
+from typing import Callable, Iterable, Sequence, Union
 
 import torch
 
@@ -65,9 +65,19 @@ def normalize_directions(directions: Iterable[DirectionLike], argname: str = "di
         TypeError: ``directions`` is a bare string/int or not iterable.
         ValueError: it is empty or holds an unknown direction.
     """
+    return normalize_sequence(directions, argname, normalize_direction, example="('right', 'down')")
+
+
+def normalize_sequence(
+    directions: Iterable[DirectionLike],
+    argname: str,
+    normalize_one: Callable[[DirectionLike, str], str],
+    example: str,
+) -> tuple[str, ...]:
+    """Apply ``normalize_one`` to every item of a non-empty sequence (shared by the 2D and 3D names)."""
     if isinstance(directions, (str, int)):
         raise TypeError(
-            f"{argname} must be a sequence of directions such as ('right', 'down'), got {directions!r}; "
+            f"{argname} must be a sequence of directions such as {example}, got {directions!r}; "
             f"wrap a single direction in a tuple: ({directions!r},)"
         )
     try:
@@ -76,7 +86,7 @@ def normalize_directions(directions: Iterable[DirectionLike], argname: str = "di
         raise TypeError(f"{argname} must be a sequence of directions, got {type(directions).__name__}") from None
     if not items:
         raise ValueError(f"{argname} must hold at least one direction, got an empty sequence")
-    return tuple(normalize_direction(d, f"{argname}[{i}]") for i, d in enumerate(items))
+    return tuple(normalize_one(d, f"{argname}[{i}]") for i, d in enumerate(items))
 
 
 def to_down_view(x: torch.Tensor, direction: str) -> torch.Tensor:

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .directions import DirectionLike
+from .directions import DirectionLike, normalize_sequence
 
 DIRECTIONS_3D: tuple[str, ...] = ("right", "left", "down", "up", "in", "out")
 """The six 3D sweep directions, indexed by their numeric codes 0-5 (0-3 as in 2D)."""
@@ -87,18 +87,7 @@ def normalize_directions3d(directions: Iterable[DirectionLike], argname: str = "
         TypeError: ``directions`` is a bare string/int or not iterable.
         ValueError: it is empty or holds an unknown direction.
     """
-    if isinstance(directions, (str, int)):
-        raise TypeError(
-            f"{argname} must be a sequence of directions such as ('right', 'down', 'in'), got {directions!r}; "
-            f"wrap a single direction in a tuple: ({directions!r},)"
-        )
-    try:
-        items = list(directions)
-    except TypeError:
-        raise TypeError(f"{argname} must be a sequence of directions, got {type(directions).__name__}") from None
-    if not items:
-        raise ValueError(f"{argname} must hold at least one direction, got an empty sequence")
-    return tuple(normalize_direction3d(d, f"{argname}[{i}]") for i, d in enumerate(items))
+    return normalize_sequence(directions, argname, normalize_direction3d, example="('right', 'down', 'in')")
 
 
 def sweep_axis3d(direction: str) -> tuple[int, bool]:
