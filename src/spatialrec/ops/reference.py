@@ -23,6 +23,36 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+def gru_update(
+    a: torch.Tensor,
+    prior: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+) -> torch.Tensor:
+    """The GRU gate equations of DESIGN.md, for every position of a line (or plane) at once.
+
+    Args:
+        a: ``(B, kS, ...)`` the neighbour vectors (k = 3 in 2D, 9 in 3D), channels first.
+        prior: ``(B, S, ...)`` the positions' own values (the "prior" ``p``).
+        weight_ih: ``(3S, kS)``; weight_hh: ``(3S, S)``; bias_ih, bias_hh: ``(3S,)``.
+
+    Returns:
+        ``(B, S, ...)`` the updated values ``z * n + (1 - z) * p``.
+    """
+    bias_shape = (-1,) + (1,) * (prior.dim() - 2)
+    g_i = torch.einsum("os,bs...->bo...", weight_ih, a) + bias_ih.view(bias_shape)
+    g_h = torch.einsum("os,bs...->bo...", weight_hh, prior) + bias_hh.view(bias_shape)
+    r_i, z_i, n_i = g_i.chunk(3, dim=1)
+    r_h, z_h, n_h = g_h.chunk(3, dim=1)
+
+    r = torch.sigmoid(r_i + r_h)
+    z = torch.sigmoid(z_i + z_h)
+    n = torch.tanh(n_i + r * n_h)
+    return z * n + (1 - z) * prior
+
+
 def gru_row_update(
     prev: torch.Tensor,
     prior: torch.Tensor,
@@ -45,16 +75,7 @@ def gru_row_update(
     # along the channel axis: a[:, k*S:(k+1)*S, j] = prev[:, :, j-1+k].
     padded = F.pad(prev, (1, 1))
     a = torch.cat([padded[..., :-2], padded[..., 1:-1], padded[..., 2:]], dim=1)  # (B, 3S, W)
-
-    g_i = torch.einsum("os,bsw->bow", weight_ih, a) + bias_ih[:, None]
-    g_h = torch.einsum("os,bsw->bow", weight_hh, prior) + bias_hh[:, None]
-    r_i, z_i, n_i = g_i.chunk(3, dim=1)
-    r_h, z_h, n_h = g_h.chunk(3, dim=1)
-
-    r = torch.sigmoid(r_i + r_h)
-    z = torch.sigmoid(z_i + z_h)
-    n = torch.tanh(n_i + r * n_h)
-    return z * n + (1 - z) * prior
+    return gru_update(a, prior, weight_ih, weight_hh, bias_ih, bias_hh)
 
 
 def sweep_down(

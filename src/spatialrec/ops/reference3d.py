@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .directions3d import from_canonical_view3d, to_canonical_view3d
-from .reference import compute_dtype
+from .reference import compute_dtype, gru_update
 
 # (da, db) of the 9 neighbours, in the normative order: da outer, db inner.
 NEIGHBOUR_OFFSETS_3D: tuple[tuple[int, int], ...] = tuple((da, db) for da in (-1, 0, 1) for db in (-1, 0, 1))
@@ -57,15 +57,7 @@ def gru_plane_update(
         ``(B, S, A, Bb)`` the swept plane ``z * n + (1 - z) * p``.
     """
     a = gather_plane_neighbours(prev)  # (B, 9S, A, Bb)
-    g_i = torch.einsum("os,bsxy->boxy", weight_ih, a) + bias_ih[:, None, None]
-    g_h = torch.einsum("os,bsxy->boxy", weight_hh, prior) + bias_hh[:, None, None]
-    r_i, z_i, n_i = g_i.chunk(3, dim=1)
-    r_h, z_h, n_h = g_h.chunk(3, dim=1)
-
-    r = torch.sigmoid(r_i + r_h)
-    z = torch.sigmoid(z_i + z_h)
-    n = torch.tanh(n_i + r * n_h)
-    return z * n + (1 - z) * prior
+    return gru_update(a, prior, weight_ih, weight_hh, bias_ih, bias_hh)
 
 
 def sweep_planes(
