@@ -8,6 +8,8 @@ Autograd differentiates it; nothing is written in place.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -78,21 +80,23 @@ def gru_row_update(
     return gru_update(a, prior, weight_ih, weight_hh, bias_ih, bias_hh)
 
 
-def sweep_down(
+def sweep_lines(
     x: torch.Tensor,
+    line_update: Callable[..., torch.Tensor],
     weight_ih: torch.Tensor,
     weight_hh: torch.Tensor,
     bias_ih: torch.Tensor,
     bias_hh: torch.Tensor,
 ) -> torch.Tensor:
-    """The `down` sweep: ``x: (B, S, H, W)`` priors -> ``(B, S, H, W)`` swept states.
+    """The canonical sweep along dim 2: ``x: (B, S, L, ...)`` priors -> swept states, same shape.
 
-    Row 0 is left unchanged; row ``i`` is updated from the already-updated row ``i - 1``.
+    Line (2D: row, 3D: plane) 0 is left unchanged; line ``i`` is ``line_update(swept line i - 1,
+    prior line i, *params)`` (:func:`gru_row_update` in 2D, the plane update in 3D).
     """
-    rows = [x[:, :, 0, :]]
+    lines = [x[:, :, 0]]
     for i in range(1, x.shape[2]):
-        rows.append(gru_row_update(rows[-1], x[:, :, i, :], weight_ih, weight_hh, bias_ih, bias_hh))
-    return torch.stack(rows, dim=2)
+        lines.append(line_update(lines[-1], x[:, :, i], weight_ih, weight_hh, bias_ih, bias_hh))
+    return torch.stack(lines, dim=2)
 
 
 def reference_directional_gru_scan(
@@ -109,5 +113,5 @@ def reference_directional_gru_scan(
     """
     dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
     params = [p.to(dtype) for p in (weight_ih, weight_hh, bias_ih, bias_hh)]
-    y = sweep_down(to_down_view(x.to(dtype), direction), *params)
+    y = sweep_lines(to_down_view(x.to(dtype), direction), gru_row_update, *params)
     return from_down_view(y, direction).to(x.dtype)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .directions3d import from_canonical_view3d, to_canonical_view3d
-from .reference import compute_dtype, gru_update
+from .reference import compute_dtype, gru_update, sweep_lines
 
 # (da, db) of the 9 neighbours, in the normative order: da outer, db inner.
 NEIGHBOUR_OFFSETS_3D: tuple[tuple[int, int], ...] = tuple((da, db) for da in (-1, 0, 1) for db in (-1, 0, 1))
@@ -60,23 +60,6 @@ def gru_plane_update(
     return gru_update(a, prior, weight_ih, weight_hh, bias_ih, bias_hh)
 
 
-def sweep_planes(
-    x: torch.Tensor,
-    weight_ih: torch.Tensor,
-    weight_hh: torch.Tensor,
-    bias_ih: torch.Tensor,
-    bias_hh: torch.Tensor,
-) -> torch.Tensor:
-    """The canonical sweep: ``x: (B, S, L, A, Bb)`` priors -> ``(B, S, L, A, Bb)`` swept states.
-
-    Plane 0 is left unchanged; plane ``t`` is updated from the already-updated plane ``t - 1``.
-    """
-    planes = [x[:, :, 0]]
-    for t in range(1, x.shape[2]):
-        planes.append(gru_plane_update(planes[-1], x[:, :, t], weight_ih, weight_hh, bias_ih, bias_hh))
-    return torch.stack(planes, dim=2)
-
-
 def reference_directional_gru_scan3d(
     x: torch.Tensor,
     weight_ih: torch.Tensor,
@@ -91,5 +74,5 @@ def reference_directional_gru_scan3d(
     """
     dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
     params = [p.to(dtype) for p in (weight_ih, weight_hh, bias_ih, bias_hh)]
-    y = sweep_planes(to_canonical_view3d(x.to(dtype), direction), *params)
+    y = sweep_lines(to_canonical_view3d(x.to(dtype), direction), gru_plane_update, *params)
     return from_canonical_view3d(y, direction).to(x.dtype)
