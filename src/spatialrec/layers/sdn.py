@@ -42,7 +42,46 @@ def _check_input(x: object, in_channels: int, ndim: int = 4, layout: str = "(B, 
     return x
 
 
-class DirectionalGRU2d(nn.Module):
+class _DirectionalGRU(nn.Module):
+    """One sweep's parameters and the call of its scan op; 2D and 3D differ only in the class
+    attributes below (neighbours per position, direction names, scan op, input layout)."""
+
+    _neighbours: int
+    _ndim: int
+    _layout: str
+    _normalize = staticmethod(normalize_direction)
+    _resolve = staticmethod(resolve_backend)
+    _scan = staticmethod(directional_gru_scan)
+
+    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto") -> None:
+        super().__init__()
+        self.state_size = _check_positive_int("state_size", state_size)
+        self.direction = self._normalize(direction)
+        self._resolve(backend)  # fail at construction on an unknown backend name
+        self.backend = backend
+        s = state_size
+        self.weight_ih = nn.Parameter(torch.empty(3 * s, self._neighbours * s))
+        self.weight_hh = nn.Parameter(torch.empty(3 * s, s))
+        self.bias_ih = nn.Parameter(torch.empty(3 * s))
+        self.bias_hh = nn.Parameter(torch.empty(3 * s))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.state_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.state_size, ndim=self._ndim, layout=self._layout)
+        return self._scan(
+            x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.direction, backend=self.backend
+        )
+
+    def extra_repr(self) -> str:
+        return f"state_size={self.state_size}, direction={self.direction!r}, backend={self.backend!r}"
+
+
+class DirectionalGRU2d(_DirectionalGRU):
     """One directional GRU sweep with its own parameters.
 
     Args:
@@ -62,32 +101,9 @@ class DirectionalGRU2d(nn.Module):
         torch.Size([2, 16, 8, 12])
     """
 
-    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto") -> None:
-        super().__init__()
-        self.state_size = _check_positive_int("state_size", state_size)
-        self.direction = normalize_direction(direction)
-        resolve_backend(backend)  # fail at construction on an unknown backend name
-        self.backend = backend
-        s = state_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * s, 3 * s))
-        self.weight_hh = nn.Parameter(torch.empty(3 * s, s))
-        self.bias_ih = nn.Parameter(torch.empty(3 * s))
-        self.bias_hh = nn.Parameter(torch.empty(3 * s))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.state_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.state_size)
-        return directional_gru_scan(
-            x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.direction, backend=self.backend
-        )
-
-    def extra_repr(self) -> str:
-        return f"state_size={self.state_size}, direction={self.direction!r}, backend={self.backend!r}"
+    _neighbours = 3
+    _ndim = 4
+    _layout = "(B, C, H, W)"
 
 
 class SpatialDependencyLayer(nn.Module):

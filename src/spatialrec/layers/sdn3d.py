@@ -5,14 +5,13 @@ residual form. They mirror :mod:`spatialrec.layers.sdn` with ``Conv3d``/``ConvTr
 
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import torch
 from torch import nn
 
 from ..ops import DirectionLike, directional_gru_scan3d, normalize_direction3d, normalize_directions3d, resolve_backend3d
-from .sdn import _check_input, _check_positive_int
+from .sdn import _check_input, _check_positive_int, _DirectionalGRU
 
 IntTriple = Union[int, tuple[int, int, int]]
 
@@ -23,7 +22,7 @@ DEFAULT_DIRECTIONS_3D: tuple[str, ...] = ("right", "down", "in")
 with lower-or-equal index along each axis (its whole upstream octant)."""
 
 
-class DirectionalGRU3d(nn.Module):
+class DirectionalGRU3d(_DirectionalGRU):
     """One plane-by-plane GRU sweep of a state volume, with its own parameters.
 
     Args:
@@ -44,32 +43,12 @@ class DirectionalGRU3d(nn.Module):
         torch.Size([1, 8, 6, 10, 12])
     """
 
-    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto") -> None:
-        super().__init__()
-        self.state_size = _check_positive_int("state_size", state_size)
-        self.direction = normalize_direction3d(direction)
-        resolve_backend3d(backend)  # fail at construction on an unknown backend name
-        self.backend = backend
-        s = state_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * s, 9 * s))
-        self.weight_hh = nn.Parameter(torch.empty(3 * s, s))
-        self.bias_ih = nn.Parameter(torch.empty(3 * s))
-        self.bias_hh = nn.Parameter(torch.empty(3 * s))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.state_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.state_size, ndim=5, layout=_LAYOUT_3D)
-        return directional_gru_scan3d(
-            x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.direction, backend=self.backend
-        )
-
-    def extra_repr(self) -> str:
-        return f"state_size={self.state_size}, direction={self.direction!r}, backend={self.backend!r}"
+    _neighbours = 9
+    _ndim = 5
+    _layout = _LAYOUT_3D
+    _normalize = staticmethod(normalize_direction3d)
+    _resolve = staticmethod(resolve_backend3d)
+    _scan = staticmethod(directional_gru_scan3d)
 
 
 def _check_output_padding(output_padding: IntTriple, transposed: bool) -> None:
