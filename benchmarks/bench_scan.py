@@ -63,9 +63,9 @@ CONFIGS: dict[str, dict] = {
 # --------------------------------------------------------------------------------------------
 def naive_sweep(h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, direction: str) -> torch.Tensor:
     """One sweep the way the published code does it: ``h: (B, S, H, W)`` -> same shape."""
-    from spatialrec.ops import from_down_view, to_down_view
+    from spatialrec.ops import from_canonical_view, to_canonical_view
 
-    state = to_down_view(h, direction).clone()
+    state = to_canonical_view(h, direction).clone()
     b, s, n_lines, w = state.shape
     for i in range(1, n_lines):
         prev = state[:, :, i - 1, :]
@@ -82,7 +82,7 @@ def naive_sweep(h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: t
         n = torch.tanh(gi[:, 2 * s :] + r * gh[:, 2 * s :])
         new = z * n + (1 - z) * p
         state[:, :, i, :] = new.reshape(b, w, s).permute(0, 2, 1)
-    return from_down_view(state, direction)
+    return from_canonical_view(state, direction)
 
 
 def layer_forward(layer: torch.nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:

@@ -51,9 +51,9 @@ def naive_sweep3d(
     The state is cloned once and every plane is overwritten in place with its update; the 9
     neighbours are gathered with ``torch.cat`` of zero-padded shifted copies.
     """
-    from spatialrec.ops import from_canonical_view3d, to_canonical_view3d
+    from spatialrec.ops import from_canonical_view, to_canonical_view
 
-    state = to_canonical_view3d(h, direction).clone()
+    state = to_canonical_view(h, direction).clone()
     b, s, n_planes, na, nb = state.shape
     for t in range(1, n_planes):
         prev = F.pad(state[:, :, t - 1], (1, 1, 1, 1))
@@ -68,7 +68,7 @@ def naive_sweep3d(
         n = torch.tanh(gi[:, 2 * s :] + r * gh[:, 2 * s :])
         new = z * n + (1 - z) * p
         state[:, :, t] = new.reshape(b, na, nb, s).permute(0, 3, 1, 2)
-    return from_canonical_view3d(state, direction)
+    return from_canonical_view(state, direction)
 
 
 def layer_forward3d(layer: torch.nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spatialrec.ops import DIRECTIONS, directional_gru_scan
+from spatialrec.ops import directional_gru_scan, valid_directions
+
+DIRECTIONS = valid_directions(2)  # the 2D scan's four directions
 
 from .naive import naive_scan, random_params
 

@@ -1,4 +1,4 @@
-"""Tests of the volumetric directional GRU scan against a naive per-voxel implementation."""
+"""The directional GRU scan on volumes ``(B, S, D, H, W)`` against a naive per-voxel implementation."""
 
 from __future__ import annotations
 
@@ -7,25 +7,20 @@ import pytest
 import torch
 
 from spatialrec.ops import (
-    DIRECTIONS_3D,
-    directional_gru_scan3d,
-    from_canonical_view3d,
-    normalize_direction3d,
-    normalize_directions3d,
-    resolve_backend3d,
-    to_canonical_view3d,
+    DIRECTIONS,
+    directional_gru_scan,
+    from_canonical_view,
+    normalize_direction,
+    normalize_directions,
+    resolve_backend,
+    to_canonical_view,
 )
-from spatialrec.ops import scan3d as scan3d_module
+from spatialrec.ops import scan as scan_module
+
+DIRECTIONS_3D = DIRECTIONS  # all six directions exist in 3D
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny tensor ops; on a busy 2-core machine OpenMP's thread hand-off
-    costs tens of milliseconds per op, one thread costs microseconds (17 s -> 0.2 s per model step)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BACKENDS = ("reference", "fused")
@@ -85,7 +80,7 @@ def test_matches_naive_per_voxel(backend: str, direction: str) -> None:
     s = 2
     x = torch.randn(2, s, 3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     params = _params(s)
-    y = directional_gru_scan3d(x, *params, direction, backend=backend)
+    y = directional_gru_scan(x, *params, direction, backend=backend)
     expected = naive_scan3d(x, *params, direction)
     np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-12)
 
@@ -97,11 +92,11 @@ def test_codes_match_names(backend: str) -> None:
     params = _params(s)
     for code, name in enumerate(DIRECTIONS_3D):
         torch.testing.assert_close(
-            directional_gru_scan3d(x, *params, code, backend=backend),
-            directional_gru_scan3d(x, *params, name, backend=backend),
+            directional_gru_scan(x, *params, code, backend=backend),
+            directional_gru_scan(x, *params, name, backend=backend),
         )
-    assert normalize_direction3d(" IN ") == "in"
-    assert normalize_directions3d([0, "down", 4]) == ("right", "down", "in")
+    assert normalize_direction(" IN ", spatial_dims=3) == "in"
+    assert normalize_directions([0, "down", 4], spatial_dims=3) == ("right", "down", "in")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -112,16 +107,16 @@ def test_first_plane_unchanged_and_causal(backend: str, direction: str) -> None:
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(1, s, 5, 6, 7, dtype=torch.float64, generator=gen)
     params = _params(s)
-    y = directional_gru_scan3d(x, *params, direction, backend=backend)
-    yc = to_canonical_view3d(y, direction)
-    xc = to_canonical_view3d(x, direction)
+    y = directional_gru_scan(x, *params, direction, backend=backend)
+    yc = to_canonical_view(y, direction)
+    xc = to_canonical_view(x, direction)
     torch.testing.assert_close(yc[:, :, 0], xc[:, :, 0], rtol=0, atol=0)
 
     t0, a0, b0 = 1, 2, 1
     xc_perturbed = xc.clone()
     xc_perturbed[:, :, t0, a0, b0] += 1.0
-    x2 = from_canonical_view3d(xc_perturbed, direction)
-    y2c = to_canonical_view3d(directional_gru_scan3d(x2, *params, direction, backend=backend), direction)
+    x2 = from_canonical_view(xc_perturbed, direction)
+    y2c = to_canonical_view(directional_gru_scan(x2, *params, direction, backend=backend), direction)
     changed = (y2c - yc).abs().amax(dim=(0, 1)) > 0  # (L, A, Bb)
     length, a_len, b_len = changed.shape
     for t in range(length):
@@ -143,7 +138,7 @@ def test_gradcheck(backend: str, direction: str) -> None:
     x = torch.randn(1, s, 3, 2, 4, dtype=torch.float64, requires_grad=True)
     params = _params(s, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda *args: directional_gru_scan3d(*args, direction, backend=backend), (x, *params), eps=1e-6, atol=1e-6
+        lambda *args: directional_gru_scan(*args, direction, backend=backend), (x, *params), eps=1e-6, atol=1e-6
     )
 
 
@@ -158,7 +153,7 @@ def test_fused_matches_reference_float32(direction: str) -> None:
     for backend in BACKENDS:
         xi = x.clone().requires_grad_(True)
         pi = [p.clone().requires_grad_(True) for p in params]
-        y = directional_gru_scan3d(xi, *pi, direction, backend=backend)
+        y = directional_gru_scan(xi, *pi, direction, backend=backend)
         y.backward(g)
         outs.append(y.detach())
         grads.append([xi.grad] + [p.grad for p in pi])
@@ -172,7 +167,7 @@ def test_single_plane_is_identity_with_zero_param_grads(backend: str) -> None:
     s = 2
     x = torch.randn(2, s, 1, 3, 4, dtype=torch.float64, requires_grad=True)
     params = _params(s, requires_grad=True)
-    y = directional_gru_scan3d(x, *params, "in", backend=backend)
+    y = directional_gru_scan(x, *params, "in", backend=backend)
     torch.testing.assert_close(y, x, rtol=0, atol=0)
     y.sum().backward()
     torch.testing.assert_close(x.grad, torch.ones_like(x))
@@ -185,21 +180,21 @@ def test_half_precision_input_float32_params(backend: str) -> None:
     s = 4
     x = torch.randn(1, s, 4, 5, 3)
     params = _params(s, dtype=torch.float32, scale=0.4)
-    y16 = directional_gru_scan3d(x.bfloat16().requires_grad_(True), *params, "down", backend=backend)
+    y16 = directional_gru_scan(x.bfloat16().requires_grad_(True), *params, "down", backend=backend)
     assert y16.dtype == torch.bfloat16
-    y32 = directional_gru_scan3d(x.bfloat16().float(), *params, "down", backend=backend)
+    y32 = directional_gru_scan(x.bfloat16().float(), *params, "down", backend=backend)
     torch.testing.assert_close(y16.float(), y32, rtol=2e-2, atol=2e-2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        ya = directional_gru_scan3d(x, *params, "down", backend=backend)
+        ya = directional_gru_scan(x, *params, "down", backend=backend)
     assert ya.dtype == torch.float32  # the op keeps its input's dtype under autocast
-    torch.testing.assert_close(ya, directional_gru_scan3d(x, *params, "down", backend=backend))
+    torch.testing.assert_close(ya, directional_gru_scan(x, *params, "down", backend=backend))
 
 
 def test_fused_gradient_dtypes_follow_inputs() -> None:
     s = 3
     x = torch.randn(1, s, 3, 4, 2).bfloat16().requires_grad_(True)
     params = _params(s, dtype=torch.float32, requires_grad=True)
-    directional_gru_scan3d(x, *params, "left", backend="fused").float().sum().backward()
+    directional_gru_scan(x, *params, "left", backend="fused").float().sum().backward()
     assert x.grad is not None and x.grad.dtype == torch.bfloat16
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in params)
 
@@ -211,88 +206,91 @@ def test_non_contiguous_input(backend: str) -> None:
     x = base.permute(0, 4, 1, 2, 3)  # (1, S, 4, 3, 5), channels-last-like strides
     params = _params(s)
     torch.testing.assert_close(
-        directional_gru_scan3d(x, *params, "right", backend=backend),
-        directional_gru_scan3d(x.contiguous(), *params, "right", backend=backend),
+        directional_gru_scan(x, *params, "right", backend=backend),
+        directional_gru_scan(x.contiguous(), *params, "right", backend=backend),
     )
 
 
 def test_canonical_view_round_trip() -> None:
     x = torch.arange(2 * 3 * 4 * 5).reshape(1, 2, 3, 4, 5)
     for d in DIRECTIONS_3D:
-        v = to_canonical_view3d(x, d)
-        torch.testing.assert_close(from_canonical_view3d(v, d), x)
-    assert to_canonical_view3d(x, "right").shape == (1, 2, 5, 3, 4)
-    assert to_canonical_view3d(x, "up").shape == (1, 2, 4, 3, 5)
+        v = to_canonical_view(x, d)
+        torch.testing.assert_close(from_canonical_view(v, d), x)
+    assert to_canonical_view(x, "right").shape == (1, 2, 5, 3, 4)
+    assert to_canonical_view(x, "up").shape == (1, 2, 4, 3, 5)
 
 
 def test_backend_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    vol = torch.zeros(1, 1, 1, 1, 1)
     monkeypatch.delenv("SPATIALREC_BACKEND", raising=False)
-    assert resolve_backend3d("auto") == "fused"
-    assert resolve_backend3d("triton") == "fused"
-    assert resolve_backend3d("Reference") == "reference"
+    assert resolve_backend("auto", vol) == "fused"
+    assert resolve_backend("triton", vol) == "fused"  # no 3D Triton kernels
+    assert resolve_backend("Reference", vol) == "reference"
     monkeypatch.setenv("SPATIALREC_BACKEND", "reference")
-    assert resolve_backend3d("auto") == "reference"
-    assert resolve_backend3d("fused") == "fused"
+    assert resolve_backend("auto", vol) == "reference"
+    assert resolve_backend("fused", vol) == "fused"
     monkeypatch.setenv("SPATIALREC_BACKEND", "bogus")
     with pytest.raises(ValueError, match="SPATIALREC_BACKEND"):
-        resolve_backend3d("auto")
+        resolve_backend("auto", vol)
 
 
 def test_auto_dispatches_to_the_resolved_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
+    calls: list[tuple[str, int]] = []
 
-    real_backend_fn = scan3d_module._backend_fn3d
+    real_kernel = scan_module._kernel
 
-    def spy(name: str):
-        fn = real_backend_fn(name)
+    def spy(name: str, spatial_dims: int):
+        fn = real_kernel(name, spatial_dims)
 
         def wrapped(*args):
-            calls.append(name)
+            calls.append((name, spatial_dims))
             return fn(*args)
 
         return wrapped
 
-    monkeypatch.setattr(scan3d_module, "_backend_fn3d", spy)
+    monkeypatch.setattr(scan_module, "_kernel", spy)
     s = 2
     x = torch.randn(1, s, 2, 2, 2)
     params = _params(s, dtype=torch.float32)
     monkeypatch.setenv("SPATIALREC_BACKEND", "reference")
-    directional_gru_scan3d(x, *params, "in")
+    directional_gru_scan(x, *params, "in")
     monkeypatch.delenv("SPATIALREC_BACKEND")
-    directional_gru_scan3d(x, *params, "in")
-    directional_gru_scan3d(x, *params, "in", backend="triton")
-    assert calls == ["reference", "fused", "fused"]
+    directional_gru_scan(x, *params, "in")
+    directional_gru_scan(x, *params, "in", backend="triton")
+    assert calls == [("reference", 3), ("fused", 3), ("fused", 3)]
 
 
 def test_bad_inputs() -> None:
     s = 2
     x = torch.randn(1, s, 2, 3, 4)
     w_ih, w_hh, b_ih, b_hh = _params(s, dtype=torch.float32)
-    with pytest.raises(ValueError, match=r"x must have shape \(B, S, D, H, W\)"):
-        directional_gru_scan3d(x[:, :, 0], w_ih, w_hh, b_ih, b_hh, "in")
+    with pytest.raises(ValueError, match=r"weight_ih has shape \(6, 18\).*\(6, 6\).*2D scan"):
+        directional_gru_scan(x[:, :, 0], w_ih, w_hh, b_ih, b_hh, "down")
+    with pytest.raises(ValueError, match=r"x must have shape \(B, S, H, W\) or \(B, S, D, H, W\)"):
+        directional_gru_scan(x[:, :, 0, 0], w_ih, w_hh, b_ih, b_hh, "in")
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        directional_gru_scan3d(x.numpy(), w_ih, w_hh, b_ih, b_hh, "in")
+        directional_gru_scan(x.numpy(), w_ih, w_hh, b_ih, b_hh, "in")
     with pytest.raises(TypeError, match="x must have a floating-point dtype"):
-        directional_gru_scan3d(x.long(), w_ih, w_hh, b_ih, b_hh, "in")
+        directional_gru_scan(x.long(), w_ih, w_hh, b_ih, b_hh, "in")
     with pytest.raises(ValueError, match="non-zero"):
-        directional_gru_scan3d(x[:, :, :0], w_ih, w_hh, b_ih, b_hh, "in")
+        directional_gru_scan(x[:, :, :0], w_ih, w_hh, b_ih, b_hh, "in")
     with pytest.raises(ValueError, match=r"weight_ih has shape \(6, 6\).*\(6, 18\)"):
-        directional_gru_scan3d(x, w_ih[:, : 3 * s], w_hh, b_ih, b_hh, "in")
+        directional_gru_scan(x, w_ih[:, : 3 * s], w_hh, b_ih, b_hh, "in")
     with pytest.raises(ValueError, match="weight_hh"):
-        directional_gru_scan3d(x, w_ih, w_hh[:, :1], b_ih, b_hh, "in")
+        directional_gru_scan(x, w_ih, w_hh[:, :1], b_ih, b_hh, "in")
     with pytest.raises(ValueError, match="bias_hh"):
-        directional_gru_scan3d(x, w_ih, w_hh, b_ih, b_hh[:-1], "in")
+        directional_gru_scan(x, w_ih, w_hh, b_ih, b_hh[:-1], "in")
     with pytest.raises(TypeError, match="bias_ih must have a floating-point dtype"):
-        directional_gru_scan3d(x, w_ih, w_hh, b_ih.long(), b_hh, "in")
+        directional_gru_scan(x, w_ih, w_hh, b_ih.long(), b_hh, "in")
     with pytest.raises(ValueError, match="'forward' is not a 3D direction"):
-        directional_gru_scan3d(x, w_ih, w_hh, b_ih, b_hh, "forward")
+        directional_gru_scan(x, w_ih, w_hh, b_ih, b_hh, "forward")
     with pytest.raises(ValueError, match="code"):
-        directional_gru_scan3d(x, w_ih, w_hh, b_ih, b_hh, 6)
+        directional_gru_scan(x, w_ih, w_hh, b_ih, b_hh, 6)
     with pytest.raises(TypeError, match="bool"):
-        directional_gru_scan3d(x, w_ih, w_hh, b_ih, b_hh, True)
+        directional_gru_scan(x, w_ih, w_hh, b_ih, b_hh, True)
     with pytest.raises(ValueError, match="backend='cuda'"):
-        directional_gru_scan3d(x, w_ih, w_hh, b_ih, b_hh, "in", backend="cuda")
+        directional_gru_scan(x, w_ih, w_hh, b_ih, b_hh, "in", backend="cuda")
     with pytest.raises(TypeError, match="sequence of directions"):
-        normalize_directions3d("in")
+        normalize_directions("in", spatial_dims=3)
     with pytest.raises(ValueError, match="at least one"):
-        normalize_directions3d([])
+        normalize_directions([], spatial_dims=3)

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from spatialrec import SpatialDependencyLayer
-from spatialrec.ops import DIRECTIONS, directional_gru_scan, directional_gru_scan_sequence
+from spatialrec.ops import directional_gru_scan, directional_gru_scan_sequence, valid_directions
+
+DIRECTIONS = valid_directions(2)  # the 2D scan's four directions
 
 from .naive import naive_scan, random_params
 

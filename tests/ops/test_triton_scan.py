@@ -16,9 +16,11 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install 'spatialrec[triton]')")
 
-from spatialrec.ops import DIRECTIONS, directional_gru_scan  # noqa: E402
+from spatialrec.ops import directional_gru_scan, valid_directions  # noqa: E402
 
 from .naive import random_params  # noqa: E402
+
+DIRECTIONS = valid_directions(2)  # the 2D scan's four directions
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

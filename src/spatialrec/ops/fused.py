@@ -3,7 +3,7 @@
 Same maths as :mod:`spatialrec.ops.reference` (see ``DESIGN.md``); different bookkeeping.
 
 Layout. Every direction is reduced to the `down` sweep of a view
-(:mod:`spatialrec.ops.directions`); inside, the priors live line-major as ``(H, B, W, S)``
+(:func:`spatialrec.ops.directions.to_canonical_view`); inside, the priors live line-major as ``(H, B, W, S)``
 (``M = B * W`` rows per line) and the swept states as ``(H, B, W + 2, S)`` with one zero column
 on each side. With that padding the neighbour vector ``a_j = [h[j-1], h[j], h[j+1]]`` of column
 ``j`` is the ``3S`` consecutive values starting at padded column ``j``: an overlapping strided
@@ -45,8 +45,8 @@ from typing import Any, Optional
 
 import torch
 
-from .directions import from_down_view, to_down_view
-from .reference import compute_dtype
+from .directions import from_canonical_view, to_canonical_view
+from .gates import compute_dtype, fold_biases, permute_gates_ih, unpermute_gates_ih
 
 # Elements of the hoisted prior-term block: bounds its memory (4 MiB in float32) while keeping
 # each GEMM large enough (>= ~1500 rows at S = 150) to run at full speed.
@@ -57,16 +57,6 @@ def _lines_per_block(num_rows: int, state_size: int, num_lines: int) -> int:
     return max(1, min(num_lines, _GH_BLOCK_ELEMENTS // max(1, num_rows * 4 * state_size)))
 
 
-def _permute_gates_ih(w: torch.Tensor, s: int) -> torch.Tensor:
-    """Rows ``(r, z, n)`` -> ``(n, r, z)`` along dim 0 (weights (3S, 3S) or biases (3S,))."""
-    return torch.cat([w[2 * s :], w[: 2 * s]], dim=0)
-
-
-def _unpermute_gates_ih(w: torch.Tensor, s: int) -> torch.Tensor:
-    """Inverse of :func:`_permute_gates_ih`."""
-    return torch.cat([w[s:], w[:s]], dim=0)
-
-
 class _Params:
     """The parameters in the compute dtype and the internal gate order, shared by both passes."""
 
@@ -74,16 +64,12 @@ class _Params:
         s = weight_hh.shape[1]
         self.s = s
         w_ih = weight_ih.detach().to(dtype)
-        self.w_ih = _permute_gates_ih(w_ih, s).contiguous()  # (3S, 3S), rows n, r, z
+        self.w_ih = permute_gates_ih(w_ih, s).contiguous()  # (3S, 3S), rows n, r, z
         self.w_ih_t = self.w_ih.t()  # (3S, 3S) transposed view: BLAS reads it without a copy
         self.w_hh = weight_hh.detach().to(dtype).contiguous()  # (3S, S), rows r, z, n
         self.w_hh_t = self.w_hh.t()
-        b_ih = bias_ih.detach().to(dtype)
-        b_hh = bias_hh.detach().to(dtype)
-        # The r and z pre-activations only ever see b_ih + b_hh; the n gate needs b_hh_n apart
-        # because r multiplies it.
-        self.b_prior = torch.cat([b_ih[: 2 * s] + b_hh[: 2 * s], b_hh[2 * s :]])  # (3S,) order r, z, n
-        self.b_ih_n = b_ih[2 * s :].contiguous()  # (S,)
+        # (3S,) order r, z, n and (S,): see spatialrec.ops.gates.
+        self.b_prior, self.b_ih_n = fold_biases(bias_ih.detach().to(dtype), bias_hh.detach().to(dtype), s)
 
 
 def _prior_block(xs: torch.Tensor, params: _Params, lo: int, hi: int, out: torch.Tensor) -> torch.Tensor:
@@ -138,7 +124,7 @@ def _from_lines(lines: torch.Tensor, direction: str, dtype: torch.dtype, contigu
     With ``contiguous=False`` the result may be a strided view of ``lines`` (no copy when the
     dtype matches and the direction needs no flip).
     """
-    v = from_down_view(lines.permute(1, 3, 0, 2), direction)
+    v = from_canonical_view(lines.permute(1, 3, 0, 2), direction)
     if contiguous:
         return v.to(dtype=dtype, memory_format=torch.contiguous_format)
     return v.to(dtype=dtype)
@@ -392,11 +378,11 @@ def _param_grads(
         return out
     weight_ih, weight_hh, bias_ih, bias_hh = params
     if needs[0]:
-        out[0] = _unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype)
+        out[0] = unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype)
     if needs[1]:
         out[1] = dw_hh.to(weight_hh.dtype)
     if needs[2]:
-        out[2] = _unpermute_gates_ih(db[: 3 * s], s).to(bias_ih.dtype)
+        out[2] = unpermute_gates_ih(db[: 3 * s], s).to(bias_ih.dtype)
     if needs[3]:
         out[3] = db[s:].to(bias_hh.dtype).clone()
     return out

@@ -1,6 +1,6 @@
 """The fused volumetric directional GRU scan: a custom autograd function with a hand-written backward.
 
-Same maths as :mod:`spatialrec.ops.reference3d`, organised for speed and memory:
+Same maths as :mod:`spatialrec.ops.reference`, organised for speed and memory:
 
 - the volume is laid out plane-major, ``(L, B, S, A, Bb)``, so that every plane is one
   contiguous block and the sweep walks planes with plain indexing (decreasing senses walk the
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .directions3d import sweep_axis3d
-from .reference import compute_dtype
+from .directions import sweep_dim
+from .gates import compute_dtype
 
 
 def _ih_kernel(weight_ih: torch.Tensor, s: int) -> torch.Tensor:
@@ -184,7 +184,7 @@ def fused_directional_gru_scan3d(
     Gates are computed in float32 (float64 when any operand is float64); the result has
     ``x.dtype``. Differentiable once (no double backward).
     """
-    dim, reverse = sweep_axis3d(direction)
+    dim, reverse = sweep_dim(direction, x.dim())
     # The plane-major view is free; the function copies it into a contiguous buffer itself.
     y = _FusedPlaneSweep.apply(x.movedim(dim, 0), weight_ih, weight_hh, bias_ih, bias_hh, reverse)
     return y.movedim(0, dim).to(x.dtype)

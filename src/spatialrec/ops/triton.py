@@ -47,9 +47,8 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without triton
     raise ImportError("the triton backend needs Triton: pip install 'spatialrec[triton]'") from err
 
-from .directions import from_down_view, to_down_view
-from .fused import _permute_gates_ih, _unpermute_gates_ih
-from .reference import compute_dtype
+from .directions import from_canonical_view, to_canonical_view
+from .gates import compute_dtype, fold_biases, permute_gates_ih, unpermute_gates_ih
 
 
 @triton.jit
@@ -188,7 +187,7 @@ def _check_device(x: torch.Tensor) -> None:
 
 def _padded_lines(x: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
     """``x: (B, S, H, W)`` -> `down` view in line-major padded ``(H, B, W + 2, S)`` (zero pad columns)."""
-    v = to_down_view(x, direction)
+    v = to_canonical_view(x, direction)
     b, s, h, w = v.shape
     out = torch.empty((h, b, w + 2, s), dtype=dtype, device=x.device)
     out[:, :, 0].zero_()
@@ -198,7 +197,7 @@ def _padded_lines(x: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.
 
 
 def _from_padded(lines: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
-    v = from_down_view(lines[:, :, 1:-1].permute(1, 3, 0, 2), direction)
+    v = from_canonical_view(lines[:, :, 1:-1].permute(1, 3, 0, 2), direction)
     return v.to(dtype=dtype, memory_format=torch.contiguous_format)
 
 
@@ -208,12 +207,9 @@ class _Params:
         self.s = s
         w_ih = weight_ih.detach().to(dtype)
         self.w_ih_t = w_ih.t().contiguous()  # (3S in, 3S out) gate order r, z, n along columns
-        self.w_ih_perm = _permute_gates_ih(w_ih, s).contiguous()  # rows n, r, z
+        self.w_ih_perm = permute_gates_ih(w_ih, s).contiguous()  # rows n, r, z
         self.w_hh = weight_hh.detach().to(dtype).contiguous()
-        b_ih = bias_ih.detach().to(dtype)
-        b_hh = bias_hh.detach().to(dtype)
-        self.b_prior = torch.cat([b_ih[: 2 * s] + b_hh[: 2 * s], b_hh[2 * s :]])
-        self.b_ih_n = b_ih[2 * s :].contiguous()
+        self.b_prior, self.b_ih_n = fold_biases(bias_ih.detach().to(dtype), bias_hh.detach().to(dtype), s)
 
     def prior(self, xp: torch.Tensor) -> torch.Tensor:
         """``xp: (H, B, W + 2, S)`` -> ``(H, B, W + 2, 3S)`` prior term, one GEMM."""
@@ -310,9 +306,9 @@ class TritonDirectionalGRUScan(torch.autograd.Function):
         else:
             dw_ih, dw_hh, db_ih, db_hh = grads
             cand = [
-                _unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
+                unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
                 dw_hh.to(weight_hh.dtype),
-                _unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
+                unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
                 db_hh.to(bias_hh.dtype),
             ]
             out += [g if need else None for g, need in zip(cand, ctx.needs_input_grad[1:5])]

@@ -1,0 +1,230 @@
+"""The scan op: validation, backend choice and dispatch, for 2D and 3D alike.
+
+:func:`directional_gru_scan` and :func:`directional_gru_scan_sequence` take ``(B, S, H, W)`` or
+``(B, S, D, H, W)`` states; the number of spatial dimensions is read from the tensor. Backends:
+
+- ``"reference"``: :mod:`spatialrec.ops.reference`, readable, differentiated by autograd; the
+  ground truth for the others (2D and 3D).
+- ``"fused"``: custom autograd functions with hand-written backwards (CPU and CUDA):
+  :mod:`spatialrec.ops.fused` (2D: line-major GEMMs) and :mod:`spatialrec.ops.fused3d` (3D: one
+  convolution per plane). The algorithms differ, so each dimension has its own kernel.
+- ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels for 2D, imported on first use. There
+  are no 3D Triton kernels: in 3D ``"triton"`` runs ``"fused"``.
+- ``"auto"``: the environment variable ``SPATIALREC_BACKEND`` when set, else ``"triton"`` for
+  2D CUDA tensors when Triton is importable, else ``"fused"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+import torch
+
+from .directions import DirectionLike, normalize_direction, normalize_directions
+from .fused import fused_directional_gru_scan, fused_directional_gru_scan_sequence
+from .fused3d import fused_directional_gru_scan3d
+from .reference import reference_directional_gru_scan
+from .validation import check_scan_inputs
+
+BACKENDS: tuple[str, ...] = ("reference", "fused", "triton")
+"""The backends :func:`directional_gru_scan` knows, plus ``"auto"``."""
+
+BACKEND_ENV_VAR = "SPATIALREC_BACKEND"
+
+ScanFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str], torch.Tensor]
+ScanParams = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+# (backend, spatial dims) -> kernel. Triton is looked up on first use (see _kernel).
+_KERNELS: dict[tuple[str, int], ScanFn] = {
+    ("reference", 2): reference_directional_gru_scan,
+    ("reference", 3): reference_directional_gru_scan,
+    ("fused", 2): fused_directional_gru_scan,
+    ("fused", 3): fused_directional_gru_scan3d,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether Triton is importable here (the ``triton`` backend also needs CUDA tensors, or the
+    Triton interpreter, ``TRITON_INTERPRET=1``, for tests)."""
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    return True
+
+
+def available_backends() -> tuple[str, ...]:
+    """The concrete backends usable in this installation, e.g. ``("reference", "fused", "triton")``."""
+    return BACKENDS if triton_available() else BACKENDS[:2]
+
+
+def resolve_backend(backend: str, x: Optional[torch.Tensor] = None) -> str:
+    """Turn ``backend`` (possibly ``"auto"``) into the backend that runs for tensor ``x``.
+
+    ``"auto"`` reads ``SPATIALREC_BACKEND`` first; without it: ``"triton"`` when ``x`` is a 2D
+    CUDA tensor and Triton is importable, else ``"fused"``. For a 3D ``x`` (5 dims),
+    ``"triton"`` resolves to ``"fused"`` (no 3D Triton kernels). Without ``x`` only the name is
+    checked and resolved.
+
+    Raises:
+        TypeError: ``backend`` is not a string.
+        ValueError: ``backend`` (or the environment variable) names no known backend.
+    """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    name = backend.strip().lower()
+    if name == "auto":
+        env = os.environ.get(BACKEND_ENV_VAR, "").strip().lower()
+        if env and env != "auto":
+            if env not in BACKENDS:
+                raise ValueError(f"{BACKEND_ENV_VAR}={env!r} is not a backend; expected one of {BACKENDS} or 'auto'")
+            name = env
+        else:
+            name = "triton" if x is not None and x.is_cuda and x.dim() == 4 and triton_available() else "fused"
+    elif name not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not a backend; expected one of {BACKENDS} or 'auto'")
+    if name == "triton" and x is not None and x.dim() == 5:
+        return "fused"
+    return name
+
+
+def _kernel(name: str, spatial_dims: int) -> ScanFn:
+    if name == "triton":
+        try:
+            module = importlib.import_module("spatialrec.ops.triton")
+        except ImportError as err:
+            raise ImportError(f"backend 'triton' is not available: {err} (pip install 'spatialrec[triton]')") from err
+        fn: ScanFn = module.triton_directional_gru_scan
+        return fn
+    return _KERNELS[name, spatial_dims]
+
+
+def directional_gru_scan(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+    direction: DirectionLike,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Sweep a state map (2D) or volume (3D) with a gated recurrent unit, line by line, in one direction.
+
+    For ``direction="down"`` on ``(B, S, H, W)``, row ``i`` (``i >= 1``) of the output is computed
+    from the already swept row ``i - 1`` (its three neighbours ``j-1, j, j+1`` per column, zero
+    outside the image) and from row ``i`` of the input (the prior), with the GRU gate equations
+    of DESIGN.md; row 0 is returned unchanged. The other directions are the same sweep along
+    another axis or sense. On ``(B, S, D, H, W)`` the lines are planes and each position reads
+    the 3x3 neighbourhood of the previous plane (normative order: :mod:`spatialrec.ops.directions`).
+
+    Args:
+        x: ``(B, S, H, W)`` or ``(B, S, D, H, W)`` prior states, floating point (float32,
+            float64, bfloat16, float16).
+        weight_ih: ``(3S, 3S)`` in 2D, ``(3S, 9S)`` in 3D: weights of the neighbour term.
+        weight_hh: ``(3S, S)`` weights of the prior term.
+        bias_ih, bias_hh: ``(3S,)`` biases.
+        direction: ``"right"``, ``"left"``, ``"down"``, ``"up"`` (and in 3D ``"in"``, ``"out"``
+            along depth), or the codes 0-3 (0-5 in 3D).
+        backend: ``"auto"`` (default), ``"reference"``, ``"fused"`` or ``"triton"``.
+
+    Returns:
+        Swept states of the shape and dtype of ``x``. Gates are computed in float32 (float64 for
+        float64 inputs), also under ``torch.autocast``.
+
+    Example:
+        >>> S = 8
+        >>> w_ih, w_hh = torch.randn(3 * S, 3 * S), torch.randn(3 * S, S)
+        >>> b_ih, b_hh = torch.zeros(3 * S), torch.zeros(3 * S)
+        >>> directional_gru_scan(torch.randn(2, S, 5, 7), w_ih, w_hh, b_ih, b_hh, "down").shape
+        torch.Size([2, 8, 5, 7])
+        >>> w_ih3 = torch.randn(3 * S, 9 * S)
+        >>> directional_gru_scan(torch.randn(1, S, 4, 5, 6), w_ih3, w_hh, b_ih, b_hh, "in").shape
+        torch.Size([1, 8, 4, 5, 6])
+    """
+    dims = check_scan_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh)
+    name = normalize_direction(direction, dims)
+    fn = _kernel(resolve_backend(backend, x), dims)
+    # The gate precision is the op's business, not autocast's: run the backend outside autocast.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return fn(x, weight_ih, weight_hh, bias_ih, bias_hh, name)
+
+
+def directional_gru_scan_sequence(
+    x: torch.Tensor,
+    params: Sequence[ScanParams],
+    directions: Sequence[DirectionLike],
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Sweep ``x`` in each of ``directions`` in turn, each sweep reading the previous one's output.
+
+    The same as ``for (w_ih, w_hh, b_ih, b_hh), d in zip(params, directions): x =
+    directional_gru_scan(x, w_ih, w_hh, b_ih, b_hh, d, backend)``, which is what every backend
+    but the 2D ``fused`` one does. That one runs all sweeps in one chain of autograd functions:
+    the lines stay in its line-major layout from one sweep to the next (no transposing copies in
+    between) and the intermediate outputs are not kept for the backward.
+
+    Args:
+        x: ``(B, S, H, W)`` or ``(B, S, D, H, W)`` prior states, floating point.
+        params: one ``(weight_ih, weight_hh, bias_ih, bias_hh)`` tuple per direction.
+        directions: non-empty ordered sequence of directions (names or codes).
+        backend: ``"auto"`` (default), ``"reference"``, ``"fused"`` or ``"triton"``.
+
+    Returns:
+        States of the shape and dtype of ``x`` (the 2D ``fused`` backend returns channels-last
+        strides).
+
+    Raises:
+        TypeError, ValueError: malformed ``x``, ``params`` or ``directions`` (the message names
+            the argument), or ``len(params) != len(directions)``.
+    """
+    # x itself is checked with each parameter tuple below; its rank only selects the direction set here.
+    dims = x.dim() - 2 if isinstance(x, torch.Tensor) and x.dim() in (4, 5) else 2
+    names = normalize_directions(directions, dims)
+    if isinstance(params, torch.Tensor) or not isinstance(params, Sequence):
+        raise TypeError(f"params must be a sequence of (weight_ih, weight_hh, bias_ih, bias_hh) tuples, got {type(params).__name__}")
+    if len(params) != len(names):
+        raise ValueError(f"params has {len(params)} entries but directions has {len(names)}; give one parameter tuple per direction")
+    for k, p in enumerate(params):
+        if isinstance(p, torch.Tensor) or not isinstance(p, Sequence) or len(p) != 4:
+            raise TypeError(f"params[{k}] must be a tuple (weight_ih, weight_hh, bias_ih, bias_hh), got {type(p).__name__}")
+        check_scan_inputs(x, *p)
+    name = resolve_backend(backend, x)
+    if name == "fused" and dims == 2:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return fused_directional_gru_scan_sequence(x, [(p[0], p[1], p[2], p[3]) for p in params], names)
+    for p, d in zip(params, names):
+        x = directional_gru_scan(x, *p, d, backend=name)
+    return x
+
+
+def directional_gru_scan3d(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+    direction: DirectionLike,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """:func:`directional_gru_scan` restricted to volumes ``x: (B, S, D, H, W)`` (kept for code
+    written against the former 3D op; new code calls :func:`directional_gru_scan`)."""
+    if isinstance(x, torch.Tensor) and x.dim() != 5:
+        raise ValueError(f"x must have shape (B, S, D, H, W) (5 dims), got shape {tuple(x.shape)}")
+    return directional_gru_scan(x, weight_ih, weight_hh, bias_ih, bias_hh, direction, backend)
+
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_ENV_VAR",
+    "available_backends",
+    "directional_gru_scan",
+    "directional_gru_scan3d",
+    "directional_gru_scan_sequence",
+    "resolve_backend",
+    "triton_available",
+]
