@@ -4,6 +4,18 @@ Tests run on a 2-core CPU in CI: keep torch to the cores we have, so parallel py
 or the BLAS pool do not oversubscribe the machine.
 """
 
+import pytest
 import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests that run many tiny tensor ops (3D models and scans): on a busy
+    2-core machine OpenMP's thread hand-off costs tens of milliseconds per op, one thread costs
+    microseconds (17 s -> 0.2 s per model step)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,14 +11,7 @@ from spatialrec.layers import DirectionalGRU3d, ResidualSDN3d, SpatialDependency
 from spatialrec.ops import directional_gru_scan3d
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny tensor ops; on a busy 2-core machine OpenMP's thread hand-off
-    costs tens of milliseconds per op, one thread costs microseconds (17 s -> 0.2 s per model step)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _seeded(seed: int = 0) -> None:

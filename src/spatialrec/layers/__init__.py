@@ -1,7 +1,23 @@
-"""``nn.Module``s built on :mod:`spatialrec.ops`."""
+"""``nn.Module``s built on :mod:`spatialrec.ops`, for maps and volumes (``spatial_dims`` 2 or 3)."""
 
-from .sdn import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
-from .sdn3d import DirectionalGRU3d, ResidualSDN3d, SpatialDependencyLayer3d
+from .sdn import (
+    DEFAULT_STATE_SIZE,
+    DirectionalGRU,
+    DirectionalGRU2d,
+    DirectionalGRU3d,
+    ResidualSDN,
+    ResidualSDN3d,
+    SpatialDependencyLayer,
+    SpatialDependencyLayer3d,
+)
 
-__all__ = ["DirectionalGRU2d", "ResidualSDN", "SpatialDependencyLayer"]
-__all__ += ["DirectionalGRU3d", "ResidualSDN3d", "SpatialDependencyLayer3d"]
+__all__ = [
+    "DEFAULT_STATE_SIZE",
+    "DirectionalGRU",
+    "DirectionalGRU2d",
+    "DirectionalGRU3d",
+    "ResidualSDN",
+    "ResidualSDN3d",
+    "SpatialDependencyLayer",
+    "SpatialDependencyLayer3d",
+]

@@ -1,66 +1,72 @@
-"""2D spatial-recurrence modules: one directional GRU sweep, the SDN layer and its residual form."""
+"""Spatial-recurrence modules for maps and volumes: one directional GRU sweep, the SDN layer and its
+residual form. The number of spatial dimensions is an argument, ``spatial_dims`` (2 or 3).
+
+The ``*2d``/``*3d`` classes at the end are thin aliases that fix ``spatial_dims`` (and, in 3D,
+the former 3D defaults); they keep the same state_dict keys.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import torch
 from torch import nn
 
+from ..checks import check_bool, check_choice, check_input, check_int, check_size, check_spatial_dims
 from ..ops import (
+    DEFAULT_DIRECTIONS,
     DirectionLike,
     directional_gru_scan,
     directional_gru_scan_sequence,
     normalize_direction,
     normalize_directions,
+    num_neighbours,
     resolve_backend,
 )
+from .nd import conv_cls
 
-IntPair = Union[int, tuple[int, int]]
+SizeArg = Union[int, Sequence[int]]
+PaddingArg = Union[int, Sequence[int], str]
 
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+DEFAULT_STATE_SIZE: dict[int, int] = {2: 150, 3: 32}
+"""Default ``S`` per number of spatial dimensions: the paper's 150 on 2D maps; 32 on volumes,
+where ``S`` values per voxel per sweep are what the memory pays for."""
 
 
-def _check_input(x: object, in_channels: int, ndim: int = 4, layout: str = "(B, C, H, W)") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"input must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
-    if x.dim() != ndim:
-        raise ValueError(f"input must have shape {layout} ({ndim} dims), got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(f"input has {x.shape[1]} channels, expected in_channels={in_channels} (shape {tuple(x.shape)})")
-    if not x.is_floating_point():
-        raise TypeError(f"input must have a floating-point dtype, got {x.dtype}")
-    if any(s < 1 for s in x.shape[2:]):
-        raise ValueError(f"input has a zero-sized spatial dimension: shape {tuple(x.shape)}")
-    return x
+class DirectionalGRU(nn.Module):
+    """One directional GRU sweep with its own parameters.
 
+    Args:
+        state_size: ``S``, the number of channels of the state map.
+        direction: ``"right"``, ``"left"``, ``"down"``, ``"up"`` (and in 3D ``"in"``, ``"out"``
+            along depth) or the codes 0-3 (0-5 in 3D).
+        backend: scan backend, see :func:`spatialrec.ops.directional_gru_scan`.
+        spatial_dims: 2 (maps) or 3 (volumes).
 
-class _DirectionalGRU(nn.Module):
-    """One sweep's parameters and the call of its scan op; 2D and 3D differ only in the class
-    attributes below (neighbours per position, direction names, scan op, input layout)."""
+    Shape:
+        ``(B, S, H, W) -> (B, S, H, W)`` in 2D, ``(B, S, D, H, W) -> (B, S, D, H, W)`` in 3D.
 
-    _neighbours: int
-    _ndim: int
-    _layout: str
-    _normalize = staticmethod(normalize_direction)
-    _resolve = staticmethod(resolve_backend)
-    _scan = staticmethod(directional_gru_scan)
+    Parameters ``weight_ih (3S, kS)`` (``k`` = 3 neighbours in 2D, 9 in 3D), ``weight_hh (3S, S)``,
+    ``bias_ih (3S,)``, ``bias_hh (3S,)`` are initialised uniform in ``(-1/sqrt(S), 1/sqrt(S))``.
 
-    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto") -> None:
+    Example:
+        >>> DirectionalGRU(16, "down")(torch.randn(2, 16, 8, 12)).shape
+        torch.Size([2, 16, 8, 12])
+        >>> DirectionalGRU(8, "in", spatial_dims=3)(torch.randn(1, 8, 6, 10, 12)).shape
+        torch.Size([1, 8, 6, 10, 12])
+    """
+
+    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto", spatial_dims: int = 2) -> None:
         super().__init__()
-        self.state_size = _check_positive_int("state_size", state_size)
-        self.direction = self._normalize(direction)
-        self._resolve(backend)  # fail at construction on an unknown backend name
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.state_size = check_int("state_size", state_size)
+        self.direction = normalize_direction(direction, spatial_dims)
+        resolve_backend(backend)  # fail at construction on an unknown backend name
         self.backend = backend
         s = state_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * s, self._neighbours * s))
+        self.weight_ih = nn.Parameter(torch.empty(3 * s, num_neighbours(spatial_dims) * s))
         self.weight_hh = nn.Parameter(torch.empty(3 * s, s))
         self.bias_ih = nn.Parameter(torch.empty(3 * s))
         self.bias_hh = nn.Parameter(torch.empty(3 * s))
@@ -72,100 +78,117 @@ class _DirectionalGRU(nn.Module):
             nn.init.uniform_(p, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.state_size, ndim=self._ndim, layout=self._layout)
-        return self._scan(
+        check_input(x, self.state_size, self.spatial_dims, dtype=self.weight_hh.dtype)
+        return directional_gru_scan(
             x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.direction, backend=self.backend
         )
 
     def extra_repr(self) -> str:
-        return f"state_size={self.state_size}, direction={self.direction!r}, backend={self.backend!r}"
+        dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
+        return f"state_size={self.state_size}, direction={self.direction!r}, backend={self.backend!r}{dims}"
 
 
-class DirectionalGRU2d(_DirectionalGRU):
-    """One directional GRU sweep with its own parameters.
+def _project_in(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: SizeArg,
+    stride: SizeArg,
+    padding: PaddingArg,
+    transposed: bool,
+    output_padding: SizeArg,
+) -> nn.Module:
+    """The project-in convolution (also the residual conv branch), its geometry checked up front."""
+    k = check_size("kernel_size", kernel_size, spatial_dims, 1)
+    st = check_size("stride", stride, spatial_dims, 1)
+    op = check_size("output_padding", output_padding, spatial_dims, 0)
+    if not check_bool("transposed", transposed):
+        if any(op):
+            raise ValueError(f"output_padding={output_padding!r} needs transposed=True")
+        # Plain convolutions also take padding="same" / "valid" (as torch's do; not transposed ones).
+        p: Union[str, tuple[int, ...]] = (
+            check_choice("padding", padding, ("same", "valid"))
+            if isinstance(padding, str)
+            else check_size("padding", padding, spatial_dims, 0)
+        )
+        return conv_cls(spatial_dims)(in_channels, out_channels, k, st, p)
+    p = check_size("padding", padding, spatial_dims, 0)
+    if any(o >= max(s, 1) for o, s in zip(op, st)):
+        raise ValueError(f"output_padding={output_padding!r} must be smaller than stride={stride!r} on every axis")
+    return conv_cls(spatial_dims, transposed=True)(in_channels, out_channels, k, st, p, output_padding=op)
 
-    Args:
-        state_size: ``S``, the number of channels of the state map.
-        direction: ``"right"``, ``"left"``, ``"down"``, ``"up"`` or the published codes 0-3.
-        backend: scan backend, see :func:`spatialrec.ops.directional_gru_scan`.
 
-    Shape:
-        ``(B, S, H, W) -> (B, S, H, W)``.
-
-    Parameters ``weight_ih (3S, 3S)``, ``weight_hh (3S, S)``, ``bias_ih (3S,)``, ``bias_hh (3S,)``
-    are initialised uniform in ``(-1/sqrt(S), 1/sqrt(S))``.
-
-    Example:
-        >>> sweep = DirectionalGRU2d(16, "down")
-        >>> sweep(torch.randn(2, 16, 8, 12)).shape
-        torch.Size([2, 16, 8, 12])
-    """
-
-    _neighbours = 3
-    _ndim = 4
-    _layout = "(B, C, H, W)"
+def _geometry_repr(conv: nn.Module, transposed: bool) -> str:
+    s = f"kernel_size={conv.kernel_size}, stride={conv.stride}, padding={conv.padding}"
+    return s + (f", transposed=True, output_padding={conv.output_padding}" if transposed else "")
 
 
 class SpatialDependencyLayer(nn.Module):
-    """The Spatial Dependency Network (SDN) layer.
+    """The Spatial Dependency Network (SDN) layer, for maps (2D) and volumes (3D).
 
-    ``h = tanh(project_in(x))`` (a ``Conv2d``, or ``ConvTranspose2d`` when ``transposed``), then
+    ``h = tanh(project_in(x))`` (a ``ConvNd``, or ``ConvTransposeNd`` when ``transposed``), then
     one directional GRU sweep per entry of ``directions``, in that order, each reading the output
-    of the previous one, then ``y = project_out(h)`` (a 1x1 ``Conv2d``). Every output pixel can
+    of the previous one, then ``y = project_out(h)`` (a 1x1 ``ConvNd``). Every output pixel can
     depend on every input pixel upstream of it in the sweep order, at a cost linear in the pixels.
 
     Args:
         in_channels: channels of the input.
         out_channels: channels of the output.
-        state_size: ``S``, channels of the recurrent state (the paper uses 150).
-        directions: non-empty sequence of directions, names or published codes 0 (right),
-            1 (left), 2 (down), 3 (up); repeats allowed; the order is the composition order.
+        state_size: ``S``, channels of the recurrent state; default 150 in 2D (the paper), 32 in
+            3D (the sweeps keep about ``S`` values per voxel per sweep for the backward).
+        directions: non-empty ordered sequence of directions, names or codes 0 (right), 1 (left),
+            2 (down), 3 (up), and in 3D 4 (in), 5 (out); repeats allowed; the order is the
+            composition order. Default ``("right", "down")`` in 2D, ``("right", "down", "in")``
+            in 3D (one sweep per axis).
         kernel_size, stride, padding: geometry of the project-in convolution.
-        transposed: project in with ``ConvTranspose2d`` (up-sampling).
+        transposed: project in with a transposed convolution (up-sampling).
         output_padding: extra size on one side of a transposed output (only with ``transposed``).
         backend: scan backend for every sweep, see :func:`spatialrec.ops.directional_gru_scan`.
+        spatial_dims: 2 (``(B, C, H, W)`` maps, default) or 3 (``(B, C, D, H, W)`` volumes).
 
     Shape:
-        ``(B, in_channels, H, W) -> (B, out_channels, H', W')`` with ``H', W'`` those of the
-        project-in convolution.
+        ``(B, in_channels, *spatial) -> (B, out_channels, *spatial')`` with ``spatial'`` that of
+        the project-in convolution.
+
+    Raises:
+        TypeError, ValueError: at construction, for a malformed argument (named in the message);
+            in ``forward``, for an input of the wrong rank, channels or dtype.
 
     Example:
         >>> layer = SpatialDependencyLayer(32, 32, state_size=64, directions=("right", "down"))
         >>> layer(torch.randn(2, 32, 24, 40)).shape
         torch.Size([2, 32, 24, 40])
+        >>> SpatialDependencyLayer(16, 16, state_size=8, spatial_dims=3)(torch.randn(1, 16, 6, 10, 12)).shape
+        torch.Size([1, 16, 6, 10, 12])
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        state_size: int = 150,
-        directions: Sequence[DirectionLike] = ("right", "down"),
-        kernel_size: IntPair = 3,
-        stride: IntPair = 1,
-        padding: IntPair = 1,
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
+        kernel_size: SizeArg = 3,
+        stride: SizeArg = 1,
+        padding: PaddingArg = 1,
         transposed: bool = False,
-        output_padding: IntPair = 0,
+        output_padding: SizeArg = 0,
         backend: str = "auto",
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.out_channels = _check_positive_int("out_channels", out_channels)
-        self.state_size = _check_positive_int("state_size", state_size)
-        self.directions = normalize_directions(directions)
-        if not isinstance(transposed, bool):
-            raise TypeError(f"transposed must be a bool, got {type(transposed).__name__}")
-        if output_padding not in (0, (0, 0)) and not transposed:
-            raise ValueError(f"output_padding={output_padding!r} needs transposed=True")
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        self.state_size = check_int("state_size", DEFAULT_STATE_SIZE[spatial_dims] if state_size is None else state_size)
+        self.directions = normalize_directions(DEFAULT_DIRECTIONS[spatial_dims] if directions is None else directions, spatial_dims)
+        resolve_backend(backend)
         self.transposed = transposed
-        if transposed:
-            self.project_in: nn.Module = nn.ConvTranspose2d(
-                in_channels, state_size, kernel_size, stride, padding, output_padding=output_padding
-            )
-        else:
-            self.project_in = nn.Conv2d(in_channels, state_size, kernel_size, stride, padding)
-        self.sweeps = nn.ModuleList(DirectionalGRU2d(state_size, d, backend) for d in self.directions)
-        self.project_out = nn.Conv2d(state_size, out_channels, 1)
+        self.project_in = _project_in(
+            spatial_dims, in_channels, self.state_size, kernel_size, stride, padding, transposed, output_padding
+        )
+        self.sweeps = nn.ModuleList(DirectionalGRU(self.state_size, d, backend, spatial_dims) for d in self.directions)
+        self.project_out = conv_cls(spatial_dims)(self.state_size, out_channels, 1)
 
     @property
     def backend(self) -> str:
@@ -178,7 +201,7 @@ class SpatialDependencyLayer(nn.Module):
             sweep.backend = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.in_channels)
+        check_input(x, self.in_channels, self.spatial_dims, dtype=self.project_out.weight.dtype)
         backends = {sweep.backend for sweep in self.sweeps}
         if len(backends) > 1:
             # Sweeps given different backends one by one: run them one by one.
@@ -188,8 +211,8 @@ class SpatialDependencyLayer(nn.Module):
             return self.project_out(h)
         backend = backends.pop()
         restore_layout = False
-        if resolve_backend(backend, x) == "fused" and x.device.type == "cpu":
-            # The fused scan works on S-innermost lines: a channels-last input (cheap at
+        if self.spatial_dims == 2 and resolve_backend(backend, x) == "fused" and x.device.type == "cpu":
+            # The 2D fused scan works on S-innermost lines: a channels-last input (cheap at
             # in_channels << S) makes the convolution produce channels-last states, turning the
             # scan's layout changes into copies of S-long runs; oneDNN's convolutions are also
             # faster in that format on the CPU.
@@ -206,15 +229,11 @@ class SpatialDependencyLayer(nn.Module):
         return y.contiguous() if restore_layout else y
 
     def extra_repr(self) -> str:
-        conv = self.project_in
-        s = (
-            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, "
-            f"directions={self.directions}, kernel_size={conv.kernel_size}, stride={conv.stride}, "
-            f"padding={conv.padding}"
+        dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
+        return (
+            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, directions={self.directions}, "
+            f"{_geometry_repr(self.project_in, self.transposed)}, backend={self.backend!r}{dims}"
         )
-        if self.transposed:
-            s += f", transposed=True, output_padding={conv.output_padding}"
-        return s + f", backend={self.backend!r}"
 
 
 class ResidualSDN(nn.Module):
@@ -224,41 +243,42 @@ class ResidualSDN(nn.Module):
     ``s, g = SDN(in_channels -> 2 * out_channels)(x).chunk(2, dim=1)``;
     ``y = sigmoid(g) * c + (1 - sigmoid(g)) * s``.
 
-    Takes the same arguments as :class:`SpatialDependencyLayer`. Its sub-modules are ``conv``
-    and ``sdn``.
+    Takes the same arguments as :class:`SpatialDependencyLayer`, ``spatial_dims`` included. Its
+    sub-modules are ``conv`` and ``sdn``.
 
     Example:
         >>> block = ResidualSDN(16, 32, state_size=32, stride=2)
         >>> block(torch.randn(1, 16, 20, 30)).shape
         torch.Size([1, 32, 10, 15])
+        >>> ResidualSDN(8, 16, state_size=8, stride=2, spatial_dims=3)(torch.randn(1, 8, 6, 10, 12)).shape
+        torch.Size([1, 16, 3, 5, 6])
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        state_size: int = 150,
-        directions: Sequence[DirectionLike] = ("right", "down"),
-        kernel_size: IntPair = 3,
-        stride: IntPair = 1,
-        padding: IntPair = 1,
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
+        kernel_size: SizeArg = 3,
+        stride: SizeArg = 1,
+        padding: PaddingArg = 1,
         transposed: bool = False,
-        output_padding: IntPair = 0,
+        output_padding: SizeArg = 0,
         backend: str = "auto",
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         self.sdn = SpatialDependencyLayer(
-            in_channels, 2 * _check_positive_int("out_channels", out_channels), state_size, directions,
-            kernel_size, stride, padding, transposed, output_padding, backend,
+            in_channels, 2 * check_int("out_channels", out_channels), state_size, directions,
+            kernel_size, stride, padding, transposed, output_padding, backend, spatial_dims,
         )  # fmt: skip
+        self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        if transposed:
-            self.conv: nn.Module = nn.ConvTranspose2d(
-                in_channels, out_channels, kernel_size, stride, padding, output_padding=output_padding
-            )
-        else:
-            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
+        self.conv = _project_in(
+            spatial_dims, in_channels, out_channels, kernel_size, stride, padding, transposed, output_padding
+        )
 
     @property
     def state_size(self) -> int:
@@ -277,18 +297,87 @@ class ResidualSDN(nn.Module):
         self.sdn.backend = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.in_channels)
+        check_input(x, self.in_channels, self.spatial_dims, dtype=self.sdn.project_out.weight.dtype)
         s, g = self.sdn(x).chunk(2, dim=1)
         gate = torch.sigmoid(g)
         return gate * self.conv(x) + (1 - gate) * s
 
     def extra_repr(self) -> str:
-        conv = self.conv
-        s = (
-            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, "
-            f"directions={self.directions}, kernel_size={conv.kernel_size}, stride={conv.stride}, "
-            f"padding={conv.padding}"
+        dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
+        return (
+            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, directions={self.directions}, "
+            f"{_geometry_repr(self.conv, self.sdn.transposed)}, backend={self.backend!r}{dims}"
         )
-        if self.sdn.transposed:
-            s += f", transposed=True, output_padding={conv.output_padding}"
-        return s + f", backend={self.backend!r}"
+
+
+# ---------------------------------------------------------------------------- thin aliases
+
+
+class DirectionalGRU2d(DirectionalGRU):
+    """:class:`DirectionalGRU` with ``spatial_dims=2``."""
+
+    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto") -> None:
+        super().__init__(state_size, direction, backend, spatial_dims=2)
+
+
+class DirectionalGRU3d(DirectionalGRU):
+    """:class:`DirectionalGRU` with ``spatial_dims=3``."""
+
+    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto") -> None:
+        super().__init__(state_size, direction, backend, spatial_dims=3)
+
+
+class SpatialDependencyLayer3d(SpatialDependencyLayer):
+    """:class:`SpatialDependencyLayer` with ``spatial_dims=3`` (default ``S=32``, directions right, down, in)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
+        kernel_size: SizeArg = 3,
+        stride: SizeArg = 1,
+        padding: PaddingArg = 1,
+        transposed: bool = False,
+        output_padding: SizeArg = 0,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, state_size, directions, kernel_size, stride, padding, transposed,
+            output_padding, backend, spatial_dims=3,
+        )  # fmt: skip
+
+
+class ResidualSDN3d(ResidualSDN):
+    """:class:`ResidualSDN` with ``spatial_dims=3`` (default ``S=32``, directions right, down, in)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
+        kernel_size: SizeArg = 3,
+        stride: SizeArg = 1,
+        padding: PaddingArg = 1,
+        transposed: bool = False,
+        output_padding: SizeArg = 0,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, state_size, directions, kernel_size, stride, padding, transposed,
+            output_padding, backend, spatial_dims=3,
+        )  # fmt: skip
+
+
+__all__ = [
+    "DEFAULT_STATE_SIZE",
+    "DirectionalGRU",
+    "DirectionalGRU2d",
+    "DirectionalGRU3d",
+    "ResidualSDN",
+    "ResidualSDN3d",
+    "SpatialDependencyLayer",
+    "SpatialDependencyLayer3d",
+]
