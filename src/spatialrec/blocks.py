@@ -1,13 +1,16 @@
-"""Convolution and SDN blocks shared by the models (DESIGN.md, "Blocks used by the paper's models").
+"""Convolution and SDN blocks shared by the models (DESIGN.md, "Blocks used by the paper's models"),
+for maps and volumes alike (``spatial_dims`` 2 or 3).
 
-- :class:`VGGBlock`: ``(Conv3x3 -> BatchNorm -> ReLU) x 2``.
-- :class:`SDNBlock`: ``Conv3x3 -> BN -> ReLU -> SDN(out, out) -> BN -> ReLU``.
+- :class:`VGGBlock`: ``(Conv3x3 -> Norm -> ReLU) x 2``.
+- :class:`SDNBlock`: ``Conv3x3 -> Norm -> ReLU -> SDN(out, out) -> Norm -> ReLU``.
 - :class:`ResidualSDNBlock`: the same with :class:`~spatialrec.ResidualSDN` in the SDN's place.
+- :class:`UpBlock`: a decoder stage, x2 up-sampling, concatenation with the skip, then a block.
 
-Each block keeps its layers in one ``nn.Sequential`` called ``net`` with the published code's
-order (indices 0-5: conv, BN, ReLU, conv or SDN, BN, ReLU), so a published block's
-``state_dict`` lines up index by index (the SDN's own keys go through
-:func:`spatialrec.convert_published_state_dict`).
+``Norm`` is ``BatchNormNd`` by default in 2D (the paper) and ``InstanceNormNd(affine=True)`` in
+3D, where a batch holds one or two patches (``norm=`` overrides). Each block keeps its layers in
+one ``nn.Sequential`` called ``net`` with the published code's order (indices 0-5: conv, norm,
+ReLU, conv or SDN, norm, ReLU), so a published block's ``state_dict`` lines up index by index
+(the SDN's own keys go through :func:`spatialrec.convert_published_state_dict`).
 
 :func:`make_block` builds a block by kind name; :func:`set_sdn_backend` switches the scan backend
 of every SDN layer inside a module (a model, a block).
@@ -15,56 +18,73 @@ of every SDN layer inside a module (a model, a block).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Optional
 
-from torch import nn
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from .layers import ResidualSDN, SpatialDependencyLayer, SpatialDependencyLayer3d
+from .checks import check_choice, check_int, check_spatial_dims
+from .layers import ResidualSDN, SpatialDependencyLayer
+from .layers.nd import DEFAULT_NORM, NORMS, conv_cls, interpolation_mode, norm_layer
 from .ops import DirectionLike, resolve_backend
 
 BLOCK_KINDS: tuple[str, ...] = ("vgg", "sdn", "residual_sdn")
 """The block kinds :func:`make_block` knows."""
 
+SDN_BLOCK_KINDS: tuple[str, ...] = ("sdn", "residual_sdn")
+"""The block kinds with spatial recurrence."""
 
-def _check_channels(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+UPSAMPLE_MODES: tuple[str, ...] = ("interpolate", "transposed")
+"""How :class:`UpBlock` up-samples: linear interpolation (bilinear/trilinear) and a 1x1 conv, or a
+2x stride-2 transposed convolution."""
+
+
+def _norm_name(norm: Optional[str], spatial_dims: int) -> str:
+    return DEFAULT_NORM[spatial_dims] if norm is None else check_choice("norm", norm, NORMS)
+
+
+def _conv_norm_relu(spatial_dims: int, norm: str, c_in: int, c_out: int) -> list[nn.Module]:
+    return [
+        conv_cls(spatial_dims)(c_in, c_out, kernel_size=3, padding=1),
+        norm_layer(norm, spatial_dims, c_out),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class VGGBlock(nn.Module):
-    """Two 3x3 convolutions, each followed by batch normalisation and ReLU.
+    """Two 3x3 (3x3x3) convolutions, each followed by normalisation and ReLU.
 
     Args:
         in_channels: channels of the input.
         out_channels: channels of both convolutions' outputs.
+        spatial_dims: 2 (default) or 3.
+        norm: ``"batch"`` or ``"instance"``; default batch in 2D, instance in 3D.
 
     Shape:
-        ``(B, in_channels, H, W) -> (B, out_channels, H, W)``.
+        ``(B, in_channels, *spatial) -> (B, out_channels, *spatial)``.
 
     Example:
         >>> VGGBlock(3, 32)(torch.randn(2, 3, 20, 28)).shape
         torch.Size([2, 32, 20, 28])
+        >>> VGGBlock(1, 8, spatial_dims=3)(torch.randn(1, 1, 5, 6, 7)).shape
+        torch.Size([1, 8, 5, 6, 7])
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int = 2, norm: Optional[str] = None) -> None:
         super().__init__()
-        self.in_channels = _check_channels("in_channels", in_channels)
-        self.out_channels = _check_channels("out_channels", out_channels)
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        n = _norm_name(norm, spatial_dims)
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
+            *_conv_norm_relu(spatial_dims, n, in_channels, out_channels),
+            *_conv_norm_relu(spatial_dims, n, out_channels, out_channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``."""
+        """``x: (B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``."""
         return self.net(x)
 
 
@@ -75,22 +95,24 @@ class _SDNBlockBase(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        state_size: int = 150,
-        directions: Sequence[DirectionLike] = ("right", "down"),
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
         backend: str = "auto",
+        spatial_dims: int = 2,
+        norm: Optional[str] = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_channels("in_channels", in_channels)
-        self.out_channels = _check_channels("out_channels", out_channels)
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        n = _norm_name(norm, spatial_dims)
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
+            *_conv_norm_relu(spatial_dims, n, in_channels, out_channels),
             self._layer_cls(
                 out_channels, out_channels, state_size=state_size, directions=directions,
-                kernel_size=3, stride=1, padding=1, backend=backend,
+                kernel_size=3, stride=1, padding=1, backend=backend, spatial_dims=spatial_dims,
             ),  # fmt: skip
-            nn.BatchNorm2d(out_channels),
+            norm_layer(n, spatial_dims, out_channels),
             nn.ReLU(inplace=True),
         )
 
@@ -100,30 +122,35 @@ class _SDNBlockBase(nn.Module):
         return self.net[3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``."""
+        """``x: (B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``."""
         return self.net(x)
 
 
 class SDNBlock(_SDNBlockBase):
-    """A 3x3 convolution then an SDN layer, each followed by batch normalisation and ReLU.
+    """A 3x3 convolution then an SDN layer, each followed by normalisation and ReLU.
 
-    ``Conv3x3 -> BN -> ReLU -> SpatialDependencyLayer(out, out, S, directions, k=3, p=1) -> BN
-    -> ReLU``: the VGG block with its second convolution replaced by spatial recurrence, so every
-    output pixel sees the whole image upstream of it in the sweep order.
+    ``Conv3x3 -> Norm -> ReLU -> SpatialDependencyLayer(out, out, S, directions, k=3, p=1) ->
+    Norm -> ReLU``: the VGG block with its second convolution replaced by spatial recurrence, so
+    every output pixel sees the whole image upstream of it in the sweep order.
 
     Args:
         in_channels: channels of the input.
         out_channels: channels of the convolution, of the SDN layer and of the output.
-        state_size: ``S`` of the SDN layer (the paper: 150).
-        directions: sweep directions, in composition order (the paper: right then down).
+        state_size: ``S`` of the SDN layer (default 150 in 2D, the paper's; 32 in 3D).
+        directions: sweep directions, in composition order (default right then down; in 3D
+            right, down, in).
         backend: scan backend of the SDN layer (``"auto"``, ``"reference"``, ``"fused"``, ...).
+        spatial_dims: 2 (default) or 3.
+        norm: ``"batch"`` or ``"instance"``; default batch in 2D, instance in 3D.
 
     Shape:
-        ``(B, in_channels, H, W) -> (B, out_channels, H, W)``.
+        ``(B, in_channels, *spatial) -> (B, out_channels, *spatial)``.
 
     Example:
         >>> SDNBlock(8, 16, state_size=8)(torch.randn(2, 8, 12, 10)).shape
         torch.Size([2, 16, 12, 10])
+        >>> SDNBlock(4, 8, state_size=4, spatial_dims=3)(torch.randn(1, 4, 3, 5, 6)).shape
+        torch.Size([1, 8, 3, 5, 6])
     """
 
     _layer_cls = SpatialDependencyLayer
@@ -132,14 +159,12 @@ class SDNBlock(_SDNBlockBase):
 class ResidualSDNBlock(_SDNBlockBase):
     """:class:`SDNBlock` with a gated residual SDN (:class:`~spatialrec.ResidualSDN`) in place of the SDN.
 
-    ``Conv3x3 -> BN -> ReLU -> ResidualSDN(out, out, S, directions, k=3, p=1) -> BN -> ReLU``.
+    ``Conv3x3 -> Norm -> ReLU -> ResidualSDN(out, out, S, directions, k=3, p=1) -> Norm -> ReLU``.
     The residual SDN mixes a 3x3 convolution and the SDN output with a learned per-pixel gate.
 
     Args:
-        in_channels, out_channels, state_size, directions, backend: as for :class:`SDNBlock`.
-
-    Shape:
-        ``(B, in_channels, H, W) -> (B, out_channels, H, W)``.
+        in_channels, out_channels, state_size, directions, backend, spatial_dims, norm: as for
+            :class:`SDNBlock`.
 
     Example:
         >>> ResidualSDNBlock(8, 16, state_size=8)(torch.randn(2, 8, 12, 10)).shape
@@ -153,34 +178,94 @@ def make_block(
     kind: str,
     in_channels: int,
     out_channels: int,
-    state_size: int = 150,
-    directions: Sequence[DirectionLike] = ("right", "down"),
+    state_size: Optional[int] = None,
+    directions: Optional[Sequence[DirectionLike]] = None,
     backend: str = "auto",
+    spatial_dims: int = 2,
+    norm: Optional[str] = None,
 ) -> nn.Module:
     """Build a block by kind: ``"vgg"``, ``"sdn"`` or ``"residual_sdn"``.
 
     ``state_size``, ``directions`` and ``backend`` are used by the SDN kinds and ignored by
     ``"vgg"``.
 
-    Shape of the returned block: ``(B, in_channels, H, W) -> (B, out_channels, H, W)``.
+    Shape of the returned block: ``(B, in_channels, *spatial) -> (B, out_channels, *spatial)``.
 
     Raises:
         ValueError: ``kind`` is not one of :data:`BLOCK_KINDS`.
     """
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"block kind {kind!r} is unknown; expected one of {BLOCK_KINDS}")
     if kind == "vgg":
-        return VGGBlock(in_channels, out_channels)
-    if kind == "sdn":
-        return SDNBlock(in_channels, out_channels, state_size, directions, backend)
-    if kind == "residual_sdn":
-        return ResidualSDNBlock(in_channels, out_channels, state_size, directions, backend)
-    raise ValueError(f"block kind {kind!r} is unknown; expected one of {BLOCK_KINDS}")
+        return VGGBlock(in_channels, out_channels, spatial_dims, norm)
+    cls = SDNBlock if kind == "sdn" else ResidualSDNBlock
+    return cls(in_channels, out_channels, state_size, directions, backend, spatial_dims, norm)
+
+
+def pad_to_match(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Zero-pad the spatial axes of ``x`` to those of ``reference`` (split between both sides,
+    the odd pixel at the far side)."""
+    diff = [r - s for r, s in zip(reference.shape[2:], x.shape[2:])]
+    if not any(diff):
+        return x
+    pads: list[int] = []
+    for d in reversed(diff):  # F.pad lists the last axis first
+        pads += [d // 2, d - d // 2]
+    return F.pad(x, pads)
+
+
+class UpBlock(nn.Module):
+    """Decoder stage: x2 up-sampling, pad to the skip's size, concatenate ``[skip, up]``, block.
+
+    Args:
+        in_channels: channels of the deeper map (``2 * out_channels`` in a U-Net).
+        out_channels: channels of the skip and of the output.
+        block: ``"vgg"``, ``"sdn"`` or ``"residual_sdn"``.
+        upsample: ``"interpolate"`` (bilinear/trilinear x2 with ``align_corners=True``, then a 1x1
+            convolution to ``in_channels // 2``) or ``"transposed"`` (a 2x stride-2 transposed
+            convolution to ``in_channels // 2``).
+        state_size, directions, backend: for the SDN block kinds.
+        spatial_dims: 2 (default) or 3.
+        norm: normalisation of the block (default batch in 2D, instance in 3D).
+
+    Shape:
+        ``x: (B, in_channels, *s)``, ``skip: (B, out_channels, *S)`` with ``S ~ 2s``
+        -> ``(B, out_channels, *S)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        block: str = "vgg",
+        upsample: str = "interpolate",
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
+        backend: str = "auto",
+        spatial_dims: int = 2,
+        norm: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        check_choice("upsample", upsample, UPSAMPLE_MODES)
+        half = in_channels // 2
+        if upsample == "interpolate":
+            self.upsample: nn.Module = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode=interpolation_mode(spatial_dims), align_corners=True),
+                conv_cls(spatial_dims)(in_channels, half, kernel_size=1),
+            )
+        else:
+            self.upsample = conv_cls(spatial_dims, transposed=True)(in_channels, half, kernel_size=2, stride=2)
+        self.block = make_block(block, out_channels + half, out_channels, state_size, directions, backend, spatial_dims, norm)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """``x: (B, C_in, *s)``, ``skip: (B, C_out, *S)`` -> ``(B, C_out, *S)``."""
+        return self.block(torch.cat([skip, pad_to_match(self.upsample(x), skip)], dim=1))
 
 
 def set_sdn_backend(module: nn.Module, backend: str) -> int:
     """Set the scan backend of every SDN layer inside ``module``; return how many were set.
 
-    3D SDN layers (:class:`~spatialrec.SpatialDependencyLayer3d`) count too; in 3D ``"triton"``
-    runs the fused backend.
+    Volumetric SDN layers count too; in 3D ``"triton"`` runs the fused backend.
 
     Args:
         module: any module (a model, a block); searched recursively.
@@ -197,7 +282,7 @@ def set_sdn_backend(module: nn.Module, backend: str) -> int:
     resolve_backend(backend)
     count = 0
     for m in module.modules():
-        if isinstance(m, (SpatialDependencyLayer, SpatialDependencyLayer3d)):
+        if isinstance(m, SpatialDependencyLayer):
             m.backend = backend
             count += 1
     return count
@@ -205,16 +290,20 @@ def set_sdn_backend(module: nn.Module, backend: str) -> int:
 
 def count_sdn_layers(module: nn.Module) -> int:
     """Number of SDN layers (:class:`~spatialrec.SpatialDependencyLayer`, including those inside
-    :class:`~spatialrec.ResidualSDN`, and their 3D counterparts) in ``module``."""
-    return sum(isinstance(m, (SpatialDependencyLayer, SpatialDependencyLayer3d)) for m in module.modules())
+    :class:`~spatialrec.ResidualSDN`, 2D and 3D) in ``module``."""
+    return sum(isinstance(m, SpatialDependencyLayer) for m in module.modules())
 
 
 __all__ = [
     "BLOCK_KINDS",
+    "SDN_BLOCK_KINDS",
+    "UPSAMPLE_MODES",
     "ResidualSDNBlock",
     "SDNBlock",
+    "UpBlock",
     "VGGBlock",
     "count_sdn_layers",
     "make_block",
+    "pad_to_match",
     "set_sdn_backend",
 ]
