@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from spatialrec.inference import blend_weights, sliding_window_inference, window_starts
-from spatialrec.models.unet3d import UNet3d
+from spatialrec.models import UNet3d
 
 
 @pytest.fixture(autouse=True)

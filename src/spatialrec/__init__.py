@@ -2,7 +2,8 @@
 
 The public API, re-exported from the submodules:
 
-- layers: :class:`SpatialDependencyLayer`, :class:`ResidualSDN`, :class:`DirectionalGRU2d`
+- layers: :class:`SpatialDependencyLayer`, :class:`ResidualSDN`, :class:`DirectionalGRU`, for maps
+  and volumes alike (``spatial_dims=2`` or ``3``)
 - ops: :func:`directional_gru_scan`, :func:`directional_gru_scan_sequence` (and :mod:`spatialrec.ops` for backends)
 - compat: :func:`convert_published_state_dict`
 - convert: :func:`add_spatial_recurrence`, :func:`sdn_modules`, :func:`freeze_except_sdn`
@@ -10,8 +11,9 @@ The public API, re-exported from the submodules:
   :class:`UNetPlusPlus`, :class:`TransUNet`; blocks: :mod:`spatialrec.blocks`
 - :mod:`spatialrec.losses`, :mod:`spatialrec.metrics`, :mod:`spatialrec.data` (readers, synthetic set)
 - train: :func:`fit`, :func:`evaluate` (:mod:`spatialrec.train`: the training loop, checkpoints, torchrun)
-- 3D: :class:`SpatialDependencyLayer3d`, :class:`ResidualSDN3d`, :class:`DirectionalGRU3d`,
-  :func:`directional_gru_scan3d`, :func:`sliding_window_inference` (models ``unet3d``, ``sdn_unet3d``)
+- 3D: the same classes with ``spatial_dims=3`` (the names ``SpatialDependencyLayer3d``,
+  ``ResidualSDN3d``, ``DirectionalGRU3d``, ``directional_gru_scan3d`` remain as thin aliases),
+  :func:`sliding_window_inference`, models ``unet3d`` and ``sdn_unet3d``
 """
 
 from . import blocks, data, losses, metrics, models, ops  # data readers import Pillow/nibabel lazily
@@ -19,6 +21,7 @@ from .compat import convert_published_state_dict
 from .convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 from .inference import sliding_window_inference
 from .layers import (
+    DirectionalGRU,
     DirectionalGRU2d,
     DirectionalGRU3d,
     ResidualSDN,
@@ -34,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # layers and ops
+    "DirectionalGRU",
     "DirectionalGRU2d",
     "DirectionalGRU3d",
     "ResidualSDN",

@@ -49,7 +49,7 @@ def test_bad_override_names_the_argument():
 def test_documented_defaults():
     m = create_model("sdn_unet")
     assert isinstance(m, UNet) and m.in_channels == 3 and m.num_classes == 1
-    assert m.widths == (32, 64, 128, 256, 512) and m.bilinear
+    assert m.widths == (32, 64, 128, 256, 512) and m.upsample == "interpolate"
     assert m.sdn_levels() == {"encoder": (1, 2, 3, 4), "decoder": ()}
     sdn_blocks = [b for b in m.modules() if isinstance(b, SDNBlock)]
     assert len(sdn_blocks) == 4 and all(b.sdn.state_size == 150 for b in sdn_blocks)
@@ -68,9 +68,9 @@ def test_documented_defaults():
 
 def test_overrides_are_forwarded():
     m = create_model("sdn_unet", in_channels=1, num_classes=4, base_width=8, depth=3, state_size=16,
-                     directions=("down", "left"), backend="reference", bilinear=False)  # fmt: skip
+                     directions=("down", "left"), backend="reference", upsample="transposed")  # fmt: skip
     assert m.in_channels == 1 and m.num_classes == 4 and m.widths == (8, 16, 32, 64)
-    assert m.sdn_levels()["encoder"] == (1, 2, 3) and not m.bilinear
+    assert m.sdn_levels()["encoder"] == (1, 2, 3) and m.upsample == "transposed"
     sdn = m.encoder[1].sdn
     assert sdn.state_size == 16 and sdn.directions == ("down", "left") and sdn.backend == "reference"
     assert set_sdn_backend(m, "auto") == 3 and sdn.backend == "auto"

@@ -72,8 +72,8 @@ def test_sdn_placement_and_same_cnn_as_unet():
         (dict(attention_dropout=-0.1), ValueError, "attention_dropout"),
         (dict(mlp_ratio=0), ValueError, "mlp_ratio"),
         (dict(transformer_layers=0), ValueError, "transformer_layers must be >= 1"),
-        (dict(img_size=(16,)), TypeError, "img_size must be an int or a pair"),
-        (dict(img_size=0), ValueError, r"img_size\[0\] must be >= 1"),
+        (dict(img_size=(16,)), TypeError, r"img_size must be an int or a tuple of 2 ints, got \(16,\)"),
+        (dict(img_size=0), ValueError, "img_size must be >= 1 on every axis, got 0"),
     ],
 )
 def test_bad_arguments_raise(kwargs, exc, pattern):

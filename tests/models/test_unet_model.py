@@ -8,16 +8,16 @@ from torch import nn
 
 from spatialrec.blocks import ResidualSDNBlock, SDNBlock, VGGBlock
 from spatialrec.models import UNet, published_unet_levels
-from spatialrec.models.unet import pad_to_multiple
+from spatialrec.models.common import pad_to_multiple
 
 TINY = dict(base_width=4, state_size=4)
 
 
 @pytest.mark.parametrize("depth", [1, 3])
 @pytest.mark.parametrize("size", [(16, 16), (20, 28), (19, 23), (8, 31)])
-@pytest.mark.parametrize("bilinear", [True, False])
-def test_output_shape_any_size(depth, size, bilinear):
-    model = UNet(2, 3, depth=depth, bilinear=bilinear, **TINY)
+@pytest.mark.parametrize("upsample", ["interpolate", "transposed"])
+def test_output_shape_any_size(depth, size, upsample):
+    model = UNet(2, 3, depth=depth, upsample=upsample, **TINY)
     y = model(torch.randn(2, 2, *size))
     assert y.shape == (2, 3, *size)
     assert y.dtype == torch.float32
@@ -28,7 +28,7 @@ def test_crop_matches_explicitly_padded_input():
     torch.manual_seed(0)
     model = UNet(1, 2, depth=2, encoder_sdn=(1,), **TINY).eval()
     x = torch.randn(1, 1, 13, 10)
-    padded, (top, left, h, w) = pad_to_multiple(x, 4, "reflect")
+    padded, ((top, h), (left, w)) = pad_to_multiple(x, 4, "reflect")
     assert padded.shape[-2:] == (16, 12) and (top, left) == (1, 1)
     torch.testing.assert_close(padded[..., 1:14, 1:11], x)
     full = model(padded)
@@ -67,7 +67,8 @@ def test_too_small_and_wrong_inputs_raise():
         (dict(encoder_sdn=2), TypeError, "encoder_sdn must be"),
         (dict(encoder_sdn="some"), ValueError, "encoder_sdn='some'"),
         (dict(pad_mode="wrap"), ValueError, "pad_mode='wrap'"),
-        (dict(bilinear="yes"), TypeError, "bilinear must be a bool"),
+        (dict(upsample="bilinear"), ValueError, "upsample='bilinear' is not valid"),
+        (dict(upsample=True), TypeError, "upsample must be a string"),
         (dict(state_size=0), ValueError, "state_size must be >= 1"),
         (dict(directions="right"), TypeError, "directions must be a sequence"),
         (dict(directions=("sideways",)), ValueError, "sideways"),
@@ -97,7 +98,7 @@ def test_widths_and_structure_follow_design():
     up = model.decoder[0].upsample
     assert isinstance(up[0], nn.Upsample) and up[0].align_corners and isinstance(up[1], nn.Conv2d)
     assert up[1].out_channels == 256 and up[1].kernel_size == (1, 1)
-    tconv = UNet(3, 2, depth=4, bilinear=False).decoder[0].upsample
+    tconv = UNet(3, 2, depth=4, upsample="transposed").decoder[0].upsample
     assert isinstance(tconv, nn.ConvTranspose2d) and tconv.stride == (2, 2) and tconv.out_channels == 256
     assert model.head.out_channels == 2 and model.num_sdn_layers() == 0
 
@@ -133,7 +134,7 @@ def test_published_sdn_block_everywhere(block, cls):
     model = UNet.from_published_args(1, 2, n_layers=2, feat_start=2, block=block, bilinear=False, state_size=4)
     assert all(isinstance(b, cls) for b in model.encoder)
     assert all(isinstance(up.block, cls) for up in model.decoder)
-    assert model.num_sdn_layers() == 5 and not model.bilinear
+    assert model.num_sdn_layers() == 5 and model.upsample == "transposed"
 
 
 def test_published_flags_errors():
@@ -154,7 +155,7 @@ def test_published_default_sdn_unet_levels():
 
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    model = UNet(2, 2, depth=2, bilinear=False, encoder_sdn="all", decoder_sdn=(0,), sdn_block="residual_sdn", **TINY)
+    model = UNet(2, 2, depth=2, upsample="transposed", encoder_sdn="all", decoder_sdn=(0,), sdn_block="residual_sdn", **TINY)
     model(torch.randn(2, 2, 11, 14)).square().mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name

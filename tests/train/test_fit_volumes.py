@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spatialrec.data.patches3d import RandomPatchDataset3d
-from spatialrec.models.unet3d import UNet3d
+from spatialrec.models import UNet3d
 from spatialrec.train import fit
 
 

@@ -8,33 +8,19 @@ spatial recurrence on the finer ones (the SDN-Transformer hybrid).
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..checks import check_float, check_int, check_size
 from ..ops import DirectionLike
-from .unet import LevelsLike, UNet, check_int
-
-
-def _check_float(name: str, value: object, low: float, high: float | None = None, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    bad_low = value <= low if low_open else value < low
-    if bad_low or (high is not None and value >= high):
-        rng = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'})"
-        raise ValueError(f"{name} must be in {rng}, got {value}")
-    return float(value)
-
-
-def _pair(name: str, value: object) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if not (isinstance(value, (tuple, list)) and len(value) == 2):
-        raise TypeError(f"{name} must be an int or a pair (H, W) of ints, got {value!r}")
-    return check_int(f"{name}[0]", value[0]), check_int(f"{name}[1]", value[1])
+from .common import LevelsLike
+from .registry import register_model
+from .unet import UNet
 
 
 class TransformerLayer(nn.Module):
@@ -144,7 +130,7 @@ class TransUNet(UNet):
     the decoder this is the SDN-Transformer hybrid.
 
     Args:
-        in_channels, num_classes, depth, base_width, bilinear, encoder_sdn, decoder_sdn,
+        in_channels, num_classes, depth, base_width, upsample, encoder_sdn, decoder_sdn,
             sdn_block, state_size, directions, backend, pad_mode: as for :class:`UNet`.
         img_size: the input size ``(H, W)`` (or one int) the position embeddings are laid out
             for; other sizes interpolate them.
@@ -178,21 +164,21 @@ class TransUNet(UNet):
         mlp_ratio: float = 4.0,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
-        bilinear: bool = True,
+        upsample: str = "interpolate",
         encoder_sdn: LevelsLike = (),
         decoder_sdn: LevelsLike = (),
         sdn_block: str = "sdn",
-        state_size: int = 150,
-        directions: Sequence[DirectionLike] = ("right", "down"),
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
         backend: str = "auto",
         pad_mode: str = "reflect",
     ) -> None:
         super().__init__(
-            in_channels, num_classes, depth, base_width, bilinear=bilinear, encoder_sdn=encoder_sdn,
+            in_channels, num_classes, depth, base_width, upsample=upsample, encoder_sdn=encoder_sdn,
             decoder_sdn=decoder_sdn, sdn_block=sdn_block, state_size=state_size, directions=directions,
             backend=backend, pad_mode=pad_mode,
         )  # fmt: skip
-        img_h, img_w = _pair("img_size", img_size)
+        img_h, img_w = check_size("img_size", img_size, 2, 1)
         check_int("transformer_dim", transformer_dim)
         check_int("transformer_layers", transformer_layers)
         check_int("transformer_heads", transformer_heads)
@@ -200,9 +186,9 @@ class TransUNet(UNet):
             raise ValueError(
                 f"transformer_dim={transformer_dim} must be divisible by transformer_heads={transformer_heads}"
             )
-        _check_float("mlp_ratio", mlp_ratio, 0.0, low_open=True)
-        _check_float("dropout", dropout, 0.0, 1.0)
-        _check_float("attention_dropout", attention_dropout, 0.0, 1.0)
+        check_float("mlp_ratio", mlp_ratio, 0.0, low_open=True)
+        check_float("dropout", dropout, 0.0, 1.0, high_open=True)
+        check_float("attention_dropout", attention_dropout, 0.0, 1.0, high_open=True)
         scale = 2**depth
         self.img_size = (img_h, img_w)
         self.grid_size = (math.ceil(img_h / scale), math.ceil(img_w / scale))
@@ -210,6 +196,34 @@ class TransUNet(UNet):
             self.widths[-1], transformer_dim, transformer_layers, transformer_heads, float(mlp_ratio),
             float(dropout), float(attention_dropout), self.grid_size,
         )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- registry entries
+
+_TRANSFORMER_DEFAULTS: dict[str, Any] = {
+    "depth": 4, "base_width": 32, "img_size": 128, "transformer_dim": 256, "transformer_layers": 4,
+    "transformer_heads": 8, "mlp_ratio": 4.0, "dropout": 0.1,
+}  # fmt: skip
+
+
+@register_model(spatial_dims=2)
+def transunet(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> TransUNet:
+    """TransUNet-style hybrid without SDN: U-Net encoder/decoder (``depth=4``, widths 32..512)
+    and a Transformer on the 1/16 map (4 layers, width 256, 8 heads, MLP ratio 4, dropout 0.1,
+    position embeddings for 128x128 inputs)."""
+    return TransUNet(in_channels, num_classes, **(_TRANSFORMER_DEFAULTS | overrides))
+
+
+@register_model(spatial_dims=2)
+def sdn_transunet(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> TransUNet:
+    """SDN-Transformer hybrid: :func:`transunet` with SDN blocks (S=150, right then down) in
+    the decoder at levels ``1 .. depth-1`` (1/8, 1/4, 1/2 for ``depth=4``): self-attention
+    on the coarsest map, spatial recurrence on the finer ones, a plain full-resolution block
+    last. Pass ``encoder_sdn`` to add SDN to the high-resolution encoder levels too."""
+    kw = _TRANSFORMER_DEFAULTS | {"sdn_block": "sdn", "state_size": 150} | overrides
+    if "decoder_sdn" not in overrides:
+        kw["decoder_sdn"] = tuple(range(1, check_int("depth", kw["depth"])))
+    return TransUNet(in_channels, num_classes, **kw)
 
 
 __all__ = ["TransUNet", "TransformerBottleneck", "TransformerLayer"]

@@ -1,232 +1,73 @@
-"""U-Net with optional SDN blocks per level (the paper's SDN-UNet), and helpers shared by the models.
+"""U-Net with optional SDN blocks per level (the paper's SDN-UNet), for maps and volumes.
 
 Levels: level 0 is full resolution, level ``l`` is the resolution after ``l`` max-pools
 (``1 / 2**l``). The encoder has one block per level ``0 .. depth``; the decoder has one block per
 level ``depth-1 .. 0``, each after an x2 up-sampling and a concatenation ``[skip, up]``.
+``spatial_dims=3`` builds the same network from 3D convolutions, pools and SDN layers
+(SDN-UNet-3D); the registry entries ``unet3d`` and ``sdn_unet3d`` give it small, CPU-friendly
+defaults.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blocks import count_sdn_layers, make_block
-from ..ops import DirectionLike, normalize_directions, resolve_backend
+from ..blocks import SDN_BLOCK_KINDS, UPSAMPLE_MODES, UpBlock, count_sdn_layers, make_block
+from ..checks import check_bool, check_choice, check_int, check_spatial_dims
+from ..layers.nd import DEFAULT_NORM, NORMS, conv_cls
+from ..ops import DirectionLike
+from .common import PAD_MODES, LevelsLike, check_model_input, crop_window, pad_to_multiple, parse_levels, sdn_options
+from .registry import register_model
 
-PAD_MODES: tuple[str, ...] = ("reflect", "replicate", "constant")
-"""How models pad inputs up to a multiple of ``2**depth`` (``"constant"`` pads with zeros)."""
-
-SDN_BLOCK_KINDS: tuple[str, ...] = ("sdn", "residual_sdn")
-
-LevelsLike = Union[str, Iterable[int]]
-
-
-# ----------------------------------------------------------------------------- argument checks
-
-
-def check_int(name: str, value: object, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int ``>= minimum``; raise a TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def check_bool(name: str, value: object) -> bool:
-    """Return ``value`` if it is a bool; raise a TypeError naming ``name`` otherwise."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
-
-
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``; raise a ValueError naming ``name`` otherwise."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; expected one of {tuple(choices)}")
-    return value
-
-
-def check_sdn_args(state_size: object, directions: object, backend: object) -> tuple[str, ...]:
-    """Validate the SDN arguments every model takes, at construction; return the directions."""
-    check_int("state_size", state_size)
-    if isinstance(directions, (str, int)):
-        raise TypeError(f"directions must be a sequence of directions such as ('right', 'down'), got {directions!r}")
-    dirs = normalize_directions(directions)
-    resolve_backend(backend)  # type: ignore[arg-type]
-    return dirs
-
-
-def parse_levels(name: str, levels: LevelsLike, valid: Sequence[int]) -> frozenset[int]:
-    """Turn ``"all"``, ``"none"`` or an iterable of level indices into a set, checking the range.
-
-    Raises:
-        TypeError: ``levels`` is not a string or an iterable of ints.
-        ValueError: a level is outside ``valid``.
-    """
-    if isinstance(levels, str):
-        if levels == "all":
-            return frozenset(valid)
-        if levels == "none":
-            return frozenset()
-        raise ValueError(f"{name}={levels!r} is not valid; expected 'all', 'none' or an iterable of levels")
-    if isinstance(levels, bool) or isinstance(levels, int):
-        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels (e.g. (1, 2)), got {levels!r}")
-    try:
-        items = list(levels)
-    except TypeError:
-        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels, got {type(levels).__name__}") from None
-    out = set()
-    for lv in items:
-        if isinstance(lv, bool) or not isinstance(lv, int):
-            raise TypeError(f"{name} must contain ints, got {lv!r}")
-        if lv not in valid:
-            raise ValueError(f"{name} contains level {lv}; valid levels are {min(valid)}..{max(valid)}")
-        out.add(lv)
-    return frozenset(out)
-
-
-# ----------------------------------------------------------------------------- input handling
-
-
-def check_model_input(x: object, in_channels: int, min_size: int, model: str, depth: int) -> torch.Tensor:
-    """Check a model input ``x: (B, in_channels, H, W)`` with ``H, W >= min_size``.
-
-    Raises:
-        TypeError: ``x`` is not a floating-point tensor.
-        ValueError: wrong number of dims or channels, or a side smaller than ``min_size``.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{model} input must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{model} input must have shape (B, C, H, W), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{model} input must have a floating-point dtype, got {x.dtype}")
-    if x.shape[1] != in_channels:
-        raise ValueError(
-            f"{model} input has {x.shape[1]} channels, expected in_channels={in_channels} (shape {tuple(x.shape)})"
-        )
-    if x.shape[0] < 1:
-        raise ValueError(f"{model} input has an empty batch: shape {tuple(x.shape)}")
-    h, w = x.shape[-2:]
-    if h < min_size or w < min_size:
-        raise ValueError(
-            f"{model} input of spatial size (H, W)=({h}, {w}) is too small for depth={depth}: "
-            f"each side must be >= 2**depth = {min_size} so that the deepest map is at least 1x1"
-        )
-    return x
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Pad ``x: (B, C, H, W)`` so that H and W are multiples of ``multiple``.
-
-    The padding is split between both sides (the extra pixel, if odd, at the bottom/right), so
-    the image stays centred. Reflection needs each pad to be smaller than the side, which holds
-    whenever ``H, W >= multiple``.
-
-    Returns:
-        The padded tensor and ``(top, left, H, W)``, the window of the original image in it.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    top, left = ph // 2, pw // 2
-    if ph or pw:
-        x = F.pad(x, (left, pw - left, top, ph - top), mode=mode)
-    return x, (top, left, h, w)
-
-
-def crop_window(x: torch.Tensor, window: tuple[int, int, int, int]) -> torch.Tensor:
-    """Cut ``window = (top, left, H, W)`` out of ``x: (B, C, H', W')`` -> ``(B, C, H, W)``."""
-    top, left, h, w = window
-    return x[..., top : top + h, left : left + w]
-
-
-# ----------------------------------------------------------------------------- the U-Net
-
-
-class UpBlock(nn.Module):
-    """Decoder stage: x2 up-sampling, pad to the skip's size, concatenate ``[skip, up]``, block.
-
-    Args:
-        in_channels: channels of the deeper map (``2 * out_channels`` in a U-Net).
-        out_channels: channels of the skip and of the output.
-        block: ``"vgg"``, ``"sdn"`` or ``"residual_sdn"``.
-        bilinear: bilinear x2 (``align_corners=True``) then a 1x1 convolution to
-            ``in_channels // 2``; else a 2x2 stride-2 transposed convolution to ``in_channels // 2``.
-        state_size, directions, backend: for the SDN block kinds.
-
-    Shape:
-        ``x: (B, in_channels, h, w)``, ``skip: (B, out_channels, H, W)`` with ``H ~ 2h``
-        -> ``(B, out_channels, H, W)``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        block: str = "vgg",
-        bilinear: bool = True,
-        state_size: int = 150,
-        directions: Sequence[DirectionLike] = ("right", "down"),
-        backend: str = "auto",
-    ) -> None:
-        super().__init__()
-        half = in_channels // 2
-        if bilinear:
-            self.upsample: nn.Module = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-                nn.Conv2d(in_channels, half, kernel_size=1),
-            )
-        else:
-            self.upsample = nn.ConvTranspose2d(in_channels, half, kernel_size=2, stride=2)
-        self.block = make_block(block, out_channels + half, out_channels, state_size, directions, backend)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """``x: (B, C_in, h, w)``, ``skip: (B, C_out, H, W)`` -> ``(B, C_out, H, W)``."""
-        up = self.upsample(x)
-        dh, dw = skip.shape[-2] - up.shape[-2], skip.shape[-1] - up.shape[-1]
-        if dh or dw:
-            up = F.pad(up, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
-        return self.block(torch.cat([skip, up], dim=1))
+_MAX_POOL = {2: F.max_pool2d, 3: F.max_pool3d}
 
 
 class UNet(nn.Module):
-    """U-Net with VGG blocks, and SDN blocks at the levels you choose (SDN-UNet).
+    """U-Net with VGG blocks, and SDN blocks at the levels you choose (SDN-UNet), in 2D or 3D.
 
-    Encoder: a block at level 0 (full resolution), then for each level ``l = 1 .. depth`` a 2x2
+    Encoder: a block at level 0 (full resolution), then for each level ``l = 1 .. depth`` a 2x
     max-pool and a block with ``base_width * 2**l`` channels. Decoder: for ``l = depth-1 .. 0``
-    an x2 up-sampling (bilinear + 1x1 conv, or a transposed conv), concatenation ``[skip, up]``
-    and a block back to ``base_width * 2**l`` channels. Head: a 1x1 convolution to
-    ``num_classes`` logits.
+    an x2 up-sampling (linear interpolation + 1x1 conv, or a transposed conv), concatenation
+    ``[skip, up]`` and a block back to ``base_width * 2**l`` channels. Head: a 1x1 convolution
+    to ``num_classes`` logits.
 
-    Any input size ``H, W >= 2**depth`` works: the input is padded (``pad_mode``) to a multiple
-    of ``2**depth`` on both sides and the logits are cropped back to ``(H, W)``.
+    Any input size with every side ``>= 2**depth`` works: the input is padded (``pad_mode``) to
+    a multiple of ``2**depth`` on every axis and the logits are cropped back.
 
     Args:
         in_channels: channels of the input image.
         num_classes: channels of the output logits.
         depth: number of down-samplings (the published ``--n_layers``).
         base_width: channels at level 0, doubled per level (the published ``--feat_start``).
-        bilinear: bilinear up-sampling + 1x1 conv (else a 2x2 transposed conv).
+        upsample: ``"interpolate"`` (bilinear/trilinear x2 + 1x1 conv, default) or
+            ``"transposed"`` (a 2x stride-2 transposed conv).
         encoder_sdn: encoder levels (``0 .. depth``) that use SDN blocks, or ``"all"``/``"none"``.
         decoder_sdn: decoder levels (``0 .. depth-1``) that use SDN blocks, or ``"all"``/``"none"``.
         sdn_block: ``"sdn"`` (:class:`~spatialrec.blocks.SDNBlock`) or ``"residual_sdn"``
             (:class:`~spatialrec.blocks.ResidualSDNBlock`) for those levels.
-        state_size: ``S`` of every SDN layer (the paper: 150).
-        directions: sweep directions of every SDN layer (the paper: ``("right", "down")``).
+        state_size: ``S`` of every SDN layer (default 150 in 2D, the paper's; 32 in 3D).
+        directions: sweep directions of every SDN layer (default ``("right", "down")``; in 3D
+            ``("right", "down", "in")``).
         backend: scan backend of every SDN layer.
         pad_mode: ``"reflect"`` (default), ``"replicate"`` or ``"constant"`` (zeros).
+        spatial_dims: 2 (``(B, C, H, W)`` images, default) or 3 (``(B, C, D, H, W)`` volumes).
+        norm: ``"batch"`` or ``"instance"``; default batch in 2D, instance in 3D.
 
     Shape:
-        ``(B, in_channels, H, W) -> (B, num_classes, H, W)`` logits.
+        ``(B, in_channels, *spatial) -> (B, num_classes, *spatial)`` logits.
 
     Example:
         >>> model = UNet(3, 1, depth=4, encoder_sdn=(1, 2, 3, 4), state_size=150)  # SDN-UNet
         >>> model(torch.randn(2, 3, 96, 128)).shape  # doctest: +SKIP
         torch.Size([2, 1, 96, 128])
+        >>> UNet(1, 2, depth=2, base_width=4, encoder_sdn=(2,), state_size=4, spatial_dims=3)(
+        ...     torch.randn(1, 1, 9, 10, 11)).shape
+        torch.Size([1, 2, 9, 10, 11])
     """
 
     def __init__(
@@ -236,49 +77,48 @@ class UNet(nn.Module):
         depth: int = 4,
         base_width: int = 32,
         *,
-        bilinear: bool = True,
+        upsample: str = "interpolate",
         encoder_sdn: LevelsLike = (),
         decoder_sdn: LevelsLike = (),
         sdn_block: str = "sdn",
-        state_size: int = 150,
-        directions: Sequence[DirectionLike] = ("right", "down"),
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
         backend: str = "auto",
         pad_mode: str = "reflect",
+        spatial_dims: int = 2,
+        norm: Optional[str] = None,
     ) -> None:
         super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = check_int("in_channels", in_channels)
         self.num_classes = check_int("num_classes", num_classes)
         self.depth = check_int("depth", depth)
         self.base_width = check_int("base_width", base_width)
-        self.bilinear = check_bool("bilinear", bilinear)
+        self.upsample = check_choice("upsample", upsample, UPSAMPLE_MODES)
         self.sdn_block = check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS)
-        self.directions = check_sdn_args(state_size, directions, backend)
-        self.state_size = state_size
+        self.state_size, self.directions = sdn_options(state_size, directions, backend, spatial_dims)
         self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
+        self.norm = DEFAULT_NORM[spatial_dims] if norm is None else check_choice("norm", norm, NORMS)
         self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
         self.decoder_sdn = parse_levels("decoder_sdn", decoder_sdn, range(depth))
         self.widths = tuple(base_width * 2**lv for lv in range(depth + 1))
+        sdn = dict(state_size=self.state_size, directions=self.directions, backend=backend, spatial_dims=spatial_dims, norm=self.norm)
 
         def kind(is_sdn: bool) -> str:
             return sdn_block if is_sdn else "vgg"
 
-        self.encoder = nn.ModuleList()
-        for lv in range(depth + 1):
-            c_in = in_channels if lv == 0 else self.widths[lv - 1]
-            self.encoder.append(
-                make_block(kind(lv in self.encoder_sdn), c_in, self.widths[lv], state_size, self.directions, backend)
-            )
+        self.encoder = nn.ModuleList(
+            make_block(kind(lv in self.encoder_sdn), in_channels if lv == 0 else self.widths[lv - 1], self.widths[lv], **sdn)
+            for lv in range(depth + 1)
+        )
         # A hook for models that transform the deepest map (TransUNet puts its Transformer here).
         self.bottleneck: nn.Module = nn.Identity()
         # decoder[i] produces level depth-1-i: the published code's up-sampling stage i.
         self.decoder = nn.ModuleList(
-            UpBlock(
-                self.widths[lv + 1], self.widths[lv], kind(lv in self.decoder_sdn), bilinear,
-                state_size, self.directions, backend,
-            )  # fmt: skip
+            UpBlock(self.widths[lv + 1], self.widths[lv], kind(lv in self.decoder_sdn), upsample, **sdn)
             for lv in reversed(range(depth))
         )
-        self.head = nn.Conv2d(self.widths[0], num_classes, kernel_size=1)
+        self.head = conv_cls(spatial_dims)(self.widths[0], num_classes, kernel_size=1)
 
     @property
     def min_size(self) -> int:
@@ -294,14 +134,15 @@ class UNet(nn.Module):
         return count_sdn_layers(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, in_channels, H, W)`` with ``H, W >= 2**depth`` -> logits ``(B, num_classes, H, W)``."""
-        check_model_input(x, self.in_channels, self.min_size, type(self).__name__, self.depth)
+        """``x: (B, in_channels, *spatial)``, every side ``>= 2**depth`` -> logits ``(B, num_classes, *spatial)``."""
+        check_model_input(x, self.in_channels, self.spatial_dims, self.depth, type(self).__name__, self.head.weight.dtype)
         x, window = pad_to_multiple(x, self.min_size, self.pad_mode)
+        pool = _MAX_POOL[self.spatial_dims]
         h = self.encoder[0](x)
         skips = []
         for block in self.encoder[1:]:
             skips.append(h)
-            h = block(F.max_pool2d(h, 2))
+            h = block(pool(h, 2))
         h = self.bottleneck(h)
         for up, skip in zip(self.decoder, reversed(skips)):
             h = up(h, skip)
@@ -333,10 +174,12 @@ class UNet(nn.Module):
             ValueError: a flag combination the published script cannot build.
         """
         enc, dec, kind = published_unet_levels(n_layers, block, sdn_b_enc, sdn_b_dec, sdn_n_layers)
+        upsample = "interpolate" if check_bool("bilinear", bilinear) else "transposed"
         return cls(
-            n_channels, n_classes, depth=n_layers, base_width=feat_start, bilinear=bilinear,
+            n_channels, n_classes, depth=n_layers, base_width=feat_start, upsample=upsample,
             encoder_sdn=enc, decoder_sdn=dec, sdn_block=kind, **kwargs,  # type: ignore[arg-type]
         )  # fmt: skip
+
 
 
 PUBLISHED_BLOCKS: dict[str, Optional[str]] = {"vgg": None, "vgg_sdn": "sdn", "vggres_sdn": "residual_sdn"}
@@ -380,4 +223,72 @@ def published_unet_levels(
     return enc, dec, "sdn"
 
 
-__all__ = ["PAD_MODES", "UNet", "UpBlock", "published_unet_levels"]
+class UNet3d(UNet):
+    """:class:`UNet` with ``spatial_dims=3`` and the volumetric defaults of ``unet3d``: ``depth=3``,
+    ``base_width=16``, instance normalisation, ``S=32``, sweeps right, down, in."""
+
+    def __init__(self, in_channels: int, num_classes: int, depth: int = 3, base_width: int = 16, **kwargs: Any) -> None:
+        super().__init__(in_channels, num_classes, depth, base_width, spatial_dims=3, **kwargs)
+
+
+def default_sdn_levels3d(depth: int) -> tuple[int, ...]:
+    """The encoder levels that ``sdn_unet3d`` puts SDN blocks at: the two coarsest, ``depth-1`` and
+    ``depth`` (just ``depth`` when ``depth == 1`` would put one at full resolution)."""
+    check_int("depth", depth)
+    return tuple(lv for lv in (depth - 1, depth) if lv >= 1)
+
+
+# ----------------------------------------------------------------------------- registry entries
+
+
+@register_model(spatial_dims=2)
+def unet(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> UNet:
+    """Plain U-Net: ``depth=4``, ``base_width=32`` (32..512), bilinear up-sampling, VGG blocks."""
+    kw: dict[str, Any] = {"depth": 4, "base_width": 32, "upsample": "interpolate"}
+    kw.update(overrides)
+    return UNet(in_channels, num_classes, **kw)
+
+
+@register_model(spatial_dims=2)
+def sdn_unet(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> UNet:
+    """SDN-UNet: the U-Net with SDN blocks (S=150, right then down) in the encoder.
+
+    The configuration the published script builds with ``--block vgg --n_layers 4
+    --feat_start 32 --bilinear True --sdn_b_enc True --sdn_b_dec False`` and its default
+    ``--sdn_n_layers 3``: SDN blocks at encoder levels 1-4 (every down-sampling stage), plain
+    VGG blocks at level 0 and in the decoder. Overriding ``depth`` keeps the published rule
+    (levels ``1 .. min(depth, 4)``) unless ``encoder_sdn`` is given.
+    """
+    kw: dict[str, Any] = {"depth": 4, "base_width": 32, "upsample": "interpolate", "sdn_block": "sdn", "state_size": 150}
+    kw.update(overrides)
+    if "encoder_sdn" not in overrides:
+        kw["encoder_sdn"] = published_unet_levels(check_int("depth", kw["depth"]), "vgg", True, False, 3)[0]
+    return UNet(in_channels, num_classes, **kw)
+
+
+@register_model(spatial_dims=3)
+def unet3d(in_channels: int = 1, num_classes: int = 1, **overrides: Any) -> UNet:
+    """Plain 3D U-Net: ``depth=3``, ``base_width=16`` (16..128), trilinear up-sampling,
+    InstanceNorm conv blocks; about 1.3 M parameters. Small enough to train on ``64^3``
+    patches on a CPU; on a GPU raise ``base_width`` and the patch size."""
+    kw: dict[str, Any] = {"depth": 3, "base_width": 16, "upsample": "interpolate", "norm": "instance"}
+    kw.update(overrides)
+    return UNet(in_channels, num_classes, spatial_dims=3, **kw)
+
+
+@register_model(spatial_dims=3)
+def sdn_unet3d(in_channels: int = 1, num_classes: int = 1, **overrides: Any) -> UNet:
+    """SDN-UNet-3D: :func:`unet3d` with 3D SDN blocks (``S=32``, sweeps right, down, in) at the
+    two coarsest encoder levels (``depth-1`` and ``depth``: 1/4 and 1/8 resolution), where they
+    see the whole patch at a small memory cost. Overriding ``depth`` keeps that rule unless
+    ``encoder_sdn`` is given."""
+    kw: dict[str, Any] = {
+        "depth": 3, "base_width": 16, "upsample": "interpolate", "norm": "instance", "sdn_block": "sdn", "state_size": 32,
+    }  # fmt: skip
+    kw.update(overrides)
+    if "encoder_sdn" not in overrides:
+        kw["encoder_sdn"] = default_sdn_levels3d(kw["depth"])
+    return UNet(in_channels, num_classes, spatial_dims=3, **kw)
+
+
+__all__ = ["UNet", "UNet3d", "default_sdn_levels3d", "published_unet_levels"]

@@ -2,33 +2,27 @@
 
 Node ``X[i, j]`` is at level ``i`` (resolution ``1 / 2**i``); ``j = 0`` is the encoder column,
 ``j >= 1`` the nested decoders. ``X[i, j] = block(cat(X[i, 0], ..., X[i, j-1], up(X[i+1, j-1])))``
-with ``up`` a bilinear x2. The output is read from ``X[0, depth]`` (or from every ``X[0, j]``
-with deep supervision).
+with ``up`` a linear x2 (bilinear; trilinear for volumes, ``spatial_dims=3``). The output is read
+from ``X[0, depth]`` (or from every ``X[0, j]`` with deep supervision).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blocks import count_sdn_layers, make_block
+from ..blocks import SDN_BLOCK_KINDS, count_sdn_layers, make_block
+from ..checks import check_bool, check_choice, check_int, check_spatial_dims
+from ..layers.nd import DEFAULT_NORM, NORMS, conv_cls, interpolation_mode
 from ..ops import DirectionLike
-from .unet import (
-    PAD_MODES,
-    SDN_BLOCK_KINDS,
-    LevelsLike,
-    check_bool,
-    check_choice,
-    check_int,
-    check_model_input,
-    check_sdn_args,
-    crop_window,
-    pad_to_multiple,
-    parse_levels,
-)
+from .common import PAD_MODES, LevelsLike, check_model_input, crop_window, pad_to_multiple, parse_levels, sdn_options
+from .registry import register_model
+
+_MAX_POOL = {2: F.max_pool2d, 3: F.max_pool3d}
 
 NodesLike = Union[str, Iterable[Union[int, tuple[int, int]]]]
 
@@ -70,8 +64,8 @@ class UNetPlusPlus(nn.Module):
     """UNet++ (nested U-Net, Zhou et al. 2018) with SDN blocks at the nodes you choose.
 
     Widths ``base_width * 2**i`` per level (the published model: 32, 64, 128, 256, 512),
-    VGG blocks, 2x2 max-pool down, bilinear x2 (``align_corners=True``) up, dense skip
-    connections. Inputs of any size ``H, W >= 2**depth`` are padded to a multiple of
+    VGG blocks, 2x max-pool down, linear x2 (``align_corners=True``) up, dense skip
+    connections. Inputs of any size with every side ``>= 2**depth`` are padded to a multiple of
     ``2**depth`` (``pad_mode``) and the logits cropped back.
 
     Args:
@@ -86,12 +80,15 @@ class UNetPlusPlus(nn.Module):
         decoder_sdn: decoder nodes that use SDN blocks: ``(i, j)`` pairs (``j >= 1``), levels
             ``i`` (every decoder node of that level), ``"all"`` or ``"none"``.
         sdn_block: ``"residual_sdn"`` (default, as the published UNet++) or ``"sdn"``.
-        state_size, directions, backend: of every SDN layer (paper: 150, right then down).
+        state_size, directions, backend: of every SDN layer (paper: 150, right then down; the
+            defaults in 3D: 32, right, down, in).
         pad_mode: ``"reflect"`` (default), ``"replicate"`` or ``"constant"`` (zeros).
+        spatial_dims: 2 (default) or 3 (volumes: 3D convolutions, pools, trilinear up-sampling).
+        norm: ``"batch"`` or ``"instance"``; default batch in 2D, instance in 3D.
 
     Shape:
-        ``(B, in_channels, H, W) -> (B, num_classes, H, W)`` logits (a list of those with
-        ``deep_supervision``).
+        ``(B, in_channels, *spatial) -> (B, num_classes, *spatial)`` logits (a list of those
+        with ``deep_supervision``).
 
     Example:
         >>> model = UNetPlusPlus(3, 1, depth=4, encoder_sdn=(0, 1, 2, 3))  # SDN-UNet++
@@ -110,20 +107,23 @@ class UNetPlusPlus(nn.Module):
         encoder_sdn: LevelsLike = (),
         decoder_sdn: NodesLike = (),
         sdn_block: str = "residual_sdn",
-        state_size: int = 150,
-        directions: Sequence[DirectionLike] = ("right", "down"),
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
         backend: str = "auto",
         pad_mode: str = "reflect",
+        spatial_dims: int = 2,
+        norm: Optional[str] = None,
     ) -> None:
         super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = check_int("in_channels", in_channels)
         self.num_classes = check_int("num_classes", num_classes)
         self.depth = check_int("depth", depth)
         self.base_width = check_int("base_width", base_width)
         self.deep_supervision = check_bool("deep_supervision", deep_supervision)
         self.sdn_block = check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS)
-        self.directions = check_sdn_args(state_size, directions, backend)
-        self.state_size = state_size
+        self.state_size, self.directions = sdn_options(state_size, directions, backend, spatial_dims)
+        self.norm = DEFAULT_NORM[spatial_dims] if norm is None else check_choice("norm", norm, NORMS)
         self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
         self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
         self.decoder_sdn = _parse_nodes("decoder_sdn", decoder_sdn, depth)
@@ -131,7 +131,9 @@ class UNetPlusPlus(nn.Module):
         w = self.widths
 
         def block(sdn: bool, c_in: int, c_out: int) -> nn.Module:
-            return make_block(sdn_block if sdn else "vgg", c_in, c_out, state_size, self.directions, backend)
+            return make_block(
+                sdn_block if sdn else "vgg", c_in, c_out, self.state_size, self.directions, backend, spatial_dims, self.norm
+            )
 
         # Keys follow the published names conv{i}_{j}, so published checkpoints line up by name.
         self.nodes = nn.ModuleDict()
@@ -141,7 +143,7 @@ class UNetPlusPlus(nn.Module):
             for j in range(1, depth - i + 1):
                 self.nodes[f"conv{i}_{j}"] = block((i, j) in self.decoder_sdn, j * w[i] + w[i + 1], w[i])
         n_heads = depth if deep_supervision else 1
-        self.heads = nn.ModuleList(nn.Conv2d(w[0], num_classes, kernel_size=1) for _ in range(n_heads))
+        self.heads = nn.ModuleList(conv_cls(spatial_dims)(w[0], num_classes, kernel_size=1) for _ in range(n_heads))
 
     @property
     def min_size(self) -> int:
@@ -157,18 +159,19 @@ class UNetPlusPlus(nn.Module):
         return count_sdn_layers(self)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, list[torch.Tensor]]:
-        """``x: (B, in_channels, H, W)``, ``H, W >= 2**depth`` -> logits ``(B, num_classes, H, W)``,
+        """``x: (B, in_channels, *spatial)``, sides ``>= 2**depth`` -> logits ``(B, num_classes, *spatial)``,
         or a list of ``depth`` such maps with ``deep_supervision``."""
-        check_model_input(x, self.in_channels, self.min_size, type(self).__name__, self.depth)
+        check_model_input(x, self.in_channels, self.spatial_dims, self.depth, type(self).__name__, self.heads[0].weight.dtype)
+        pool, mode = _MAX_POOL[self.spatial_dims], interpolation_mode(self.spatial_dims)
         x, window = pad_to_multiple(x, self.min_size, self.pad_mode)
         nodes = self.nodes
         cols: list[list[torch.Tensor]] = [[nodes["conv0_0"](x)]]  # cols[i] = [X[i, 0], X[i, 1], ...]
         for i in range(1, self.depth + 1):
-            cols.append([nodes[f"conv{i}_0"](F.max_pool2d(cols[i - 1][0], 2))])
+            cols.append([nodes[f"conv{i}_0"](pool(cols[i - 1][0], 2))])
             # The new deepest node completes one anti-diagonal of decoder nodes, from deep to shallow.
             for j in range(1, i + 1):
                 r = i - j
-                up = F.interpolate(cols[r + 1][j - 1], scale_factor=2.0, mode="bilinear", align_corners=True)
+                up = F.interpolate(cols[r + 1][j - 1], scale_factor=2.0, mode=mode, align_corners=True)
                 cols[r].append(nodes[f"conv{r}_{j}"](torch.cat([*cols[r][:j], up], dim=1)))
         if self.deep_supervision:
             return [crop_window(head(cols[0][j + 1]), window) for j, head in enumerate(self.heads)]
@@ -219,8 +222,7 @@ def published_unet_pp_nodes(
         raise ValueError(f"n_layers={n_layers}: the published nested U-Net has 1 to 4 down-samplings")
     check_bool("sdn_b_enc", sdn_b_enc)
     check_bool("sdn_b_dec", sdn_b_dec)
-    if isinstance(sdn_n_layers, bool) or not isinstance(sdn_n_layers, int):
-        raise TypeError(f"sdn_n_layers must be an int, got {sdn_n_layers!r}")
+    check_int("sdn_n_layers", sdn_n_layers, minimum=None)
     enc: set[int] = set()
     dec: set[tuple[int, int]] = set()
     if sdn_b_enc:
@@ -234,6 +236,33 @@ def published_unet_pp_nodes(
         if n_layers >= 4 and sdn_n_layers >= 4:
             dec |= {(3, 1), (2, 2), (1, 3), (0, 4)}
     return frozenset(enc), frozenset(dec)
+
+
+# ----------------------------------------------------------------------------- registry entries
+
+
+@register_model(spatial_dims=2)
+def unet_pp(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> UNetPlusPlus:
+    """Plain UNet++: ``depth=4``, widths 32..512, bilinear up-sampling, no deep supervision."""
+    kw: dict[str, Any] = {"depth": 4, "base_width": 32, "deep_supervision": False}
+    kw.update(overrides)
+    return UNetPlusPlus(in_channels, num_classes, **kw)
+
+
+@register_model(spatial_dims=2)
+def sdn_unet_pp(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> UNetPlusPlus:
+    """SDN-UNet++: UNet++ with residual SDN blocks (S=150, right then down) in the encoder.
+
+    The published nested U-Net with ``--n_layers 4 --sdn_b_enc True --sdn_b_dec False`` and
+    the default ``--sdn_n_layers 3``: residual SDN blocks at encoder nodes ``X[0,0] .. X[3,0]``,
+    VGG blocks elsewhere. Overriding ``depth`` keeps levels ``0 .. min(depth, 3)`` unless
+    ``encoder_sdn`` is given.
+    """
+    kw: dict[str, Any] = {"depth": 4, "base_width": 32, "sdn_block": "residual_sdn", "state_size": 150}
+    kw.update(overrides)
+    if "encoder_sdn" not in overrides:
+        kw["encoder_sdn"] = tuple(range(min(check_int("depth", kw["depth"]), 3) + 1))
+    return UNetPlusPlus(in_channels, num_classes, **kw)
 
 
 __all__ = ["UNetPlusPlus", "published_unet_pp_nodes"]

@@ -1,0 +1,123 @@
+"""What every model of :mod:`spatialrec.models` shares: argument parsing, input checks, padding.
+
+Written once for maps and volumes: a model's ``spatial_dims`` (2 or 3) selects the layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from ..checks import check_input, check_int, check_spatial_dims
+from ..layers import DEFAULT_STATE_SIZE
+from ..ops import DEFAULT_DIRECTIONS, DirectionLike, normalize_directions, resolve_backend
+
+PAD_MODES: tuple[str, ...] = ("reflect", "replicate", "constant")
+"""How models pad inputs up to a multiple of ``2**depth`` (``"constant"`` pads with zeros)."""
+
+LevelsLike = Union[str, Iterable[int]]
+
+Window = tuple[tuple[int, int], ...]
+"""``((start, size), ...)`` per spatial axis: where the original input sits in a padded one."""
+
+
+def sdn_options(
+    state_size: Optional[int], directions: Optional[Sequence[DirectionLike]], backend: str, spatial_dims: int
+) -> tuple[int, tuple[str, ...]]:
+    """Check the SDN arguments every model takes, at construction; fill in the defaults of
+    ``spatial_dims`` (``S`` 150 in 2D, 32 in 3D; right, down (, in)). Returns ``(S, directions)``."""
+    check_spatial_dims(spatial_dims)
+    s = check_int("state_size", DEFAULT_STATE_SIZE[spatial_dims] if state_size is None else state_size)
+    dirs = normalize_directions(DEFAULT_DIRECTIONS[spatial_dims] if directions is None else directions, spatial_dims)
+    resolve_backend(backend)
+    return s, dirs
+
+
+def parse_levels(name: str, levels: LevelsLike, valid: Sequence[int]) -> frozenset[int]:
+    """Turn ``"all"``, ``"none"`` or an iterable of level indices into a set, checking the range.
+
+    Raises:
+        TypeError: ``levels`` is not a string or an iterable of ints.
+        ValueError: a level is outside ``valid``.
+    """
+    if isinstance(levels, str):
+        if levels == "all":
+            return frozenset(valid)
+        if levels == "none":
+            return frozenset()
+        raise ValueError(f"{name}={levels!r} is not valid; expected 'all', 'none' or an iterable of levels")
+    if isinstance(levels, (bool, int)):
+        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels (e.g. (1, 2)), got {levels!r}")
+    try:
+        items = list(levels)
+    except TypeError:
+        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels, got {type(levels).__name__}") from None
+    out = set()
+    for lv in items:
+        if isinstance(lv, bool) or not isinstance(lv, int):
+            raise TypeError(f"{name} must contain ints, got {lv!r}")
+        if lv not in valid:
+            raise ValueError(f"{name} contains level {lv}; valid levels are {min(valid)}..{max(valid)}")
+        out.add(lv)
+    return frozenset(out)
+
+
+def check_model_input(
+    x: object, in_channels: int, spatial_dims: int, depth: int, model: str, dtype: Optional[torch.dtype] = None
+) -> torch.Tensor:
+    """Check a model input ``x: (B, in_channels, *spatial)`` whose every side is ``>= 2**depth``.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor (of the model's dtype outside autocast).
+        ValueError: wrong number of dims or channels, or a side smaller than ``2**depth``.
+    """
+    x = check_input(x, in_channels, spatial_dims, what=f"{model} input", dtype=dtype)
+    sizes = tuple(x.shape[2:])
+    if min(sizes) < 2**depth:
+        axes = "(D, H, W)" if spatial_dims == 3 else "(H, W)"
+        raise ValueError(
+            f"{model} input of spatial size {axes}={sizes} is too small for depth={depth}: each side "
+            f"must be >= 2**depth = {2**depth} so that the deepest map is at least one pixel"
+        )
+    return x
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Tensor, Window]:
+    """Pad the spatial axes of ``x: (B, C, *spatial)`` up to multiples of ``multiple``.
+
+    The padding is split between both sides of each axis (the odd pixel at the far side), so the
+    image stays centred. Reflection needs each pad to be smaller than the side, which holds
+    whenever every side is ``>= multiple``.
+
+    Returns:
+        The padded tensor and the window ``((start, size), ...)`` of the original in it.
+    """
+    sizes = x.shape[2:]
+    pads = [(-s) % multiple for s in sizes]
+    starts = [p // 2 for p in pads]
+    if any(pads):
+        flat: list[int] = []
+        for p, st in zip(reversed(pads), reversed(starts)):  # F.pad lists the last axis first
+            flat += [st, p - st]
+        x = F.pad(x, flat, mode=mode)
+    return x, tuple((st, s) for st, s in zip(starts, sizes))
+
+
+def crop_window(x: torch.Tensor, window: Window) -> torch.Tensor:
+    """Cut ``window`` (from :func:`pad_to_multiple`) out of ``x: (B, C, *padded)``."""
+    return x[(..., *(slice(st, st + s) for st, s in window))]
+
+
+__all__ = [
+    "PAD_MODES",
+    "LevelsLike",
+    "Window",
+    "check_model_input",
+    "crop_window",
+    "pad_to_multiple",
+    "parse_levels",
+    "sdn_options",
+]
