@@ -222,3 +222,36 @@ def test_monai_basic_unet_3d_training_steps_move_the_new_layers() -> None:
         else:
             # project_out moves at the first step, everything behind it at the second.
             assert not torch.equal(p, start[n]), f"{n} did not move in two steps"
+
+
+def _plain_conv_unet3d(seed: int) -> nn.Module:
+    # nnU-Net's 3D U-Net (from its architecture package, which needs only torch): anisotropic first
+    # down-sampling, ConvTranspose3d up, InstanceNorm3d + LeakyReLU.
+    unet = pytest.importorskip(
+        "dynamic_network_architectures.architectures.unet",
+        reason="dynamic-network-architectures (nnU-Net's networks) is not installed",
+    )
+    torch.manual_seed(seed)
+    return unet.PlainConvUNet(
+        input_channels=1, n_stages=4, features_per_stage=(4, 8, 16, 16), conv_op=nn.Conv3d, kernel_sizes=3,
+        strides=(1, (1, 2, 2), 2, 2), n_conv_per_stage=2, num_classes=2, n_conv_per_stage_decoder=2,
+        conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+        nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},
+    )  # fmt: skip
+
+
+def test_nnunet_plain_conv_unet_3d() -> None:
+    x = torch.randn(1, 1, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    # Without deep supervision only the last segmentation layer runs: leave the others out.
+    def select(name: str, module: nn.Module) -> bool:
+        return not name.startswith("decoder.seg_layers.") or name == "decoder.seg_layers.2"
+
+    net = _check_exact(_plain_conv_unet3d, select, x, OPTS_3D)
+    layers = sdn_modules(net)
+    assert len(layers) == 18 and all(type(m) is ResidualSDN3d for m in layers.values())
+    assert layers["decoder.transpconvs.0"].sdn.transposed
+    assert layers["encoder.stages.1.0.convs.0.conv"].conv.stride == (1, 2, 2)
+    _check_gradients(net, x)
+    _check_twice(net, select, OPTS_3D)
+    _check_round_trip(_plain_conv_unet3d, select, net, x, OPTS_3D)
