@@ -59,13 +59,13 @@ Selector = Union[str, Sequence[str], Callable[[str, nn.Module], bool]]
 Conv = Union[nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d]
 """The convolutions :func:`add_spatial_recurrence` converts."""
 
-ResidualLayer = Union[ResidualSDN, ResidualSDN3d]
-
 _CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d)
 _CONV_NAMES = "/".join(t.__name__ for t in _CONV_TYPES)
 
-# The spatial-recurrence layer types, 2D and 3D, in one place. (Once the layers take
-# ``spatial_dims``, the 3D names are subclasses of the others and the first three suffice.)
+# The spatial-recurrence layer types, 2D and 3D, in one place. Once the layers take
+# ``spatial_dims``, the 3D names and DirectionalGRU2d are subclasses of ResidualSDN,
+# SpatialDependencyLayer and DirectionalGRU, and those base classes alone will do here.
+ResidualLayer = Union[ResidualSDN, ResidualSDN3d]
 _RESIDUAL_TYPES = (ResidualSDN, ResidualSDN3d)
 _SDN_TYPES = (*_RESIDUAL_TYPES, SpatialDependencyLayer, SpatialDependencyLayer3d, DirectionalGRU2d, DirectionalGRU3d)
 
