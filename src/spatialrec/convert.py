@@ -1,13 +1,16 @@
-"""Putting spatial recurrence into existing networks.
+"""Putting spatial recurrence into existing networks, 2D or 3D.
 
-:func:`add_spatial_recurrence` replaces chosen ``nn.Conv2d`` / ``nn.ConvTranspose2d`` modules of
-any ``nn.Module`` (a MONAI or segmentation_models_pytorch U-Net, a home-made network) by a
-:class:`~spatialrec.layers.ResidualSDN` of the same geometry, which computes exactly what the
-replaced convolution computed until training moves it. :func:`sdn_modules` lists the
-spatial-recurrence layers of a model and :func:`freeze_except_sdn` freezes everything else for a
-first fine-tuning phase.
+:func:`add_spatial_recurrence` replaces chosen convolutions (``nn.Conv2d``,
+``nn.ConvTranspose2d``, ``nn.Conv3d``, ``nn.ConvTranspose3d``) of any ``nn.Module`` (a MONAI,
+nnU-Net or segmentation_models_pytorch U-Net, a home-made network) by a residual SDN layer of the
+same dimensionality and geometry (:class:`~spatialrec.layers.ResidualSDN` for a 2D convolution,
+:class:`~spatialrec.layers.ResidualSDN3d` for a 3D one), which computes exactly what the replaced
+convolution computed until training moves it. :func:`sdn_modules` lists the spatial-recurrence
+layers of a model and :func:`freeze_except_sdn` freezes everything else for a first fine-tuning
+phase. Nothing here depends on the number of spatial dimensions except the two tables below
+(which layer class to build, which directions to sweep by default).
 
-Exact start (see ``docs/interop.md``). ``ResidualSDN`` computes
+Exact start (see ``docs/interop.md``). A residual SDN layer computes
 ``y = sigmoid(g) * conv(x) + (1 - sigmoid(g)) * s`` with ``(s, g) = sdn(x).chunk(2)``. The
 conversion
 
@@ -18,11 +21,12 @@ conversion
 
 Then ``y = sigmoid(b) * conv(x) / sigmoid(b) = conv(x)``. With the default ``gate_init = 0.5``,
 ``b = 0``, ``sigmoid(b)`` is exactly 0.5 and the scale exactly 2, so every product is exact in
-binary floating point and the converted layer reproduces the original bit for bit. Gradients at
-the start reach ``conv`` and every row of ``sdn.project_out`` (``dy/ds = 1 - sigmoid(b)``,
-``dy/dg = sigmoid'(b) * conv(x)``); ``sdn.project_in`` and the sweeps receive exactly zero
-gradient until the first optimiser step has made ``project_out`` non-zero, as with any
-zero-initialised output projection. After one step every parameter receives gradient.
+binary floating point and the converted layer reproduces the original bit for bit (in 3D as in
+2D: the argument never looks at the shape). Gradients at the start reach ``conv`` and every row
+of ``sdn.project_out`` (``dy/ds = 1 - sigmoid(b)``, ``dy/dg = sigmoid'(b) * conv(x)``);
+``sdn.project_in`` and the sweeps receive exactly zero gradient until the first optimiser step
+has made ``project_out`` non-zero, as with any zero-initialised output projection. After one
+step every parameter receives gradient.
 """
 
 from __future__ import annotations
@@ -30,12 +34,19 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-from typing import Callable, Iterable, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from .layers import DirectionalGRU2d, ResidualSDN, SpatialDependencyLayer
+from .layers import (
+    DirectionalGRU2d,
+    DirectionalGRU3d,
+    ResidualSDN,
+    ResidualSDN3d,
+    SpatialDependencyLayer,
+    SpatialDependencyLayer3d,
+)
 from .ops import DirectionLike
 
 __all__ = ["add_spatial_recurrence", "freeze_except_sdn", "sdn_modules"]
@@ -45,8 +56,32 @@ logger = logging.getLogger(__name__)
 Selector = Union[str, Sequence[str], Callable[[str, nn.Module], bool]]
 """What :func:`add_spatial_recurrence` accepts as ``select``."""
 
-_SDN_TYPES = (ResidualSDN, SpatialDependencyLayer, DirectionalGRU2d)
-_CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
+Conv = Union[nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d]
+"""The convolutions :func:`add_spatial_recurrence` converts."""
+
+_CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d)
+_CONV_NAMES = "/".join(t.__name__ for t in _CONV_TYPES)
+
+# The spatial-recurrence layer types, 2D and 3D, in one place. Once the layers take
+# ``spatial_dims``, the 3D names and DirectionalGRU2d are subclasses of ResidualSDN,
+# SpatialDependencyLayer and DirectionalGRU, and those base classes alone will do here.
+ResidualLayer = Union[ResidualSDN, ResidualSDN3d]
+_RESIDUAL_TYPES = (ResidualSDN, ResidualSDN3d)
+_SDN_TYPES = (*_RESIDUAL_TYPES, SpatialDependencyLayer, SpatialDependencyLayer3d, DirectionalGRU2d, DirectionalGRU3d)
+
+# The one place that picks the replacement's class by the number of spatial dimensions. Every
+# class takes ``(in_channels, out_channels, state_size=, directions=, kernel_size=, stride=,
+# padding=, transposed=, output_padding=, backend=)``; ``Callable[...]`` because the geometry's
+# tuple length (checked by torch) depends on the key.
+_RESIDUAL_SDN: dict[int, Callable[..., ResidualLayer]] = {2: ResidualSDN, 3: ResidualSDN3d}
+
+_DEFAULT_DIRECTIONS: dict[int, tuple[str, ...]] = {2: ("right", "down"), 3: ("right", "down", "in")}
+"""``directions=None``: one sweep per axis, W first, then H (then D), as the paper's ``(0, 2)``."""
+
+
+def _check_model(model: object) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def _sdn_owned_names(model: nn.Module) -> dict[str, str]:
@@ -60,12 +95,9 @@ def _sdn_owned_names(model: nn.Module) -> dict[str, str]:
     return owned
 
 
-def _describe_conv(module: nn.Module) -> str:
-    return f"{type(module).__module__}.{type(module).__qualname__}"
-
-
-def _check_convertible(name: str, conv: nn.Module) -> None:
+def _check_convertible(name: str, conv: Conv) -> None:
     """Refuse, naming the module, anything whose behaviour the conversion could not reproduce."""
+    kind = type(conv).__name__
     if isinstance(conv.weight, nn.parameter.UninitializedParameter):
         raise ValueError(f"module {name!r} has uninitialised (lazy) weights; run one forward pass before converting")
     if nn.utils.parametrize.is_parametrized(conv):
@@ -74,49 +106,49 @@ def _check_convertible(name: str, conv: nn.Module) -> None:
             "every call and cannot be copied faithfully, remove the parametrization first"
         )
     if type(conv) not in _CONV_TYPES:
+        base = next(t for t in type(conv).__mro__ if t in _CONV_TYPES)
         raise TypeError(
-            f"module {name!r} is a {_describe_conv(conv)}, a subclass of "
-            f"{'ConvTranspose2d' if isinstance(conv, nn.ConvTranspose2d) else 'Conv2d'} with its own "
-            "behaviour; only plain torch.nn.Conv2d and torch.nn.ConvTranspose2d can be converted "
-            "(leave it out of `select`)"
+            f"module {name!r} is a {type(conv).__module__}.{type(conv).__qualname__}, a subclass of "
+            f"{base.__name__} with its own behaviour; only plain torch.nn.{', '.join(t.__name__ for t in _CONV_TYPES)} "
+            "can be converted (leave it out of `select`)"
         )
-    if conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks:
+    if conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks or conv._backward_pre_hooks:
         raise ValueError(
             f"module {name!r} has forward or backward hooks (e.g. old-style weight_norm); they would be "
             "lost by the replacement, remove them before converting"
         )
     if not conv.weight.is_floating_point():
         raise TypeError(f"module {name!r} has weights of dtype {conv.weight.dtype}; a floating-point dtype is expected")
-    if isinstance(conv, nn.ConvTranspose2d) and conv.padding_mode != "zeros":
-        raise ValueError(f"module {name!r}: ConvTranspose2d with padding_mode={conv.padding_mode!r} is not supported")
+    if conv.transposed and conv.padding_mode != "zeros":
+        raise ValueError(
+            f"module {name!r}: {kind} with padding_mode={conv.padding_mode!r} is not supported (only 'zeros')"
+        )
 
 
-def _select(model: nn.Module, select: Selector) -> dict[int, str]:
-    """Resolve ``select`` to ``{id(conv): first name}`` in ``named_modules`` order."""
+def _select(model: nn.Module, select: Selector) -> dict[str, Conv]:
+    """Resolve ``select`` to ``{name: conv}`` in ``named_modules`` order, each conv once (first name)."""
     owned = _sdn_owned_names(model)
     modules = dict(model.named_modules(remove_duplicate=False))
-    candidates = {
+    candidates: dict[str, Conv] = {
         name: m for name, m in modules.items() if name and isinstance(m, _CONV_TYPES) and name not in owned
     }
+    hint = f"; convertible convolutions include {list(candidates)[:8]}" if candidates else ""
 
+    chosen: list[str] = []
     if isinstance(select, str):
         if not select:
             raise ValueError("select must not be an empty pattern")
         chosen = [name for name in candidates if fnmatch.fnmatchcase(name, select)]
         what = f"pattern {select!r}"
     elif callable(select):
-        chosen = []
-        for name, m in candidates.items():
-            verdict = select(name, m)
+        for name, conv in candidates.items():
+            verdict = select(name, conv)
             if not isinstance(verdict, bool):
-                raise TypeError(
-                    f"select predicate must return a bool, returned {type(verdict).__name__} for {name!r}"
-                )
+                raise TypeError(f"select predicate must return a bool, returned {type(verdict).__name__} for {name!r}")
             if verdict:
                 chosen.append(name)
         what = f"predicate {getattr(select, '__name__', repr(select))}"
     elif isinstance(select, (list, tuple, set, frozenset)):
-        chosen = []
         for name in select:
             if not isinstance(name, str):
                 raise TypeError(f"select names must be str, got {type(name).__name__} {name!r}")
@@ -125,17 +157,15 @@ def _select(model: nn.Module, select: Selector) -> dict[int, str]:
                     f"module {name!r} is inside the spatial-recurrence layer {owned[name]!r} (added by an earlier "
                     "conversion or part of the model); converting it again is refused"
                 )
-            if name not in modules or not name:
-                conv_names = list(candidates)
-                hint = f"; convertible convolutions include {conv_names[:8]}" if conv_names else ""
+            if not name or name not in modules:
                 raise ValueError(f"select names {name!r}, which is not a sub-module of the model{hint}")
-            m = modules[name]
-            if isinstance(m, _SDN_TYPES):
-                raise ValueError(f"module {name!r} is already a spatial-recurrence layer ({type(m).__name__})")
-            if not isinstance(m, _CONV_TYPES):
+            module = modules[name]
+            if isinstance(module, _SDN_TYPES):
+                raise ValueError(f"module {name!r} is already a spatial-recurrence layer ({type(module).__name__})")
+            if name not in candidates:
                 raise TypeError(
-                    f"module {name!r} is a {type(m).__name__}; select must name torch.nn.Conv2d or "
-                    "torch.nn.ConvTranspose2d modules"
+                    f"module {name!r} is a {type(module).__name__}; select must name torch.nn.Conv2d, "
+                    "ConvTranspose2d, Conv3d or ConvTranspose3d modules"
                 )
             chosen.append(name)
         what = f"names {sorted(select)}"
@@ -146,29 +176,33 @@ def _select(model: nn.Module, select: Selector) -> dict[int, str]:
         )
 
     order = {name: i for i, name in enumerate(modules)}
-    by_id: dict[int, str] = {}
-    for name in sorted(chosen, key=order.__getitem__):
-        by_id.setdefault(id(modules[name]), name)
-    if not by_id:
-        extra = ""
+    selected: dict[str, Conv] = {}
+    seen: set[int] = set()
+    for name in sorted(set(chosen), key=order.__getitem__):
+        if id(candidates[name]) not in seen:
+            seen.add(id(candidates[name]))
+            selected[name] = candidates[name]
+    if not selected:
         if isinstance(model, _CONV_TYPES):
-            extra = "; the model itself is a convolution, wrap it in a container (e.g. nn.Sequential) to convert it"
+            hint = "; the model itself is a convolution, wrap it in a container (e.g. nn.Sequential) to convert it"
         elif not candidates:
-            extra = "; the model has no Conv2d/ConvTranspose2d left outside spatial-recurrence layers"
-        else:
-            extra = f"; convertible convolutions include {list(candidates)[:8]}"
-        raise ValueError(f"select ({what}) matches no convolution of the model{extra}")
-    return by_id
+            hint = f"; the model has no {_CONV_NAMES} left outside spatial-recurrence layers"
+        raise ValueError(f"select ({what}) matches no convolution of the model{hint}")
+    return selected
 
 
-def _geometry_conv(conv: nn.Module, out_channels: int, *, copy_config: bool) -> nn.Module:
+def _geometry_conv(conv: Conv, out_channels: int, *, copy_config: bool) -> Conv:
     """A fresh conv of ``conv``'s type and geometry with ``out_channels`` outputs.
 
     ``copy_config`` keeps groups, bias and padding mode too (the conv branch, which must reproduce
     the original); without it the conv is dense, biased and zero-padded (the SDN's project-in).
     """
-    kw = dict(
-        kernel_size=conv.kernel_size,
+    make: Callable[..., Conv] = type(conv)
+    transposed_only = {"output_padding": conv.output_padding} if conv.transposed else {}
+    return make(
+        conv.in_channels,
+        out_channels,
+        conv.kernel_size,
         stride=conv.stride,
         padding=conv.padding,
         dilation=conv.dilation,
@@ -177,57 +211,61 @@ def _geometry_conv(conv: nn.Module, out_channels: int, *, copy_config: bool) -> 
         padding_mode=conv.padding_mode if copy_config else "zeros",
         device=conv.weight.device,
         dtype=conv.weight.dtype,
+        **transposed_only,
     )
-    if isinstance(conv, nn.ConvTranspose2d):
-        return nn.ConvTranspose2d(conv.in_channels, out_channels, output_padding=conv.output_padding, **kw)
-    return nn.Conv2d(conv.in_channels, out_channels, **kw)
 
 
 def _build_replacement(
-    conv: nn.Module,
+    name: str,
+    conv: Conv,
     state_size: int,
-    directions: Sequence[DirectionLike],
+    directions: Optional[Sequence[DirectionLike]],
     backend: str,
     gate_init: float,
-) -> ResidualSDN:
-    """A ``ResidualSDN`` computing exactly ``conv`` at initialisation (module docstring)."""
-    transposed = isinstance(conv, nn.ConvTranspose2d)
-    # ResidualSDN's constructor only knows kernel/stride/padding; padding strings ("same") are
-    # valid for Conv2d only, and dilation is installed below, so build it with the plain geometry.
-    block = ResidualSDN(
-        conv.in_channels,
-        conv.out_channels,
-        state_size=state_size,
-        directions=directions,
-        kernel_size=conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        transposed=transposed,
-        output_padding=conv.output_padding if transposed else 0,
-        backend=backend,
-    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
-    if conv.dilation != (1, 1):
+) -> ResidualLayer:
+    """A residual SDN layer of ``conv``'s dimensionality computing exactly ``conv`` at
+    initialisation (module docstring)."""
+    spatial_dims = len(conv.kernel_size)
+    try:
+        # The layer's constructor knows kernel/stride/padding only; dilation and the conv branch's
+        # groups, bias and padding mode are installed below.
+        block = _RESIDUAL_SDN[spatial_dims](
+            conv.in_channels,
+            conv.out_channels,
+            state_size=state_size,
+            directions=_DEFAULT_DIRECTIONS[spatial_dims] if directions is None else directions,
+            kernel_size=conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            transposed=conv.transposed,
+            output_padding=conv.output_padding if conv.transposed else 0,
+            backend=backend,
+        ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    except (TypeError, ValueError) as err:
+        # Say which module: in a mixed 2D/3D model a direction such as "in" is valid for some only.
+        error = TypeError if isinstance(err, TypeError) else ValueError
+        raise error(f"module {name!r} ({type(conv).__name__}): {err}") from err
+    if any(d != 1 for d in conv.dilation):
         # Same output size as the original: project-in takes the original's full geometry.
         block.sdn.project_in = _geometry_conv(conv, state_size, copy_config=False)
-    block.conv = _geometry_conv(conv, conv.out_channels, copy_config=True)
+    branch = _geometry_conv(conv, conv.out_channels, copy_config=True)
 
     out = conv.out_channels
-    dtype = conv.weight.dtype
     bias_value = math.log(gate_init) - math.log1p(-gate_init)
     with torch.no_grad():
         proj = block.sdn.project_out
+        assert proj.bias is not None  # a 1x1 conv built with a bias
         proj.weight.zero_()
         proj.bias.zero_()
         proj.bias[out:] = bias_value
         # The factor that forward() will multiply by, computed as forward computes it.
-        gate = torch.sigmoid(torch.tensor(bias_value, dtype=dtype, device=conv.weight.device))
+        gate = torch.sigmoid(torch.tensor(bias_value, dtype=conv.weight.dtype, device=conv.weight.device))
         scale = 1.0 / gate
-        block.conv.weight.copy_(conv.weight * scale)
-        if conv.bias is not None:
-            block.conv.bias.copy_(conv.bias * scale)
-    block.conv.weight.requires_grad_(conv.weight.requires_grad)
-    if conv.bias is not None:
-        block.conv.bias.requires_grad_(conv.bias.requires_grad)
+        # Same class as the original, so the same parameters in the same order: weight (, bias).
+        for new, old in zip(branch.parameters(), conv.parameters()):
+            new.copy_(old * scale)
+            new.requires_grad_(old.requires_grad)
+    block.conv = branch
     block.train(conv.training)
     return block
 
@@ -237,19 +275,22 @@ def add_spatial_recurrence(
     select: Selector,
     *,
     state_size: int = 150,
-    directions: Sequence[DirectionLike] = ("right", "down"),
+    directions: Optional[Sequence[DirectionLike]] = None,
     backend: str = "auto",
     gate_init: float = 0.5,
 ) -> list[str]:
-    """Replace chosen convolutions of ``model``, in place, by equivalent :class:`ResidualSDN` layers.
+    """Replace chosen convolutions of ``model``, in place, by equivalent residual SDN layers.
 
     Every selected ``nn.Conv2d`` (``x: (B, C_in, H, W) -> (B, C_out, H', W')``) or
-    ``nn.ConvTranspose2d`` becomes a ``ResidualSDN`` with the same in/out channels, kernel size,
-    stride, padding, dilation, groups (conv branch), bias presence, padding mode (conv branch),
-    output padding, device and dtype, so the output shape is unchanged. The original weights go
-    into its conv branch and its gate starts so that the converted model computes what the
-    original computed (exactly for ``gate_init=0.5``, to float rounding otherwise) until training
-    moves it. The new module keeps the original's train/eval mode.
+    ``nn.ConvTranspose2d`` becomes a :class:`ResidualSDN`; every selected ``nn.Conv3d``
+    (``x: (B, C_in, D, H, W) -> (B, C_out, D', H', W')``) or ``nn.ConvTranspose3d`` a
+    :class:`ResidualSDN3d`. A model may mix both: each convolution gets the layer of its own
+    dimensionality. The new layer has the same in/out channels, kernel size, stride, padding,
+    dilation, groups (conv branch), bias presence, padding mode (conv branch), output padding,
+    device and dtype, so the output shape is unchanged. The original weights go into its conv
+    branch and its gate starts so that the converted model computes what the original computed
+    (exactly for ``gate_init=0.5``, to float rounding otherwise) until training moves it. The new
+    module keeps the original's train/eval mode.
 
     Args:
         model: any ``nn.Module``; modified in place.
@@ -267,8 +308,11 @@ def add_spatial_recurrence(
             A convolution registered under several names (shared weights) is replaced
             everywhere by one layer.
         state_size: ``S`` of each new SDN layer (the paper uses 150; 8-64 is plenty for a
-            drop-in on a small network).
-        directions: sweep directions of each new SDN layer, in composition order.
+            drop-in on a small network, 8-32 on volumes).
+        directions: sweep directions of each new SDN layer, in composition order: names or codes
+            0 ``right``, 1 ``left`` (along W), 2 ``down``, 3 ``up`` (along H), and in 3D also
+            4 ``in``, 5 ``out`` (along D). ``None`` (default) sweeps each axis once:
+            ``("right", "down")`` for a 2D convolution, ``("right", "down", "in")`` for a 3D one.
         backend: scan backend, see :func:`spatialrec.ops.directional_gru_scan`.
         gate_init: ``sigmoid(g)`` at the start, the weight of the conv branch, in ``(0, 1)``.
             ``0.5`` (default) makes the start bit-exact; values nearer 1 keep the pretrained
@@ -280,11 +324,14 @@ def add_spatial_recurrence(
 
     Raises:
         ValueError: ``select`` matches nothing, names a missing module or a convolution inside
-            a spatial-recurrence layer, or a selected conv is lazy, parametrized or hooked;
-            bad ``gate_init`` or ``state_size``.
-        TypeError: bad ``select``/``model`` type, a selected module that is not a plain
-            ``Conv2d``/``ConvTranspose2d`` (subclasses such as timm's ``Conv2dSame`` have their
-            own forward and are refused).
+            a spatial-recurrence layer, or a selected conv is lazy, parametrized or hooked, or
+            transposed with a padding mode other than zeros; a direction not valid for a selected
+            convolution's dimensionality (``"in"`` for a ``Conv2d``); ``gate_init`` not in
+            ``(0, 1)``; ``state_size < 1``.
+        TypeError: bad ``select``/``model``/``state_size``/``gate_init`` type, a selected module
+            that is not a plain ``Conv2d``/``ConvTranspose2d``/``Conv3d``/``ConvTranspose3d``
+            (subclasses such as timm's ``Conv2dSame`` have their own forward and are refused), or
+            one with non-floating-point weights.
 
     Nothing is modified when an error is raised.
 
@@ -294,51 +341,57 @@ def add_spatial_recurrence(
         ['0']
         >>> type(net[0]).__name__
         'ResidualSDN'
+        >>> vol = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 2, 1))
+        >>> add_spatial_recurrence(vol, "*", state_size=4)
+        ['0', '2']
+        >>> vol[0].directions, vol(torch.randn(1, 1, 4, 6, 8)).shape
+        (('right', 'down', 'in'), torch.Size([1, 2, 4, 6, 8]))
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(gate_init, bool) or not isinstance(gate_init, (int, float)) or not 0.0 < gate_init < 1.0:
-        raise ValueError(f"gate_init must be a float strictly between 0 and 1, got {gate_init!r}")
-    if isinstance(state_size, bool) or not isinstance(state_size, int) or state_size < 1:
-        raise ValueError(f"state_size must be a positive int, got {state_size!r}")
+    _check_model(model)
+    if isinstance(state_size, bool) or not isinstance(state_size, int):
+        raise TypeError(f"state_size must be an int, got {type(state_size).__name__} {state_size!r}")
+    if state_size < 1:
+        raise ValueError(f"state_size must be >= 1, got {state_size}")
+    if isinstance(gate_init, bool) or not isinstance(gate_init, (int, float)):
+        raise TypeError(f"gate_init must be a float, got {type(gate_init).__name__} {gate_init!r}")
+    if not 0.0 < gate_init < 1.0:
+        raise ValueError(f"gate_init must be strictly between 0 and 1, got {gate_init!r}")
 
-    by_id = _select(model, select)
-    modules = dict(model.named_modules(remove_duplicate=False))
-    for name in by_id.values():
-        _check_convertible(name, modules[name])
+    selected = _select(model, select)
+    for name, conv in selected.items():
+        _check_convertible(name, conv)
 
     # Build every replacement before touching the model, so a failure leaves it unchanged.
     replacements = {
-        key: _build_replacement(modules[name], state_size, directions, backend, float(gate_init))
-        for key, name in by_id.items()
+        id(conv): _build_replacement(name, conv, state_size, directions, backend, float(gate_init))
+        for name, conv in selected.items()
     }
-    for parent_name, parent in list(model.named_modules(remove_duplicate=False)):
+    for parent in list(model.modules()):
+        # _modules, not named_children(): a conv registered twice in one parent is replaced twice.
         for child_name, child in list(parent._modules.items()):
             if child is not None and id(child) in replacements:
                 setattr(parent, child_name, replacements[id(child)])
-    for key, name in by_id.items():
-        logger.info("replaced %s (%s) by %s", name, modules[name], replacements[key])
-    return list(by_id.values())
+    for name, conv in selected.items():
+        logger.info("replaced %s (%s) by %s", name, conv, replacements[id(conv)])
+    return list(selected)
 
 
 def sdn_modules(model: nn.Module) -> dict[str, nn.Module]:
     """The spatial-recurrence layers of ``model``: ``{name: layer}`` in ``named_modules`` order.
 
     Lists every outermost :class:`ResidualSDN`, :class:`SpatialDependencyLayer` or
-    :class:`DirectionalGRU2d` (layers nested inside another are not listed again). For a model
-    converted by :func:`add_spatial_recurrence` from a network that had none, these are exactly
-    the added layers, under the names of the convolutions they replaced.
+    :class:`DirectionalGRU2d` and their 3D counterparts (:class:`ResidualSDN3d`, ...); layers
+    nested inside another are not listed again. For a model converted by
+    :func:`add_spatial_recurrence` from a network that had none, these are exactly the added
+    layers, under the names of the convolutions they replaced.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_model(model)
     owned = _sdn_owned_names(model)
-    return {
-        name: m for name, m in model.named_modules() if isinstance(m, _SDN_TYPES) and name not in owned
-    }
+    return {name: m for name, m in model.named_modules() if isinstance(m, _SDN_TYPES) and name not in owned}
 
 
 def freeze_except_sdn(model: nn.Module, *, conv_branch: bool = True) -> list[str]:
-    """Freeze every parameter of ``model`` except those of its spatial-recurrence layers.
+    """Freeze every parameter of ``model`` except those of its spatial-recurrence layers (2D or 3D).
 
     For a first fine-tuning phase after :func:`add_spatial_recurrence`: only the new layers learn
     while the pretrained rest stays fixed. Sets ``requires_grad``; undo with
@@ -348,7 +401,7 @@ def freeze_except_sdn(model: nn.Module, *, conv_branch: bool = True) -> list[str
     Args:
         model: the model, modified in place.
         conv_branch: also train the conv branch (``.conv``, the copied pretrained weights) of each
-            ``ResidualSDN``; ``False`` freezes it so only the SDN branch and gate learn.
+            residual SDN layer; ``False`` freezes it so only the SDN branch and gate learn.
 
     Returns:
         The names of the parameters left trainable.
@@ -361,15 +414,13 @@ def freeze_except_sdn(model: nn.Module, *, conv_branch: bool = True) -> list[str
         raise ValueError("model has no spatial-recurrence layer; run add_spatial_recurrence first")
     trainable: set[int] = set()
     for layer in layers.values():
-        frozen_branch: Iterable[nn.Parameter] = ()
-        if not conv_branch and isinstance(layer, ResidualSDN):
-            frozen_branch = layer.conv.parameters()
-        frozen_ids = {id(p) for p in frozen_branch}
-        trainable.update(id(p) for p in layer.parameters() if id(p) not in frozen_ids)
+        frozen: set[int] = set()
+        if not conv_branch and isinstance(layer, _RESIDUAL_TYPES):
+            frozen = {id(p) for p in layer.conv.parameters()}
+        trainable.update(id(p) for p in layer.parameters() if id(p) not in frozen)
     names = []
     for name, p in model.named_parameters():
-        keep = id(p) in trainable
-        p.requires_grad_(keep)
-        if keep:
+        p.requires_grad_(id(p) in trainable)
+        if p.requires_grad:
             names.append(name)
     return names

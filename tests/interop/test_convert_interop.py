@@ -11,14 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from spatialrec import ResidualSDN
+from spatialrec import ResidualSDN, ResidualSDN3d
 from spatialrec.convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 
 from ._smp import import_smp
 
 # One direction keeps the scan (sequential over lines) cheap; the home-made-network
-# tests in tests/test_convert.py cross two directions.
+# tests in tests/test_convert.py cross two directions. The 3D tests use the default directions
+# (one sweep per axis: right, down, in) on tiny volumes.
 OPTS = {"state_size": 4, "directions": ("down",)}
+OPTS_3D = {"state_size": 4}
 
 
 def _monai_nets() -> types.ModuleType:
@@ -33,6 +35,11 @@ def smp() -> types.ModuleType:
 def _basic_unet(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return _monai_nets().BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4))
+
+
+def _basic_unet3d(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return _monai_nets().BasicUNet(spatial_dims=3, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4))
 
 
 def _monai_unet(seed: int) -> nn.Module:
@@ -54,11 +61,18 @@ def _x(size: int = 16, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 1, size, size, generator=torch.Generator().manual_seed(0))
 
 
-def _check_exact(make: Callable[[int], nn.Module], select: object, x: torch.Tensor) -> nn.Module:
+def _x3d() -> torch.Tensor:
+    # BasicUNet halves four times and its instance norm needs > 1 voxel at the bottom: 16x16x32.
+    return torch.randn(1, 1, 16, 16, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _check_exact(
+    make: Callable[[int], nn.Module], select: object, x: torch.Tensor, opts: dict[str, object] = OPTS
+) -> nn.Module:
     net = make(0).eval()
     with torch.no_grad():
         before = net(x)
-    names = add_spatial_recurrence(net, select, **OPTS)
+    names = add_spatial_recurrence(net, select, **opts)
     assert names and list(sdn_modules(net)) == names
     with torch.no_grad():
         after = net(x)
@@ -78,7 +92,9 @@ def _check_gradients(net: nn.Module, x: torch.Tensor) -> None:
                 assert p.grad is not None and torch.count_nonzero(p.grad) > 0, f"{name}.{pname}: no gradient"
 
 
-def _check_round_trip(make: Callable[[int], nn.Module], select: object, net: nn.Module, x: torch.Tensor) -> None:
+def _check_round_trip(
+    make: Callable[[int], nn.Module], select: object, net: nn.Module, x: torch.Tensor, opts: dict[str, object] = OPTS
+) -> None:
     with torch.no_grad():
         for layer in sdn_modules(net).values():
             # Leave the exact starting point, so the round trip has to carry the SDN weights.
@@ -87,7 +103,7 @@ def _check_round_trip(make: Callable[[int], nn.Module], select: object, net: nn.
     torch.save(net.state_dict(), buffer)
     buffer.seek(0)
     other = make(1)
-    add_spatial_recurrence(other, select, **OPTS)
+    add_spatial_recurrence(other, select, **opts)
     other.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
     net.eval()
     other.eval()
@@ -95,13 +111,13 @@ def _check_round_trip(make: Callable[[int], nn.Module], select: object, net: nn.
         assert torch.equal(net(x), other(x))
 
 
-def _check_twice(net: nn.Module, select: object) -> None:
+def _check_twice(net: nn.Module, select: object, opts: dict[str, object] = OPTS) -> None:
     structure = repr(net)
     with pytest.raises(ValueError, match="matches no convolution"):
-        add_spatial_recurrence(net, select, **OPTS)
+        add_spatial_recurrence(net, select, **opts)
     assert repr(net) == structure
     for name, layer in sdn_modules(net).items():
-        assert not any(isinstance(m, ResidualSDN) for m in layer.sdn.modules()), name
+        assert not any(isinstance(m, (ResidualSDN, ResidualSDN3d)) for m in layer.sdn.modules()), name
 
 
 def test_monai_basic_unet_everything() -> None:
@@ -166,3 +182,76 @@ def test_smp_unet_decoder_only(smp: types.ModuleType) -> None:
     net = _check_exact(lambda seed: _smp_unet(smp, seed), "decoder.*", x)
     assert all(name.startswith("decoder.") for name in sdn_modules(net))
     assert not isinstance(net.encoder.conv1, ResidualSDN)
+
+
+def test_monai_basic_unet_3d_everything() -> None:
+    x = _x3d()
+    net = _check_exact(_basic_unet3d, "*", x, OPTS_3D)
+    # Every Conv3d and the ConvTranspose3d up-samplers, each by a 3D layer sweeping every axis.
+    layers = sdn_modules(net)
+    assert len(layers) == 23
+    assert all(type(m) is ResidualSDN3d and m.directions == ("right", "down", "in") for m in layers.values())
+    up = net.get_submodule("upcat_4.upsample.deconv")
+    assert up.sdn.transposed and type(up.conv) is nn.ConvTranspose3d and up.conv.stride == (2, 2, 2)
+    _check_gradients(net, x)
+    _check_twice(net, "*", OPTS_3D)
+    _check_round_trip(_basic_unet3d, "*", net, x, OPTS_3D)
+
+
+def test_monai_basic_unet_3d_training_steps_move_the_new_layers() -> None:
+    x = _x3d()
+    target = torch.rand(1, 2, 16, 16, 32, generator=torch.Generator().manual_seed(1))
+    net = _basic_unet3d(0)
+    chosen = add_spatial_recurrence(net, "down_[23].convs.conv_1.conv", **OPTS_3D)
+    assert chosen == ["down_2.convs.conv_1.conv", "down_3.convs.conv_1.conv"]
+    trainable = freeze_except_sdn(net)
+    assert trainable and all(n.startswith(tuple(f"{c}." for c in chosen)) for n in trainable)
+    frozen = {n: p.detach().clone() for n, p in net.named_parameters() if n not in trainable}
+    start = {n: p.detach().clone() for n, p in net.named_parameters() if n in trainable}
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    net.train()
+    for _ in range(2):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(net(x), target)
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+    for n, p in net.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+        else:
+            # project_out moves at the first step, everything behind it at the second.
+            assert not torch.equal(p, start[n]), f"{n} did not move in two steps"
+
+
+def _plain_conv_unet3d(seed: int) -> nn.Module:
+    # nnU-Net's 3D U-Net (from its architecture package, which needs only torch): anisotropic first
+    # down-sampling, ConvTranspose3d up, InstanceNorm3d + LeakyReLU.
+    unet = pytest.importorskip(
+        "dynamic_network_architectures.architectures.unet",
+        reason="dynamic-network-architectures (nnU-Net's networks) is not installed",
+    )
+    torch.manual_seed(seed)
+    return unet.PlainConvUNet(
+        input_channels=1, n_stages=4, features_per_stage=(4, 8, 16, 16), conv_op=nn.Conv3d, kernel_sizes=3,
+        strides=(1, (1, 2, 2), 2, 2), n_conv_per_stage=2, num_classes=2, n_conv_per_stage_decoder=2,
+        conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+        nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},
+    )  # fmt: skip
+
+
+def test_nnunet_plain_conv_unet_3d() -> None:
+    x = torch.randn(1, 1, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    # Without deep supervision only the last segmentation layer runs: leave the others out.
+    def select(name: str, module: nn.Module) -> bool:
+        return not name.startswith("decoder.seg_layers.") or name == "decoder.seg_layers.2"
+
+    net = _check_exact(_plain_conv_unet3d, select, x, OPTS_3D)
+    layers = sdn_modules(net)
+    assert len(layers) == 18 and all(type(m) is ResidualSDN3d for m in layers.values())
+    assert layers["decoder.transpconvs.0"].sdn.transposed
+    assert layers["encoder.stages.1.0.convs.0.conv"].conv.stride == (1, 2, 2)
+    _check_gradients(net, x)
+    _check_twice(net, select, OPTS_3D)
+    _check_round_trip(_plain_conv_unet3d, select, net, x, OPTS_3D)
