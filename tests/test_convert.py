@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import spatialrec
-from spatialrec import ResidualSDN, ResidualSDN3d, SpatialDependencyLayer, SpatialDependencyLayer3d
+from spatialrec import ResidualSDN, SpatialDependencyLayer
 from spatialrec.convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 
 # A sweep visits the lines (planes) one after the other: one direction keeps most tests fast; the
@@ -23,7 +23,6 @@ FAST = {"state_size": 4, "directions": ("down",)}
 FULL = {"state_size": 4}
 
 DIMS = pytest.mark.parametrize("dims", [2, 3])
-RESIDUAL = {2: ResidualSDN, 3: ResidualSDN3d}
 DEFAULT_DIRECTIONS = {2: ("right", "down"), 3: ("right", "down", "in")}
 
 
@@ -85,7 +84,7 @@ def _target(dims: int) -> torch.Tensor:
 
 def _nested_sdn(model: nn.Module) -> list[str]:
     """Names of spatial-recurrence layers living inside a ResidualSDN's conv or another ResidualSDN."""
-    residual = tuple(RESIDUAL.values())
+    residual = ResidualSDN
     bad = []
     for name, m in model.named_modules():
         if isinstance(m, residual):
@@ -108,7 +107,7 @@ def test_converted_home_made_net_is_bit_exact_at_init(dims: int, dtype: torch.dt
     assert names == ALL_CONVS
     for name in ALL_CONVS:
         layer = net.get_submodule(name)
-        assert type(layer) is RESIDUAL[dims]
+        assert type(layer) is ResidualSDN and layer.spatial_dims == dims
         assert layer.directions == DEFAULT_DIRECTIONS[dims]
         assert not layer.training
         assert all(p.dtype == dtype for p in layer.parameters())
@@ -410,7 +409,7 @@ def test_mixed_2d_and_3d_model_gets_one_replacement_per_dimensionality() -> None
 
     assert add_spatial_recurrence(net, "*", state_size=4) == ["slice", "volume"]
     assert type(net["slice"]) is ResidualSDN and net["slice"].directions == ("right", "down")
-    assert type(net["volume"]) is ResidualSDN3d and net["volume"].directions == ("right", "down", "in")
+    assert type(net["volume"]) is ResidualSDN and net["volume"].spatial_dims == 3 and net["volume"].directions == ("right", "down", "in")
     with torch.no_grad():
         assert torch.equal(net["slice"](x2), before[0])
         assert torch.equal(net["volume"](x3), before[1])
@@ -436,7 +435,7 @@ def test_sdn_modules_and_freeze(dims: int) -> None:
         freeze_except_sdn(net)
     add_spatial_recurrence(net, ["down", "up"], **FAST)
     layers = sdn_modules(net)
-    assert list(layers) == ["down", "up"] and all(type(m) is RESIDUAL[dims] for m in layers.values())
+    assert list(layers) == ["down", "up"] and all(type(m) is ResidualSDN and m.spatial_dims == dims for m in layers.values())
 
     trainable = freeze_except_sdn(net)
     expected = [n for n, _ in net.named_parameters() if n.startswith(("down.", "up."))]
@@ -451,8 +450,9 @@ def test_sdn_modules_and_freeze(dims: int) -> None:
     assert not net.up.conv.weight.requires_grad
 
     # A model's own SDN layers count too, listed once (not their inner layers).
-    layer = {2: SpatialDependencyLayer, 3: SpatialDependencyLayer3d}[dims]
-    own = nn.Sequential(_nn("Conv", dims)(1, 4, 3, padding=1), layer(4, 4, state_size=4, directions=("down",)))
+    own = nn.Sequential(
+        _nn("Conv", dims)(1, 4, 3, padding=1), SpatialDependencyLayer(4, 4, state_size=4, directions=("down",), spatial_dims=dims)
+    )
     assert list(sdn_modules(own)) == ["1"]
     assert add_spatial_recurrence(own, "*", **FAST) == ["0"]
     assert list(sdn_modules(own)) == ["0", "1"]
@@ -461,7 +461,7 @@ def test_sdn_modules_and_freeze(dims: int) -> None:
 def test_sdn_modules_finds_the_layers_of_sdn_unet3d() -> None:
     model = spatialrec.create_model("sdn_unet3d", in_channels=1)
     layers = sdn_modules(model)
-    expected = [name for name, m in model.named_modules() if type(m).__name__ == "SpatialDependencyLayer3d"]
+    expected = [name for name, m in model.named_modules() if type(m) is SpatialDependencyLayer and m.spatial_dims == 3]
     assert expected and list(layers) == expected
     # Their convolutions are not convertible again, every other convolution is.
     converted = add_spatial_recurrence(model, "*", **FAST)

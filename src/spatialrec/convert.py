@@ -3,12 +3,11 @@
 :func:`add_spatial_recurrence` replaces chosen convolutions (``nn.Conv2d``,
 ``nn.ConvTranspose2d``, ``nn.Conv3d``, ``nn.ConvTranspose3d``) of any ``nn.Module`` (a MONAI,
 nnU-Net or segmentation_models_pytorch U-Net, a home-made network) by a residual SDN layer of the
-same dimensionality and geometry (:class:`~spatialrec.layers.ResidualSDN` for a 2D convolution,
-:class:`~spatialrec.layers.ResidualSDN3d` for a 3D one), which computes exactly what the replaced
-convolution computed until training moves it. :func:`sdn_modules` lists the spatial-recurrence
-layers of a model and :func:`freeze_except_sdn` freezes everything else for a first fine-tuning
-phase. Nothing here depends on the number of spatial dimensions except the two tables below
-(which layer class to build, which directions to sweep by default).
+same dimensionality and geometry (a :class:`~spatialrec.layers.ResidualSDN` with
+``spatial_dims`` 2 or 3), which computes exactly what the replaced convolution computed until
+training moves it. :func:`sdn_modules` lists the spatial-recurrence layers of a model and
+:func:`freeze_except_sdn` freezes everything else for a first fine-tuning phase. Nothing here
+depends on the number of spatial dimensions: it is read from the convolution's kernel size.
 
 Exact start (see ``docs/interop.md``). A residual SDN layer computes
 ``y = sigmoid(g) * conv(x) + (1 - sigmoid(g)) * s`` with ``(s, g) = sdn(x).chunk(2)``. The
@@ -39,14 +38,8 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .layers import (
-    DirectionalGRU2d,
-    DirectionalGRU3d,
-    ResidualSDN,
-    ResidualSDN3d,
-    SpatialDependencyLayer,
-    SpatialDependencyLayer3d,
-)
+from .layers import DirectionalGRU, ResidualSDN, SpatialDependencyLayer
+from .layers.nd import CONV_TYPES
 from .ops import DirectionLike
 
 __all__ = ["add_spatial_recurrence", "freeze_except_sdn", "sdn_modules"]
@@ -59,24 +52,11 @@ Selector = Union[str, Sequence[str], Callable[[str, nn.Module], bool]]
 Conv = Union[nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d]
 """The convolutions :func:`add_spatial_recurrence` converts."""
 
-_CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d)
+_CONV_TYPES = CONV_TYPES
 _CONV_NAMES = "/".join(t.__name__ for t in _CONV_TYPES)
 
-# The spatial-recurrence layer types, 2D and 3D, in one place. Once the layers take
-# ``spatial_dims``, the 3D names and DirectionalGRU2d are subclasses of ResidualSDN,
-# SpatialDependencyLayer and DirectionalGRU, and those base classes alone will do here.
-ResidualLayer = Union[ResidualSDN, ResidualSDN3d]
-_RESIDUAL_TYPES = (ResidualSDN, ResidualSDN3d)
-_SDN_TYPES = (*_RESIDUAL_TYPES, SpatialDependencyLayer, SpatialDependencyLayer3d, DirectionalGRU2d, DirectionalGRU3d)
-
-# The one place that picks the replacement's class by the number of spatial dimensions. Every
-# class takes ``(in_channels, out_channels, state_size=, directions=, kernel_size=, stride=,
-# padding=, transposed=, output_padding=, backend=)``; ``Callable[...]`` because the geometry's
-# tuple length (checked by torch) depends on the key.
-_RESIDUAL_SDN: dict[int, Callable[..., ResidualLayer]] = {2: ResidualSDN, 3: ResidualSDN3d}
-
-_DEFAULT_DIRECTIONS: dict[int, tuple[str, ...]] = {2: ("right", "down"), 3: ("right", "down", "in")}
-"""``directions=None``: one sweep per axis, W first, then H (then D), as the paper's ``(0, 2)``."""
+# The spatial-recurrence layer types (2D and 3D alike: the dimension is an argument).
+_SDN_TYPES = (ResidualSDN, SpatialDependencyLayer, DirectionalGRU)
 
 
 def _check_model(model: object) -> None:
@@ -222,24 +202,25 @@ def _build_replacement(
     directions: Optional[Sequence[DirectionLike]],
     backend: str,
     gate_init: float,
-) -> ResidualLayer:
+) -> ResidualSDN:
     """A residual SDN layer of ``conv``'s dimensionality computing exactly ``conv`` at
     initialisation (module docstring)."""
     spatial_dims = len(conv.kernel_size)
     try:
         # The layer's constructor knows kernel/stride/padding only; dilation and the conv branch's
         # groups, bias and padding mode are installed below.
-        block = _RESIDUAL_SDN[spatial_dims](
+        block = ResidualSDN(
             conv.in_channels,
             conv.out_channels,
             state_size=state_size,
-            directions=_DEFAULT_DIRECTIONS[spatial_dims] if directions is None else directions,
+            directions=directions,
             kernel_size=conv.kernel_size,
             stride=conv.stride,
             padding=conv.padding,
             transposed=conv.transposed,
             output_padding=conv.output_padding if conv.transposed else 0,
             backend=backend,
+            spatial_dims=spatial_dims,
         ).to(device=conv.weight.device, dtype=conv.weight.dtype)
     except (TypeError, ValueError) as err:
         # Say which module: in a mixed 2D/3D model a direction such as "in" is valid for some only.
@@ -282,9 +263,9 @@ def add_spatial_recurrence(
     """Replace chosen convolutions of ``model``, in place, by equivalent residual SDN layers.
 
     Every selected ``nn.Conv2d`` (``x: (B, C_in, H, W) -> (B, C_out, H', W')``) or
-    ``nn.ConvTranspose2d`` becomes a :class:`ResidualSDN`; every selected ``nn.Conv3d``
-    (``x: (B, C_in, D, H, W) -> (B, C_out, D', H', W')``) or ``nn.ConvTranspose3d`` a
-    :class:`ResidualSDN3d`. A model may mix both: each convolution gets the layer of its own
+    ``nn.ConvTranspose2d`` becomes a :class:`ResidualSDN` (``spatial_dims=2``); every selected
+    ``nn.Conv3d`` (``x: (B, C_in, D, H, W) -> (B, C_out, D', H', W')``) or ``nn.ConvTranspose3d``
+    one with ``spatial_dims=3``. A model may mix both: each convolution gets the layer of its own
     dimensionality. The new layer has the same in/out channels, kernel size, stride, padding,
     dilation, groups (conv branch), bias presence, padding mode (conv branch), output padding,
     device and dtype, so the output shape is unchanged. The original weights go into its conv
@@ -380,8 +361,7 @@ def sdn_modules(model: nn.Module) -> dict[str, nn.Module]:
     """The spatial-recurrence layers of ``model``: ``{name: layer}`` in ``named_modules`` order.
 
     Lists every outermost :class:`ResidualSDN`, :class:`SpatialDependencyLayer` or
-    :class:`DirectionalGRU2d` and their 3D counterparts (:class:`ResidualSDN3d`, ...); layers
-    nested inside another are not listed again. For a model converted by
+    :class:`DirectionalGRU`, 2D or 3D; layers nested inside another are not listed again. For a model converted by
     :func:`add_spatial_recurrence` from a network that had none, these are exactly the added
     layers, under the names of the convolutions they replaced.
     """
@@ -415,7 +395,7 @@ def freeze_except_sdn(model: nn.Module, *, conv_branch: bool = True) -> list[str
     trainable: set[int] = set()
     for layer in layers.values():
         frozen: set[int] = set()
-        if not conv_branch and isinstance(layer, _RESIDUAL_TYPES):
+        if not conv_branch and isinstance(layer, ResidualSDN):
             frozen = {id(p) for p in layer.conv.parameters()}
         trainable.update(id(p) for p in layer.parameters() if id(p) not in frozen)
     names = []

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from spatialrec import ResidualSDN, ResidualSDN3d
+from spatialrec import ResidualSDN
 from spatialrec.convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 
 from ._smp import import_smp
@@ -117,7 +117,7 @@ def _check_twice(net: nn.Module, select: object, opts: dict[str, object] = OPTS)
         add_spatial_recurrence(net, select, **opts)
     assert repr(net) == structure
     for name, layer in sdn_modules(net).items():
-        assert not any(isinstance(m, (ResidualSDN, ResidualSDN3d)) for m in layer.sdn.modules()), name
+        assert not any(isinstance(m, ResidualSDN) for m in layer.sdn.modules()), name
 
 
 def test_monai_basic_unet_everything() -> None:
@@ -190,7 +190,7 @@ def test_monai_basic_unet_3d_everything() -> None:
     # Every Conv3d and the ConvTranspose3d up-samplers, each by a 3D layer sweeping every axis.
     layers = sdn_modules(net)
     assert len(layers) == 23
-    assert all(type(m) is ResidualSDN3d and m.directions == ("right", "down", "in") for m in layers.values())
+    assert all(type(m) is ResidualSDN and m.spatial_dims == 3 and m.directions == ("right", "down", "in") for m in layers.values())
     up = net.get_submodule("upcat_4.upsample.deconv")
     assert up.sdn.transposed and type(up.conv) is nn.ConvTranspose3d and up.conv.stride == (2, 2, 2)
     _check_gradients(net, x)
@@ -249,7 +249,7 @@ def test_nnunet_plain_conv_unet_3d() -> None:
 
     net = _check_exact(_plain_conv_unet3d, select, x, OPTS_3D)
     layers = sdn_modules(net)
-    assert len(layers) == 18 and all(type(m) is ResidualSDN3d for m in layers.values())
+    assert len(layers) == 18 and all(type(m) is ResidualSDN and m.spatial_dims == 3 for m in layers.values())
     assert layers["decoder.transpconvs.0"].sdn.transposed
     assert layers["encoder.stages.1.0.convs.0.conv"].conv.stride == (1, 2, 2)
     _check_gradients(net, x)

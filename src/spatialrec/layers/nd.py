@@ -7,6 +7,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Union
+
 from torch import nn
 
 from ..checks import check_choice, check_spatial_dims
@@ -18,16 +20,18 @@ DEFAULT_NORM: dict[int, str] = {2: "batch", 3: "instance"}
 """Batch statistics in 2D (the paper); instance normalisation in 3D, where a batch holds one or
 two patches and batch statistics are too noisy."""
 
-_CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
-_CONV_T: dict[int, type[nn.Module]] = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+ConvNd = Union[nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d]
+
+_CONV: dict[int, type[ConvNd]] = {2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_T: dict[int, type[ConvNd]] = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _BATCH_NORM: dict[int, type[nn.Module]] = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _INSTANCE_NORM: dict[int, type[nn.Module]] = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 
-CONV_TYPES: tuple[type[nn.Module], ...] = (*_CONV.values(), *_CONV_T.values())
+CONV_TYPES: tuple[type[ConvNd], ...] = (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d)
 """Every plain convolution class of a supported dimension (``Conv2d``, ``Conv3d`` and transposed)."""
 
 
-def conv_cls(spatial_dims: int, transposed: bool = False) -> type[nn.Module]:
+def conv_cls(spatial_dims: int, transposed: bool = False) -> type[ConvNd]:
     """``nn.Conv2d``/``nn.Conv3d`` (``nn.ConvTranspose2d``/``3d`` when ``transposed``)."""
     return (_CONV_T if transposed else _CONV)[check_spatial_dims(spatial_dims)]
 
@@ -45,4 +49,4 @@ def interpolation_mode(spatial_dims: int) -> str:
     return {2: "bilinear", 3: "trilinear"}[check_spatial_dims(spatial_dims)]
 
 
-__all__ = ["CONV_TYPES", "DEFAULT_NORM", "NORMS", "conv_cls", "interpolation_mode", "norm_layer"]
+__all__ = ["CONV_TYPES", "ConvNd", "DEFAULT_NORM", "NORMS", "conv_cls", "interpolation_mode", "norm_layer"]
