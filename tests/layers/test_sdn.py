@@ -136,6 +136,19 @@ def test_backend_is_settable_and_validated():
         ({"directions": (0, 7)}, ValueError, r"directions\[1\]=7 is not a published direction code"),
         ({"output_padding": 1}, ValueError, "needs transposed=True"),
         ({"transposed": "yes"}, TypeError, "transposed must be a bool"),
+        # Geometry is checked at construction (it used to fail only at the first forward).
+        ({"kernel_size": 0}, ValueError, "kernel_size must be >= 1 on every axis, got 0"),
+        ({"stride": 0}, ValueError, "stride must be >= 1 on every axis, got 0"),
+        ({"padding": -1}, ValueError, "padding must be >= 0 on every axis, got -1"),
+        ({"kernel_size": (3, 3, 3)}, TypeError, r"kernel_size must be an int or a tuple of 2 ints"),
+        ({"padding": "full"}, ValueError, "padding='full' is not valid"),
+        ({"transposed": True, "stride": 2, "output_padding": 2}, ValueError, "smaller than stride"),
+        # The order of the sweeps is the function: an unordered collection is refused.
+        ({"directions": {"right", "down"}}, TypeError, "ordered sequence.*set"),
+        ({"directions": frozenset({"right"})}, TypeError, "ordered sequence"),
+        ({"directions": {"right": 0, "down": 1}}, TypeError, "ordered sequence"),
+        ({"spatial_dims": 1}, ValueError, r"spatial_dims=1 is not supported; expected one of \(2, 3\)"),
+        ({"directions": ("in",)}, ValueError, r"'in' is not a direction.*spatial_dims=3"),
     ],
 )
 @pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
@@ -160,6 +173,29 @@ def test_bad_arguments(cls, kwargs, exc, match):
 def test_bad_forward_inputs(cls, x, exc, match):
     with pytest.raises(exc, match=match):
         cls(2, 3, state_size=4)(x)
+
+
+@pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_input_of_another_dtype_gets_the_documented_error(cls, dtype):
+    layer = cls(2, 3, state_size=4)
+    with pytest.raises(TypeError, match=f"input has dtype {dtype} but the module's parameters are torch.float32"):
+        layer(torch.randn(1, 2, 5, 6, dtype=dtype))
+    if dtype != torch.float64:  # autocast casts half inputs (float64 ones are outside its scope)
+        # Under autocast the convolutions cast the input themselves: it still runs.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layer(torch.randn(1, 2, 5, 6, dtype=dtype)).shape == (1, 3, 5, 6)
+
+
+@pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
+def test_a_volume_given_to_a_2d_layer_says_which_spatial_dims(cls):
+    with pytest.raises(ValueError, match="needs a module built with spatial_dims=3"):
+        cls(2, 3, state_size=4)(torch.randn(1, 2, 4, 5, 6))
+
+
+def test_same_padding_passes_through_to_the_convolution():
+    layer = SpatialDependencyLayer(2, 3, state_size=4, kernel_size=5, padding="same")
+    assert layer.project_in.padding == "same" and layer(torch.randn(1, 2, 7, 9)).shape == (1, 3, 7, 9)
 
 
 @pytest.mark.parametrize("backend", ["reference", "fused"])

@@ -1,4 +1,4 @@
-"""Tests of the volumetric SDN modules."""
+"""The SDN modules with ``spatial_dims=3`` (and the thin ``*3d`` aliases)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import spatialrec
-from spatialrec.layers import DirectionalGRU3d, ResidualSDN3d, SpatialDependencyLayer3d
+from spatialrec.layers import DirectionalGRU3d, ResidualSDN, ResidualSDN3d, SpatialDependencyLayer, SpatialDependencyLayer3d
 from spatialrec.ops import directional_gru_scan3d
 
 
@@ -23,6 +23,22 @@ def test_exports() -> None:
     assert spatialrec.ResidualSDN3d is ResidualSDN3d
     assert spatialrec.DirectionalGRU3d is DirectionalGRU3d
     assert spatialrec.directional_gru_scan3d is directional_gru_scan3d
+
+
+@pytest.mark.parametrize(
+    "alias,spine", [(SpatialDependencyLayer3d, SpatialDependencyLayer), (ResidualSDN3d, ResidualSDN)]
+)
+def test_aliases_are_the_spine_with_spatial_dims_3(alias: type, spine: type) -> None:
+    torch.manual_seed(0)
+    a = alias(3, 4, state_size=5)
+    torch.manual_seed(0)
+    b = spine(3, 4, state_size=5, spatial_dims=3)
+    assert isinstance(a, spine) and a.spatial_dims == 3 and a.directions == ("right", "down", "in")
+    assert list(a.state_dict()) == list(b.state_dict())
+    x = torch.randn(1, 3, 3, 4, 5)
+    torch.testing.assert_close(a(x), b(x))
+    # the 3D default state size, and the 2D defaults of the spine
+    assert alias(3, 4).state_size == 32 and spine(3, 4).state_size == 150 and spine(3, 4).directions == ("right", "down")
 
 
 def test_directional_gru3d_parameters_and_forward() -> None:

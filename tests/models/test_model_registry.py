@@ -153,3 +153,35 @@ def test_sdn_models_agree_across_scan_backends(name):
     torch.testing.assert_close(y_fused, y_ref)
     for a, b in zip(g_fused, g_ref):
         torch.testing.assert_close(a, b)
+
+
+def test_create_model_lets_each_entry_keep_its_own_defaults():
+    # create_model used to pass its own in_channels=3 over the 1-channel default of the 3D entries.
+    assert create_model("unet3d").in_channels == 1 and create_model("sdn_unet3d").in_channels == 1
+    assert create_model("unet", base_width=4).in_channels == 3
+    assert create_model("unet3d", in_channels=2, num_classes=3, base_width=4).num_classes == 3
+
+
+def test_registry_says_which_models_take_volumes():
+    from spatialrec.models import model_spatial_dims
+
+    assert list_models(spatial_dims=3) == ["sdn_unet3d", "unet3d"]
+    assert set(list_models(spatial_dims=2)) == set(REQUIRED)
+    for name in list_models(spatial_dims=2) + list_models(spatial_dims=3):
+        dims = model_spatial_dims(name)
+        model = create_model(name, num_classes=2, **tiny_overrides(name))
+        assert model.spatial_dims == dims
+        x = torch.randn(1, model.in_channels, *([20, 28, 12][:dims]))
+        assert model(x).shape == (1, 2, *x.shape[2:])
+    assert "(B, in_channels, D, H, W)" in create_model.__doc__
+
+
+@pytest.mark.parametrize("bad,exc,match", [(123, TypeError, "pattern must be a string"), ("*", None, None)])
+def test_list_models_checks_its_pattern(bad, exc, match):
+    if exc is None:
+        assert list_models(bad) == list_models()
+        return
+    with pytest.raises(exc, match=match):
+        list_models(bad)
+    with pytest.raises(ValueError, match="spatial_dims=4"):
+        list_models(spatial_dims=4)
