@@ -106,3 +106,20 @@ def write_segthor(root: Path, n: int = 3, shape=(8, 8, 4)) -> dict:
         write_nifti(root / name / "GT.nii.gz", lab, zooms=(0.9, 0.9, 2.0))
         truth[name] = (hu, lab)
     return truth
+
+
+def write_nifti_affine(path: Path, data: np.ndarray, affine: np.ndarray, oriented: bool = True) -> None:
+    """Write ``data`` with a full voxel-to-world ``affine``; ``oriented=False`` stores no qform/sform."""
+    img = nib.Nifti1Image(data, affine)
+    if not oriented:
+        img.header.set_sform(None, code=0)
+        img.header.set_qform(None, code=0)
+        img = nib.Nifti1Image(data, None, img.header)
+    nib.save(img, str(path))
+
+
+def reoriented(data: np.ndarray, affine: np.ndarray, ornt: list) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` stored with its axes permuted / flipped by the nibabel ``ornt`` transform, and the
+    affine that keeps every voxel at the same place in world space."""
+    img = nib.Nifti1Image(data, affine).as_reoriented(np.asarray(ornt))
+    return np.asarray(img.dataobj), img.affine

@@ -168,6 +168,6 @@ def test_segthor_bad_input(tmp_path):
     write_segthor(tmp_path / "u", n=3)
     hu, lab = ct_volume(0, labels=(0, 1, 2, 3, 4))
     lab[0, 0, 0] = 7
-    write_nifti(tmp_path / "u" / "Patient_03" / "GT.nii.gz", lab)
+    write_nifti(tmp_path / "u" / "Patient_03" / "GT.nii.gz", lab, zooms=(0.9, 0.9, 2.0))  # the volume's grid
     with pytest.raises(DatasetError, match=r"Patient_03/GT.nii.gz.*values \[7\]"):
         SegTHOR(tmp_path / "u", split="all", cache_dir=tmp_path / "c")

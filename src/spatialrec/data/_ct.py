@@ -14,10 +14,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._io import DatasetError, SegmentationDataset, SizeLike, Transform, logger, read_nifti, require_nibabel
+from ._io import (
+    DatasetError,
+    SegmentationDataset,
+    SizeLike,
+    Transform,
+    align_labels_to_image,
+    logger,
+    read_nifti,
+    read_nifti_grid,
+    require_nibabel,
+)
 from .splits import assign_splits, check_split
 
-_CACHE_VERSION = 1
+# 2: labels are aligned to the volume's voxel grid (caches of version 1 may hold misaligned labels).
+_CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -158,11 +169,13 @@ class CTSliceDataset(SegmentationDataset):
     def _preprocess(self, vol: VolumeRecord) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
         data, zooms = read_nifti(vol.image, as_float32=True)
         lab, _ = read_nifti(vol.labels)
-        if data.shape != lab.shape:
-            raise DatasetError(
-                f"{self.dataset_name}: labels {str(vol.labels)!r} have shape {lab.shape} but volume "
-                f"{str(vol.image)!r} has {data.shape}"
-            )
+        image_grid = read_nifti_grid(vol.image)
+        if tuple(data.shape) != tuple(image_grid.shape):  # cannot happen for one file; guards the pairing
+            raise DatasetError(f"{self.dataset_name}: volume {str(vol.image)!r} changed while it was read")
+        # Labels stored with other axis order / flips are moved onto the volume's grid; other misfits raise.
+        lab = align_labels_to_image(
+            lab, read_nifti_grid(vol.labels), image_grid, vol.labels, vol.image, self.dataset_name
+        )
         if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
             raise DatasetError(f"{self.dataset_name}: labels {str(vol.labels)!r} are not integers")
         values = set(int(v) for v in np.unique(lab))
