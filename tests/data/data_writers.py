@@ -123,3 +123,43 @@ def reoriented(data: np.ndarray, affine: np.ndarray, ornt: list) -> tuple[np.nda
     affine that keeps every voxel at the same place in world space."""
     img = nib.Nifti1Image(data, affine).as_reoriented(np.asarray(ornt))
     return np.asarray(img.dataobj), img.affine
+
+
+def write_msd_liver(root: Path, n: int = 3, shape=(8, 8, 4), n_test: int = 2, junk: bool = True) -> dict:
+    """Medical Segmentation Decathlon ``Task03_Liver``: ``imagesTr/liver_<n>.nii.gz`` with
+    ``labelsTr/liver_<n>.nii.gz``, unlabelled ``imagesTs/``, ``dataset.json`` and, as in the
+    published archive, macOS ``._liver_<n>.nii.gz`` resource-fork files that are not NIfTI."""
+    import json
+
+    task = root / "Task03_Liver"
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (task / sub).mkdir(parents=True)
+    truth = {}
+    for i in range(n):
+        hu, lab = ct_volume(20 + i, shape)
+        write_nifti(task / "imagesTr" / f"liver_{i}.nii.gz", hu)
+        write_nifti(task / "labelsTr" / f"liver_{i}.nii.gz", lab)
+        truth[f"liver_{i}"] = (hu, lab)
+        if junk:
+            for sub in ("imagesTr", "labelsTr"):
+                (task / sub / f"._liver_{i}.nii.gz").write_bytes(b"\x00\x05\x16\x07Mac OS X        junk")
+    for i in range(n, n + n_test):
+        write_nifti(task / "imagesTs" / f"liver_{i}.nii.gz", ct_volume(20 + i, shape)[0])
+        if junk:
+            (task / "imagesTs" / f"._liver_{i}.nii.gz").write_bytes(b"\x00\x05\x16\x07junk")
+    (task / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "Liver",
+                "labels": {"0": "background", "1": "liver", "2": "cancer"},
+                "numTraining": n,
+                "numTest": n_test,
+                "training": [
+                    {"image": f"./imagesTr/liver_{i}.nii.gz", "label": f"./labelsTr/liver_{i}.nii.gz"}
+                    for i in range(n)
+                ],
+                "test": [f"./imagesTs/liver_{i}.nii.gz" for i in range(n, n + n_test)],
+            }
+        )
+    )
+    return truth
