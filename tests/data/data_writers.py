@@ -163,3 +163,18 @@ def write_msd_liver(root: Path, n: int = 3, shape=(8, 8, 4), n_test: int = 2, ju
         )
     )
     return truth
+
+
+def write_cvc_mirror(root: Path, n: int = 6, frames_per_sequence: int = 2, seed: int = 0) -> dict:
+    """The common CVC-ClinicDB mirror (e.g. Kaggle): ``PNG/`` and ``TIF/`` editions, each with
+    ``Original/`` and ``Ground Truth/``, and ``metadata.csv`` with ``frame_id, sequence_id`` and paths."""
+    truth = write_cvc(root / "TIF", n=n, ext=".tif", seed=seed)
+    write_cvc(root / "PNG", n=n, ext=".png", seed=seed)
+    lines = ["frame_id,sequence_id,png_image_path,png_mask_path,tif_image_path,tif_mask_path"]
+    for i in range(1, n + 1):
+        seq = (i - 1) // frames_per_sequence + 1
+        lines.append(
+            f"{i},{seq},PNG/Original/{i}.png,PNG/Ground Truth/{i}.png,TIF/Original/{i}.tif,TIF/Ground Truth/{i}.tif"
+        )
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return truth

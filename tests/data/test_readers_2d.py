@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from data_writers import Image, write_cvc, write_dsb_kaggle, write_dsb_preprocessed
+from data_writers import Image, write_cvc, write_cvc_mirror, write_dsb_kaggle, write_dsb_preprocessed
 
 from spatialrec.data import CVCClinicDB, DatasetError, DSB2018, make_splits
 
@@ -193,3 +193,49 @@ def test_cvc_zero_one_masks(tmp_path):
     m[1:3, 1:3] = 1  # an edition that stores 0/1
     Image.fromarray(m).save(tmp_path / "Ground Truth" / "1.tif")
     assert CVCClinicDB(tmp_path, split="all", size=None)[0]["mask"].sum() == 4
+
+
+# --- CVC-ClinicDB mirrors (issue 16) --------------------------------------------------------------
+
+
+def test_cvc_mirror_metadata_csv_is_a_sequence_file(tmp_path):
+    write_cvc_mirror(tmp_path, n=10, frames_per_sequence=2)
+    kw = dict(sequence_csv=tmp_path / "metadata.csv", val_fraction=0.2, test_fraction=0.2)
+    ids = _all_ids(CVCClinicDB, tmp_path / "TIF", **kw)
+    seq_of = {str(i): (i - 1) // 2 for i in range(1, 11)}
+    seqs = {s: {seq_of[i] for i in ids[s]} for s in ids}
+    assert all(len(ids[s]) == 2 * len(seqs[s]) for s in ids)  # whole sequences only
+    assert not (seqs["train"] & seqs["val"]) and not (seqs["train"] & seqs["test"]) and not (seqs["val"] & seqs["test"])
+    ds = CVCClinicDB(tmp_path / "TIF", split="all", sequence_csv=tmp_path / "metadata.csv")
+    assert ds.groups["3"] == ds.groups["4"] == "2" and ds.groups["5"] == "3"
+
+
+def test_cvc_mirror_top_folder_reads_the_tif_edition_and_says_so(tmp_path, caplog):
+    truth = write_cvc_mirror(tmp_path / "cvc", n=6)
+    with caplog.at_level(logging.INFO, logger="spatialrec.data"):
+        ds = CVCClinicDB(tmp_path / "cvc", split="all", size=None)
+    assert ds.data_dir == tmp_path / "cvc" / "TIF" and ds.root == tmp_path / "cvc"
+    assert "TIF" in caplog.text and "PNG" in caplog.text  # which edition, and the other one
+    assert "metadata.csv" in caplog.text  # the frame-split warning points at the sequence file
+    item = ds[ds.ids.index("3")]
+    np.testing.assert_array_equal(item["mask"][0].numpy(), truth["3"][1].astype(np.float32))
+    # the sequence file of the mirror, passed explicitly, splits by sequence from the top folder too
+    seq = CVCClinicDB(tmp_path / "cvc", split="all", sequence_csv=tmp_path / "cvc" / "metadata.csv")
+    assert len(set(seq.groups.values())) == 3
+    # naming the edition still works and reads the other one
+    png = CVCClinicDB(tmp_path / "cvc" / "PNG", split="all", size=None)
+    assert png.data_dir == tmp_path / "cvc" / "PNG" and png._samples[0][0].suffix == ".png"
+
+
+def test_cvc_finds_a_single_nested_edition_or_says_which_folder_to_pass(tmp_path, caplog):
+    write_cvc(tmp_path / "a" / "CVC-ClinicDB", n=6)
+    with caplog.at_level(logging.INFO, logger="spatialrec.data"):
+        ds = CVCClinicDB(tmp_path / "a", split="all")
+    assert ds.data_dir == tmp_path / "a" / "CVC-ClinicDB" and "CVC-ClinicDB" in caplog.text
+    write_cvc(tmp_path / "b" / "copy1", n=6)
+    write_cvc(tmp_path / "b" / "copy2", n=6)
+    with pytest.raises(DatasetError, match=r"copy1.*copy2.*pass one"):
+        CVCClinicDB(tmp_path / "b")
+    (tmp_path / "c" / "junk").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"Original.*pass the folder that holds"):
+        CVCClinicDB(tmp_path / "c")
