@@ -205,7 +205,7 @@ class CVCClinicDB(SegmentationDataset):
                 )
             groups = {stem: seq_of[stem] for stem in images}
         else:
-            candidates = (self.root / "metadata.csv", self.data_dir / "metadata.csv", self.data_dir.parent / "metadata.csv")
+            candidates = [folder / "metadata.csv" for folder in (self.root, self.data_dir, self.data_dir.parent)]
             found_csv = next((c for c in candidates if c.is_file()), None)
             logger.warning(
                 "CVC-ClinicDB: no sequence_csv given, splitting %s by frame with seed %d; frames of one video "

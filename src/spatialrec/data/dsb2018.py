@@ -33,6 +33,7 @@ _LAYOUT = """\
   <root> may also be the unzipped competition folder (holding stage1_train/) or a folder
   holding stage1_train/stage1_train/: the sample folders are looked for up to two levels down."""
 _MASK_CACHE_VERSION = 1
+_CacheEntry = tuple[str, tuple[int, ...], np.ndarray]  # (key, mask shape, np.packbits of the mask)
 _SKIP_FOLDERS = ("__MACOSX",)
 
 
@@ -159,7 +160,7 @@ class DSB2018(SegmentationDataset):
         self.data_dir = _find_kaggle_samples(self.root) if layout == "kaggle" else self.root
         self.cache_masks = bool(cache_masks)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._mask_cache: dict[str, tuple[str, tuple[int, int], np.ndarray]] = {}
+        self._mask_cache: dict[str, _CacheEntry] = {}
         self.grayscale = bool(grayscale)
         self.in_channels = 1 if self.grayscale else 3
         records = self._scan_kaggle() if layout == "kaggle" else self._scan_preprocessed()
@@ -237,21 +238,26 @@ class DSB2018(SegmentationDataset):
             try:
                 st = p.stat()
             except FileNotFoundError:
-                raise FileNotFoundError(f"DSB2018: mask file {str(p)!r} disappeared since the data set was listed") from None
+                raise FileNotFoundError(
+                    f"DSB2018: mask file {str(p)!r} disappeared since the data set was listed"
+                ) from None
             parts.append([p.name, st.st_size, st.st_mtime_ns])
         return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
 
     def _cached_mask(self, sample_id: str, key: str, shape: tuple[int, ...]) -> Optional[np.ndarray]:
-        hit = self._mask_cache.get(sample_id)
-        if hit is None and self.cache_dir is not None:
-            path = self.cache_dir / f"{sample_id}-{key}.npz"
+        hit: Optional[_CacheEntry] = self._mask_cache.get(sample_id)
+        if (hit is None or hit[0] != key) and self.cache_dir is not None:
+            path = self.cache_dir / f"{sample_id}-{key}.npz"  # maybe written by another worker or run
             if path.is_file():
                 try:
                     with np.load(path) as z:
-                        hit = (key, tuple(int(v) for v in z["shape"]), np.asarray(z["bits"]))
+                        hit = (key, tuple(int(v) for v in z["shape"]), np.asarray(z["bits"], dtype=np.uint8))
+                    if hit[2].size != (int(np.prod(hit[1])) + 7) // 8:
+                        raise ValueError(f"{hit[2].size} bytes do not hold a {hit[1]} mask")
                     self._mask_cache[sample_id] = hit
                 except (OSError, ValueError, KeyError) as e:
                     logger.warning("DSB2018: cached mask %s is unreadable (%s); merging the masks again", path, e)
+                    hit = None
         if hit is None or hit[0] != key or hit[1] != tuple(shape):
             return None  # a different shape means the image changed: merge again, which checks the sizes
         return np.unpackbits(hit[2], count=int(np.prod(shape))).reshape(shape).astype(bool)

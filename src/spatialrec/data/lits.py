@@ -125,7 +125,11 @@ class LiTS(CTSliceDataset):
                     next(iter((msd_images or msd_labels).values())),
                 )
             return self._pair(
-                vols, segs, ("volume", "segmentation"), ("volume-{n}.nii[.gz]", "segmentation-{n}.nii[.gz]"), "volume-{n}"
+                vols,
+                segs,
+                ("volume", "segmentation"),
+                ("volume-{n}.nii[.gz]", "segmentation-{n}.nii[.gz]"),
+                "volume-{n}",
             )
         if not has_msd:
             raise DatasetError(
