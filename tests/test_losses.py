@@ -244,6 +244,14 @@ def test_valid_targets_are_still_accepted():
     assert L.soft_dice_loss(empty, target[:0], reduction="none").shape == (0, 2)
 
 
+def test_bool_and_integer_label_maps_are_still_accepted():
+    logits = torch.randn(2, 2, 4, 4)
+    labels = torch.rand(2, 4, 4) > 0.5
+    ref = L.soft_dice_loss(logits, labels.long(), "softmax")
+    torch.testing.assert_close(L.soft_dice_loss(logits, labels, "softmax"), ref)
+    torch.testing.assert_close(L.ce_loss(logits, labels.to(torch.uint8)), L.ce_loss(logits, labels.long()))
+
+
 def test_label_map_targets_with_nan_or_out_of_range_are_refused():
     logits = torch.randn(2, 3, 4, 4)
     labels = torch.randint(0, 3, (2, 4, 4)).float()

@@ -132,8 +132,10 @@ def _target_as_onehot(logits: torch.Tensor, target: object, activation: Optional
                 f"a label-map target of shape {tuple(target.shape)} needs activation='softmax' "
                 f"(got {activation!r}); pass a 0/1 mask of shape {tuple(logits.shape)} instead"
             )
-        if target.dtype == torch.bool or target.is_complex():
+        if target.is_complex():
             raise TypeError(f"a label-map target must hold integer class indices, got dtype {target.dtype}")
+        if target.dtype == torch.bool:
+            target = target.to(torch.uint8)  # a bool map is classes 0/1 (aminmax has no bool kernel)
         if target.numel():
             lo, hi = _value_range(target)
             if lo != lo or hi != hi:
