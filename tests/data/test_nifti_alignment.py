@@ -119,3 +119,18 @@ def test_labels_without_orientation_are_read_as_before_with_a_warning(tmp_path, 
     assert "segmentation-1.nii.gz" in caplog.text and "no orientation" in caplog.text
     i = ds.ids.index("volume-1/slice0003")
     np.testing.assert_array_equal(ds[i]["mask"][0].numpy(), (_slice(truth["volume-1"][1], 3) > 0).astype(np.float32))
+
+
+def test_label_alignment_as_stored_skips_the_header_check(tmp_path):
+    _, lab = ct_volume(1, SHAPE)
+    affine = np.diag([*LITS_ZOOMS, 1.0])
+    affine[:3, 3] = (5.0, 0.0, 0.0)  # a wrong header on labels whose voxels match the volume's
+    _lits_with_labels(tmp_path / "lits", lab, affine)
+    kw = dict(split="all", size=None, cache_dir=tmp_path / "c")
+    with pytest.raises(DatasetError, match="as_stored"):  # the refusal says how to override it
+        LiTS(tmp_path / "lits", **kw)
+    ds = LiTS(tmp_path / "lits", label_alignment="as_stored", **kw)
+    i = ds.ids.index("volume-1/slice0002")
+    np.testing.assert_array_equal(ds[i]["mask"][0].numpy(), (_slice(lab, 2) > 0).astype(np.float32))
+    with pytest.raises(ValueError, match="label_alignment"):
+        SegTHOR(tmp_path / "lits", label_alignment="trust", **kw)

@@ -214,7 +214,8 @@ def align_labels_to_image(
         + (" (after reordering the labels' axes to the volume's)" if not identity else "")
         + f". Labels: {_describe_grid(labels_grid, labels.shape)}. Volume: {_describe_grid(image_grid, image_shape)}. "
         f"Axis order and flips are reconciled automatically; other differences are not: resample the labels "
-        f"onto the volume's grid."
+        f"onto the volume's grid, or, if you know the labels' header is wrong and their voxels match the "
+        f"volume's as stored, pass label_alignment='as_stored'."
     )
 
 

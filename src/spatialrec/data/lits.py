@@ -59,6 +59,10 @@ class LiTS(CTSliceDataset):
         val_fraction, test_fraction: fractions of volumes in validation / test (default 0.1 / 0.2).
         seed: seed of the split.
         transform: optional ``(image, mask) -> (image, mask)``.
+        label_alignment: ``"check"`` (default): compare the image and label headers, reorient
+            labels stored with other axis order / flips, refuse other misfits (see the docs);
+            ``"as_stored"``: take label voxel (i, j, k) as image voxel (i, j, k), checking only the
+            shapes, for labels whose header is known to be wrong.
 
     Items: ``{"image": float32 (1, H, W), "mask": float32 (K, H, W) 0/1, "id": "volume-<n>/slice<z>"
     (MSD: "liver_<n>/slice<z>"),
@@ -83,13 +87,25 @@ class LiTS(CTSliceDataset):
         test_fraction: float = 0.2,
         seed: int = 0,
         transform: Optional[Transform] = None,
+        label_alignment: str = "check",
     ) -> None:
         if target not in _TARGETS:
             raise ValueError(f"target must be one of {tuple(_TARGETS)}, got {target!r}")
         self.target = "tumour" if target == "tumor" else target
         self.num_classes = _TARGETS[target]
         super().__init__(
-            root, split, size, hu_window, scale, slice_filter, cache_dir, val_fraction, test_fraction, seed, transform
+            root,
+            split,
+            size,
+            hu_window,
+            scale,
+            slice_filter,
+            cache_dir,
+            val_fraction,
+            test_fraction,
+            seed,
+            transform,
+            label_alignment,
         )
 
     def _scan(self) -> list[VolumeRecord]:
