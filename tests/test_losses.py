@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -174,3 +176,108 @@ def test_half_precision_logits_are_summed_in_float32():
     out = L.soft_dice_loss(logits.bfloat16(), target.bfloat16())
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, atol=5e-3, rtol=0)
+
+
+# --- target values (issue 16) -------------------------------------------------------------------
+
+_MASK_LOSSES = {
+    "soft_dice": lambda x, t: L.soft_dice_loss(x, t),
+    "soft_dice_probabilities": lambda x, t: L.soft_dice_loss(torch.sigmoid(x), t, None),
+    "dice_ce": lambda x, t: L.dice_ce_loss(x, t),
+    "bce": lambda x, t: L.bce_loss(x, t),
+    "DiceLoss": lambda x, t: L.DiceLoss()(x, t),
+    "DiceCELoss": lambda x, t: L.DiceCELoss()(x, t),
+    "ce_onehot": lambda x, t: L.ce_loss(x, t),
+    "soft_dice_softmax_onehot": lambda x, t: L.soft_dice_loss(x, t, "softmax"),
+}
+
+
+def _corrupt(target: torch.Tensor, kind: str) -> torch.Tensor:
+    t = target.clone()
+    if kind == "0-255":  # a 0/255 PNG mask not divided by 255
+        return t * 255
+    t[1, 1, 2, 2] = {"minus-one": -1.0, "nan": float("nan"), "inf": float("inf")}[kind]
+    return t
+
+
+@pytest.mark.parametrize("name", sorted(_MASK_LOSSES))
+@pytest.mark.parametrize(
+    "kind, found",
+    [("0-255", r"min 0, max 255"), ("minus-one", r"min -1, max 1"), ("nan", "NaN"), ("inf", r"min 0, max inf")],
+)
+def test_mask_targets_outside_0_1_are_refused(name, kind, found):
+    logits, target = _data(c=2)
+    with pytest.raises(ValueError, match="target") as info:
+        _MASK_LOSSES[name](logits, _corrupt(target, kind))
+    assert re.search(found, str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_integer_0_255_masks_are_refused(dtype):
+    logits, target = _data(c=1)
+    with pytest.raises(ValueError, match=r"\[0, 1\].*min 0, max 255"):
+        L.soft_dice_loss(logits, (target * 255).to(dtype))
+    with pytest.raises(ValueError, match=r"max 255"):
+        L.bce_loss(logits, (target * 255).to(dtype))
+
+
+def test_valid_targets_are_still_accepted():
+    logits, target = _data(c=2)
+    # 0/1 masks as float, integer and bool; soft labels in [0, 1] (label smoothing, resized masks)
+    ref = L.soft_dice_loss(logits, target)
+    torch.testing.assert_close(L.soft_dice_loss(logits, target.long()), ref)
+    torch.testing.assert_close(L.soft_dice_loss(logits, target.bool()), ref)
+    soft = target * 0.9 + 0.05
+    for fn in (L.soft_dice_loss, L.bce_loss, L.dice_ce_loss):
+        out = fn(logits, soft)
+        assert torch.isfinite(out) and out >= 0
+    # the soft labels give the textbook values
+    torch.testing.assert_close(L.bce_loss(logits, soft), F.binary_cross_entropy_with_logits(logits, soft))
+    # rounding noise just above 1 / below 0 (e.g. a bilinear resize) is tolerated and clipped
+    noisy = target.clone()
+    noisy[target == 1] = 1.0 + 1e-6
+    noisy[target == 0] = -1e-7
+    torch.testing.assert_close(L.bce_loss(logits, noisy), L.bce_loss(logits, target))
+    assert L.bce_loss(torch.full_like(logits, 50.0), torch.full_like(logits, 1 + 1e-6)) >= 0  # not negative
+    # empty batches pass the check
+    empty = logits[:0]
+    assert L.soft_dice_loss(empty, target[:0], reduction="none").shape == (0, 2)
+
+
+def test_bool_and_integer_label_maps_are_still_accepted():
+    logits = torch.randn(2, 2, 4, 4)
+    labels = torch.rand(2, 4, 4) > 0.5
+    ref = L.soft_dice_loss(logits, labels.long(), "softmax")
+    torch.testing.assert_close(L.soft_dice_loss(logits, labels, "softmax"), ref)
+    torch.testing.assert_close(L.ce_loss(logits, labels.to(torch.uint8)), L.ce_loss(logits, labels.long()))
+
+
+def test_label_map_targets_with_nan_or_out_of_range_are_refused():
+    logits = torch.randn(2, 3, 4, 4)
+    labels = torch.randint(0, 3, (2, 4, 4)).float()
+    labels[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        L.soft_dice_loss(logits, labels, "softmax")
+    with pytest.raises(ValueError, match=r"\[0, 2\].*\[-1, 2\]"):
+        L.ce_loss(logits, torch.randint(0, 3, (2, 4, 4)).index_fill_(1, torch.tensor([0]), -1))
+    with pytest.raises(ValueError, match=r"\[0, 2\].*255"):
+        L.dice_ce_loss(logits, torch.randint(0, 3, (2, 4, 4)).index_fill_(1, torch.tensor([0]), 255), "softmax")
+
+
+def test_target_check_is_one_reduction_per_call(monkeypatch):
+    calls = []
+    real = torch.aminmax
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "aminmax", counting)
+    logits, target = _data(c=2)
+    for fn in (L.soft_dice_loss, L.bce_loss, L.dice_ce_loss):
+        calls.clear()
+        fn(logits, target)
+        assert len(calls) == 1, fn.__name__
+    calls.clear()
+    L.dice_ce_loss(logits, torch.randint(0, 2, (2, 7, 6)), "softmax")
+    assert len(calls) == 1

@@ -224,3 +224,37 @@ def test_against_naive_loops(seed):
     )
     q = lambda d: torch.quantile(torch.tensor(d, dtype=torch.float64), 0.95).item()  # noqa: E731
     assert M.hd95(p, t, spacing=sp).item() == pytest.approx(max(q(d_pt), q(d_tp)), rel=1e-5)
+
+
+# --- issue 16: spacing type and empty batches ------------------------------------------------------
+
+
+@pytest.mark.parametrize("spacing", ["abc", b"12", ["a", "b"], object(), {"x": 1.0}, True])
+@pytest.mark.parametrize("fn", [M.hausdorff_distance, M.hd95, M.average_surface_distance, M.surface_distances])
+def test_spacing_of_the_wrong_type_names_spacing(fn, spacing):
+    p, t = _masks(1, 1, 4, 4)
+    p[0, 0, 1, 1] = t[0, 0, 2, 2] = True
+    with pytest.raises((TypeError, ValueError), match="spacing"):
+        fn(p, t, spacing=spacing)
+
+
+_ALL_METRICS = {
+    "dice": M.dice,
+    "dice_ignore_empty": lambda p, t: M.dice(p, t, ignore_empty=True),
+    "iou": M.iou,
+    "hausdorff_distance": M.hausdorff_distance,
+    "hd95": M.hd95,
+    "hd_percentile": lambda p, t: M.hausdorff_distance(p, t, percentile=50),
+    "average_surface_distance": M.average_surface_distance,
+    "asd_directed": lambda p, t: M.average_surface_distance(p, t, symmetric=False),
+    "hd95_spacing": lambda p, t: M.hd95(p, t, spacing=torch.ones(p.shape[0], p.dim() - 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ALL_METRICS))
+@pytest.mark.parametrize("shape", [(0, 3, 5, 6), (0, 2, 3, 4, 5), (2, 0, 5, 6)])
+def test_every_metric_returns_b_by_c_for_empty_batches(name, shape):
+    p, t = _masks(*shape)
+    out = _ALL_METRICS[name](p, t)
+    assert out.shape == shape[:2] and out.dtype == torch.float32
+    assert M.surface_distances(p, t) == [[] for _ in range(shape[0])]

@@ -1,8 +1,14 @@
 """Segmentation losses: soft Dice, Dice + cross-entropy, binary and multi-class cross-entropy.
 
 All losses take raw model outputs (logits) ``(B, C, *spatial)`` with ``*spatial`` = ``(H, W)`` or
-``(D, H, W)`` and a target that is either a 0/1 mask of the same shape or, for ``softmax``, a label
+``(D, H, W)`` and a target that is either a mask of the same shape or, for ``softmax``, a label
 map ``(B, *spatial)`` / ``(B, 1, *spatial)`` of integer class indices (0 = background).
+
+Targets are checked on every call, at the cost of one ``aminmax`` (one host sync): a mask must
+hold values in ``[0, 1]`` (0/1, bool, or soft labels such as label smoothing; rounding noise up to
+``max(1e-3, 4 eps)`` outside is clipped), a label map integers in ``[0, C - 1]``. Anything else
+(a 0/255 mask, -1 "ignore" pixels, inf, NaN) raises ``ValueError`` naming the range found, instead
+of a plausible but wrong, even negative, loss.
 
 Activations:
 
@@ -16,6 +22,7 @@ Reductions: ``"mean"`` (scalar), ``"sum"`` (scalar) or ``"none"`` (documented pe
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -63,8 +70,55 @@ def _check_logits(logits: object) -> torch.Tensor:
     return logits
 
 
+def _value_range(target: torch.Tensor) -> tuple[float, float]:
+    """``(min, max)`` of a non-empty tensor in one reduction and one host sync (nan if any is nan)."""
+    lo, hi = torch.aminmax(target.detach())
+    lo_f, hi_f = torch.stack((lo.double(), hi.double())).tolist()
+    return lo_f, hi_f
+
+
+def _format(v: float) -> str:
+    return str(int(v)) if math.isfinite(v) and v == int(v) else repr(v)
+
+
+def _mask_tolerance(dtype: torch.dtype) -> float:
+    """How far outside [0, 1] a mask value may stray through rounding (e.g. a bilinear resize)."""
+    return max(1e-3, 4 * torch.finfo(dtype).eps) if dtype.is_floating_point else 0.0
+
+
+def _checked_mask(target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``target`` as ``dtype`` after checking its values are in [0, 1] (0/1 masks or soft labels).
+
+    One ``aminmax`` per call: a 0/255 mask, a -1 "ignore" value, inf or NaN fail here instead of
+    giving a plausible but wrong (even negative) loss. Rounding noise within
+    :func:`_mask_tolerance` of [0, 1] is clipped, so the losses stay non-negative.
+    """
+    if target.dtype == torch.bool or target.numel() == 0:
+        return target.to(dtype)
+    if target.is_complex():
+        raise TypeError(f"target must be a real tensor, got {target.dtype}")
+    lo, hi = _value_range(target)
+    tol = _mask_tolerance(target.dtype)
+    if lo != lo or hi != hi:
+        raise ValueError("target contains NaN; a mask target must hold values in [0, 1] (0/1 mask or soft labels)")
+    if lo < -tol or hi > 1 + tol:
+        hint = "; divide 0/255 masks by 255" if hi > 1 + tol else ""
+        raise ValueError(
+            f"target must hold values in [0, 1] (a 0/1 mask or soft labels), got min {_format(lo)}, "
+            f"max {_format(hi)}{hint}"
+        )
+    out = target.to(dtype)
+    if lo < 0 or hi > 1:
+        out = out.clamp(0.0, 1.0)
+    return out
+
+
 def _target_as_onehot(logits: torch.Tensor, target: object, activation: Optional[str]) -> torch.Tensor:
-    """Return the target as a float mask shaped like ``logits``; label maps only with softmax."""
+    """Return the target as a float mask shaped like ``logits``; label maps only with softmax.
+
+    Mask targets must hold values in [0, 1]; label maps integer classes in ``[0, C - 1]``. Either
+    check costs one ``aminmax`` (one host sync), so bad targets fail with the range found.
+    """
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     spatial = logits.shape[2:]
@@ -78,15 +132,22 @@ def _target_as_onehot(logits: torch.Tensor, target: object, activation: Optional
                 f"a label-map target of shape {tuple(target.shape)} needs activation='softmax' "
                 f"(got {activation!r}); pass a 0/1 mask of shape {tuple(logits.shape)} instead"
             )
-        if target.is_floating_point():
-            if not torch.equal(target, target.round()):
+        if target.is_complex():
+            raise TypeError(f"a label-map target must hold integer class indices, got dtype {target.dtype}")
+        if target.dtype == torch.bool:
+            target = target.to(torch.uint8)  # a bool map is classes 0/1 (aminmax has no bool kernel)
+        if target.numel():
+            lo, hi = _value_range(target)
+            if lo != lo or hi != hi:
+                raise ValueError("label-map target contains NaN; it must hold integer class indices")
+            if lo < 0 or hi >= c:
+                raise ValueError(
+                    f"label-map target values must be in [0, {c - 1}] for {c} channels, "
+                    f"got range [{_format(lo)}, {_format(hi)}]"
+                )
+            if target.is_floating_point() and not torch.equal(target, target.round()):
                 raise ValueError("label-map target must hold integer class indices, got non-integer values")
         labels = target.reshape(b, *spatial).long()
-        if labels.numel() and (labels.min() < 0 or labels.max() >= c):
-            raise ValueError(
-                f"label-map target values must be in [0, {c - 1}] for {c} channels, "
-                f"got range [{int(labels.min())}, {int(labels.max())}]"
-            )
         onehot = F.one_hot(labels, c).movedim(-1, 1)
         return onehot.to(logits.dtype)
     if target.shape != logits.shape:
@@ -95,7 +156,7 @@ def _target_as_onehot(logits: torch.Tensor, target: object, activation: Optional
             + (" or (B, *spatial) integer labels" if activation == "softmax" else "")
             + f", got {tuple(target.shape)}"
         )
-    return target.to(logits.dtype)
+    return _checked_mask(target, logits.dtype)
 
 
 def _probabilities(logits: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
@@ -124,8 +185,9 @@ def soft_dice_loss(
     Args:
         logits: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` raw outputs (probabilities if
             ``activation=None``).
-        target: 0/1 mask with the shape of ``logits``, or with ``activation="softmax"`` integer
-            labels ``(B, *spatial)`` / ``(B, 1, *spatial)``.
+        target: mask with the shape of ``logits``, values in ``[0, 1]`` (0/1 or soft labels), or
+            with ``activation="softmax"`` integer labels ``(B, *spatial)`` / ``(B, 1, *spatial)``
+            in ``[0, C - 1]``. Other values raise ``ValueError`` (see the module docstring).
         activation: ``"sigmoid"`` (independent channels), ``"softmax"`` (channel 0 =
             background) or ``None``.
         smooth: added to numerator and denominator (>= 0); keeps empty channels finite.
@@ -146,6 +208,19 @@ def soft_dice_loss(
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # sums over many pixels lose too much in half precision (AMP)
     onehot = _target_as_onehot(logits, target, activation)
+    return _soft_dice(logits, onehot, activation, smooth, include_background, batch_dice, reduction)
+
+
+def _soft_dice(
+    logits: torch.Tensor,
+    onehot: torch.Tensor,
+    activation: Optional[str],
+    smooth: float,
+    include_background: bool,
+    batch_dice: bool,
+    reduction: str,
+) -> torch.Tensor:
+    """:func:`soft_dice_loss` on checked inputs: ``onehot`` float, shaped like ``logits``."""
     probs = _probabilities(logits, activation)
     if activation == "softmax" and not include_background:
         if probs.shape[1] < 2:
@@ -170,7 +245,8 @@ def bce_loss(
 
     Args:
         logits: ``(B, C, *spatial)`` raw outputs.
-        target: 0/1 mask of the same shape.
+        target: mask of the same shape, values in ``[0, 1]`` (0/1 or soft labels); others raise
+            ``ValueError``.
         pos_weight: optional ``(C,)`` weight of the positive class per channel.
         reduction: ``"mean"`` / ``"sum"`` over pixels, or ``"none"``: ``(B, C)``, the mean over
             each image's pixels.
@@ -181,6 +257,14 @@ def bce_loss(
     _check_logits(logits)
     _check_reduction(reduction)
     onehot = _target_as_onehot(logits, target, "sigmoid")
+    return _bce(logits, onehot, pos_weight, reduction)
+
+
+def _bce(
+    logits: torch.Tensor, onehot: torch.Tensor, pos_weight: Optional[torch.Tensor], reduction: str
+) -> torch.Tensor:
+    """:func:`bce_loss` on a checked ``onehot`` target shaped like ``logits``."""
+    onehot = onehot.to(logits.dtype)
     if pos_weight is not None:
         pos_weight = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
         if pos_weight.shape != (logits.shape[1],):
@@ -202,8 +286,8 @@ def ce_loss(
 
     Args:
         logits: ``(B, C, *spatial)`` raw outputs, ``C >= 2``.
-        target: integer labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or a one-hot mask
-            ``(B, C, *spatial)``.
+        target: integer labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` in ``[0, C - 1]`` or a
+            one-hot mask ``(B, C, *spatial)`` with values in ``[0, 1]`` (the argmax is the class).
         class_weight: optional ``(C,)`` weights, as in :func:`torch.nn.functional.cross_entropy`.
         reduction: ``"mean"`` / ``"sum"`` over pixels (a weighted mean with ``class_weight``,
             like PyTorch), or ``"none"``: ``(B,)``, the mean over each image's pixels.
@@ -213,9 +297,20 @@ def ce_loss(
     """
     _check_logits(logits)
     _check_reduction(reduction)
+    _check_ce_channels(logits)
+    onehot = _target_as_onehot(logits, target, "softmax")
+    return _ce(logits, onehot, class_weight, reduction)
+
+
+def _check_ce_channels(logits: torch.Tensor) -> None:
     if logits.shape[1] < 2:
         raise ValueError(f"ce_loss needs C >= 2 channels (background + classes), got {logits.shape[1]}")
-    onehot = _target_as_onehot(logits, target, "softmax")
+
+
+def _ce(
+    logits: torch.Tensor, onehot: torch.Tensor, class_weight: Optional[torch.Tensor], reduction: str
+) -> torch.Tensor:
+    """:func:`ce_loss` on a checked one-hot ``onehot`` target shaped like ``logits``."""
     if class_weight is not None:
         class_weight = torch.as_tensor(class_weight, dtype=logits.dtype, device=logits.device)
         if class_weight.shape != (logits.shape[1],):
@@ -255,13 +350,19 @@ def dice_ce_loss(
     _check_reduction(reduction)
     if dice_weight < 0 or ce_weight < 0:
         raise ValueError(f"dice_weight and ce_weight must be >= 0, got {dice_weight} and {ce_weight}")
-    dice = soft_dice_loss(
-        logits, target, activation, smooth=smooth, include_background=include_background, reduction="none"
-    ).mean(1)
+    _check_logits(logits)
+    if smooth < 0:
+        raise ValueError(f"smooth must be >= 0, got {smooth}")
+    if activation == "softmax":
+        _check_ce_channels(logits)
+    # The target is checked once (one aminmax) and shared by both terms; Dice sums in float32 under AMP.
+    dice_logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    onehot = _target_as_onehot(dice_logits, target, activation)
+    dice = _soft_dice(dice_logits, onehot, activation, smooth, include_background, False, "none").mean(1)
     if activation == "sigmoid":
-        ce = bce_loss(logits, target, reduction="none").mean(1)
+        ce = _bce(logits, onehot, None, "none").mean(1)
     else:
-        ce = ce_loss(logits, target, reduction="none")
+        ce = _ce(logits, onehot, None, "none")
     return _reduce(dice_weight * dice + ce_weight * ce, reduction)
 
 

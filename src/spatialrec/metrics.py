@@ -2,7 +2,9 @@
 
 Every metric takes ``pred`` and ``target`` binary one-hot masks ``(B, C, H, W)`` or
 ``(B, C, D, H, W)`` (bool, or numbers that are all 0 or 1) and returns a float32 ``(B, C)``
-tensor: one value per image and class. Use :func:`to_masks` to turn logits or label maps into
+tensor: one value per image and class (an empty ``(0, C)`` tensor for an empty batch, from every
+metric). ``spacing`` that is not a number, a sequence of numbers or a tensor raises ``TypeError``
+naming ``spacing``. Use :func:`to_masks` to turn logits or label maps into
 such masks. Only torch is used (no scipy).
 
 Definitions (the same as ``monai.metrics`` so figures are comparable with published tables):
@@ -198,7 +200,13 @@ def _spacing_table(spacing: SpacingLike, batch: int, nd: int) -> torch.Tensor:
     """Per-image spacing ``(B, nd)`` float64 from None / number / (nd,) / (B, nd)."""
     if spacing is None:
         return torch.ones(batch, nd, dtype=torch.float64)
-    sp = torch.as_tensor(spacing, dtype=torch.float64).detach().cpu()
+    expected = f"None, a number, a sequence of {nd} numbers or a (B, {nd}) tensor of pixel sizes in mm"
+    if isinstance(spacing, (bool, str, bytes)) or (isinstance(spacing, torch.Tensor) and spacing.dtype == torch.bool):
+        raise TypeError(f"spacing must be {expected}, got {type(spacing).__name__} {spacing!r}")
+    try:
+        sp = torch.as_tensor(spacing, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"spacing must be {expected}, got {type(spacing).__name__} {spacing!r} ({e})") from None
     if sp.dim() == 0:
         sp = sp.expand(nd)
     if sp.dim() == 1:
@@ -281,7 +289,7 @@ def hausdorff_distance(
     if percentile is not None and not (0.0 <= float(percentile) <= 100.0):
         raise ValueError(f"percentile must be None or in [0, 100], got {percentile}")
     sets = surface_distances(pred, target, spacing)
-    out = torch.empty(len(sets), len(sets[0]) if sets else 0, dtype=torch.float64)
+    out = torch.empty(*pred.shape[:2], dtype=torch.float64)  # (B, C) also for B = 0, like dice
     for i, row in enumerate(sets):
         for k, (d_pt, d_tp) in enumerate(row):
             if d_pt.numel() == 0 and d_tp.numel() == 0:
@@ -330,7 +338,7 @@ def average_surface_distance(
         float32 ``(B, C)``; nan where both masks are empty, inf where exactly one is.
     """
     sets = surface_distances(pred, target, spacing)
-    out = torch.empty(len(sets), len(sets[0]) if sets else 0, dtype=torch.float64)
+    out = torch.empty(*pred.shape[:2], dtype=torch.float64)  # (B, C) also for B = 0, like dice
     for i, row in enumerate(sets):
         for k, (d_pt, d_tp) in enumerate(row):
             if d_pt.numel() == 0 and d_tp.numel() == 0:

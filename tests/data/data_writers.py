@@ -106,3 +106,75 @@ def write_segthor(root: Path, n: int = 3, shape=(8, 8, 4)) -> dict:
         write_nifti(root / name / "GT.nii.gz", lab, zooms=(0.9, 0.9, 2.0))
         truth[name] = (hu, lab)
     return truth
+
+
+def write_nifti_affine(path: Path, data: np.ndarray, affine: np.ndarray, oriented: bool = True) -> None:
+    """Write ``data`` with a full voxel-to-world ``affine``; ``oriented=False`` stores no qform/sform."""
+    img = nib.Nifti1Image(data, affine)
+    if not oriented:
+        img.header.set_sform(None, code=0)
+        img.header.set_qform(None, code=0)
+        img = nib.Nifti1Image(data, None, img.header)
+    nib.save(img, str(path))
+
+
+def reoriented(data: np.ndarray, affine: np.ndarray, ornt: list) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` stored with its axes permuted / flipped by the nibabel ``ornt`` transform, and the
+    affine that keeps every voxel at the same place in world space."""
+    img = nib.Nifti1Image(data, affine).as_reoriented(np.asarray(ornt))
+    return np.asarray(img.dataobj), img.affine
+
+
+def write_msd_liver(root: Path, n: int = 3, shape=(8, 8, 4), n_test: int = 2, junk: bool = True) -> dict:
+    """Medical Segmentation Decathlon ``Task03_Liver``: ``imagesTr/liver_<n>.nii.gz`` with
+    ``labelsTr/liver_<n>.nii.gz``, unlabelled ``imagesTs/``, ``dataset.json`` and, as in the
+    published archive, macOS ``._liver_<n>.nii.gz`` resource-fork files that are not NIfTI."""
+    import json
+
+    task = root / "Task03_Liver"
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (task / sub).mkdir(parents=True)
+    truth = {}
+    for i in range(n):
+        hu, lab = ct_volume(20 + i, shape)
+        write_nifti(task / "imagesTr" / f"liver_{i}.nii.gz", hu)
+        write_nifti(task / "labelsTr" / f"liver_{i}.nii.gz", lab)
+        truth[f"liver_{i}"] = (hu, lab)
+        if junk:
+            for sub in ("imagesTr", "labelsTr"):
+                (task / sub / f"._liver_{i}.nii.gz").write_bytes(b"\x00\x05\x16\x07Mac OS X        junk")
+    for i in range(n, n + n_test):
+        write_nifti(task / "imagesTs" / f"liver_{i}.nii.gz", ct_volume(20 + i, shape)[0])
+        if junk:
+            (task / "imagesTs" / f"._liver_{i}.nii.gz").write_bytes(b"\x00\x05\x16\x07junk")
+    (task / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "Liver",
+                "labels": {"0": "background", "1": "liver", "2": "cancer"},
+                "numTraining": n,
+                "numTest": n_test,
+                "training": [
+                    {"image": f"./imagesTr/liver_{i}.nii.gz", "label": f"./labelsTr/liver_{i}.nii.gz"}
+                    for i in range(n)
+                ],
+                "test": [f"./imagesTs/liver_{i}.nii.gz" for i in range(n, n + n_test)],
+            }
+        )
+    )
+    return truth
+
+
+def write_cvc_mirror(root: Path, n: int = 6, frames_per_sequence: int = 2, seed: int = 0) -> dict:
+    """The common CVC-ClinicDB mirror (e.g. Kaggle): ``PNG/`` and ``TIF/`` editions, each with
+    ``Original/`` and ``Ground Truth/``, and ``metadata.csv`` with ``frame_id, sequence_id`` and paths."""
+    truth = write_cvc(root / "TIF", n=n, ext=".tif", seed=seed)
+    write_cvc(root / "PNG", n=n, ext=".png", seed=seed)
+    lines = ["frame_id,sequence_id,png_image_path,png_mask_path,tif_image_path,tif_mask_path"]
+    for i in range(1, n + 1):
+        seq = (i - 1) // frames_per_sequence + 1
+        lines.append(
+            f"{i},{seq},PNG/Original/{i}.png,PNG/Ground Truth/{i}.png,TIF/Original/{i}.tif,TIF/Ground Truth/{i}.tif"
+        )
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return truth

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
 import torch
-from data_writers import Image, write_cvc, write_dsb_kaggle, write_dsb_preprocessed
+from data_writers import Image, write_cvc, write_cvc_mirror, write_dsb_kaggle, write_dsb_preprocessed
 
 from spatialrec.data import CVCClinicDB, DatasetError, DSB2018, make_splits
 
@@ -193,3 +194,160 @@ def test_cvc_zero_one_masks(tmp_path):
     m[1:3, 1:3] = 1  # an edition that stores 0/1
     Image.fromarray(m).save(tmp_path / "Ground Truth" / "1.tif")
     assert CVCClinicDB(tmp_path, split="all", size=None)[0]["mask"].sum() == 4
+
+
+# --- CVC-ClinicDB mirrors (issue 16) --------------------------------------------------------------
+
+
+def test_cvc_mirror_metadata_csv_is_a_sequence_file(tmp_path):
+    write_cvc_mirror(tmp_path, n=10, frames_per_sequence=2)
+    kw = dict(sequence_csv=tmp_path / "metadata.csv", val_fraction=0.2, test_fraction=0.2)
+    ids = _all_ids(CVCClinicDB, tmp_path / "TIF", **kw)
+    seq_of = {str(i): (i - 1) // 2 for i in range(1, 11)}
+    seqs = {s: {seq_of[i] for i in ids[s]} for s in ids}
+    assert all(len(ids[s]) == 2 * len(seqs[s]) for s in ids)  # whole sequences only
+    assert not (seqs["train"] & seqs["val"]) and not (seqs["train"] & seqs["test"]) and not (seqs["val"] & seqs["test"])
+    ds = CVCClinicDB(tmp_path / "TIF", split="all", sequence_csv=tmp_path / "metadata.csv")
+    assert ds.groups["3"] == ds.groups["4"] == "2" and ds.groups["5"] == "3"
+
+
+def test_cvc_mirror_top_folder_reads_the_tif_edition_and_says_so(tmp_path, caplog):
+    truth = write_cvc_mirror(tmp_path / "cvc", n=6)
+    with caplog.at_level(logging.INFO, logger="spatialrec.data"):
+        ds = CVCClinicDB(tmp_path / "cvc", split="all", size=None)
+    assert ds.data_dir == tmp_path / "cvc" / "TIF" and ds.root == tmp_path / "cvc"
+    assert "TIF" in caplog.text and "PNG" in caplog.text  # which edition, and the other one
+    assert "metadata.csv" in caplog.text  # the frame-split warning points at the sequence file
+    item = ds[ds.ids.index("3")]
+    np.testing.assert_array_equal(item["mask"][0].numpy(), truth["3"][1].astype(np.float32))
+    # the sequence file of the mirror, passed explicitly, splits by sequence from the top folder too
+    seq = CVCClinicDB(tmp_path / "cvc", split="all", sequence_csv=tmp_path / "cvc" / "metadata.csv")
+    assert len(set(seq.groups.values())) == 3
+    # naming the edition still works and reads the other one
+    png = CVCClinicDB(tmp_path / "cvc" / "PNG", split="all", size=None)
+    assert png.data_dir == tmp_path / "cvc" / "PNG" and png._samples[0][0].suffix == ".png"
+
+
+def test_cvc_finds_a_single_nested_edition_or_says_which_folder_to_pass(tmp_path, caplog):
+    write_cvc(tmp_path / "a" / "CVC-ClinicDB", n=6)
+    with caplog.at_level(logging.INFO, logger="spatialrec.data"):
+        ds = CVCClinicDB(tmp_path / "a", split="all")
+    assert ds.data_dir == tmp_path / "a" / "CVC-ClinicDB" and "CVC-ClinicDB" in caplog.text
+    write_cvc(tmp_path / "b" / "copy1", n=6)
+    write_cvc(tmp_path / "b" / "copy2", n=6)
+    with pytest.raises(DatasetError, match=r"copy1.*copy2.*pass one"):
+        CVCClinicDB(tmp_path / "b")
+    (tmp_path / "c" / "junk").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"Original.*pass the folder that holds"):
+        CVCClinicDB(tmp_path / "c")
+
+
+# --- DSB2018: where the samples are, and the merged-mask cache (issue 16) ------------------------
+
+
+def _write_stage1_test(folder, n=3):
+    """The competition's unlabelled test images: <id>/images/<id>.png and no masks/."""
+    for i in range(n):
+        sid = f"test{i}"
+        (folder / sid / "images").mkdir(parents=True)
+        Image.fromarray(np.zeros((6, 7, 4), np.uint8), "RGBA").save(folder / sid / "images" / f"{sid}.png")
+
+
+def test_dsb_finds_stage1_train_in_the_competition_folder(tmp_path, caplog):
+    truth = write_dsb_kaggle(tmp_path / "comp" / "stage1_train")
+    _write_stage1_test(tmp_path / "comp" / "stage1_test")
+    (tmp_path / "comp" / "stage1_train_labels.csv").write_text("ImageId,EncodedPixels\n")
+    with caplog.at_level(logging.INFO, logger="spatialrec.data"):
+        ds = DSB2018(tmp_path / "comp", split="all", size=None)
+    assert ds.data_dir == tmp_path / "comp" / "stage1_train" and "stage1_train" in caplog.text
+    assert sorted(ds.ids) == sorted(truth)
+    item = ds[ds.ids.index(sorted(truth)[1])]
+    np.testing.assert_array_equal(item["mask"][0].numpy(), truth[sorted(truth)[1]][1].astype(np.float32))
+
+
+def test_dsb_finds_a_doubly_nested_stage1_train(tmp_path):
+    truth = write_dsb_kaggle(tmp_path / "stage1_train" / "stage1_train")
+    ds = DSB2018(tmp_path / "stage1_train", split="all", size=None)
+    assert ds.data_dir == tmp_path / "stage1_train" / "stage1_train" and sorted(ds.ids) == sorted(truth)
+
+
+def test_dsb_says_which_folder_to_pass(tmp_path):
+    _write_stage1_test(tmp_path / "comp" / "stage1_test")
+    with pytest.raises(DatasetError, match=r"stage1_test.*no masks.*pass.*stage1_train"):
+        DSB2018(tmp_path / "comp")
+    (tmp_path / "other" / "notes").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"no sample folders.*pass.*stage1_train.*Expected layout"):
+        DSB2018(tmp_path / "other")
+    write_dsb_kaggle(tmp_path / "two" / "a")
+    write_dsb_kaggle(tmp_path / "two" / "b")
+    with pytest.raises(DatasetError, match=r"a'.*b'.*pass one"):
+        DSB2018(tmp_path / "two")
+
+
+class _CountingReads:
+    def __init__(self, monkeypatch):
+        from spatialrec.data import dsb2018
+
+        self.calls: list[str] = []
+        real = dsb2018.read_image
+
+        def counting(path, *a, **k):
+            self.calls.append(path.parent.name)  # "images" or "masks"
+            return real(path, *a, **k)
+
+        monkeypatch.setattr(dsb2018, "read_image", counting)
+
+    def masks(self) -> int:
+        return self.calls.count("masks")
+
+
+def test_dsb_merged_masks_are_cached_in_memory(tmp_path, monkeypatch):
+    truth = write_dsb_kaggle(tmp_path, n=3)
+    reads = _CountingReads(monkeypatch)
+    ds = DSB2018(tmp_path, split="all", size=None)
+    first = [ds[i]["mask"] for i in range(3)]
+    assert reads.masks() == 6  # two nuclei per image, decoded once
+    again = [ds[i]["mask"] for i in range(3)]
+    assert reads.masks() == 6 and reads.calls.count("images") == 6  # images are still read each time
+    for a, b, sid in zip(first, again, ds.ids):
+        torch.testing.assert_close(a, b)
+        np.testing.assert_array_equal(b[0].numpy(), truth[sid][1].astype(np.float32))
+    off = DSB2018(tmp_path, split="all", size=None, cache_masks=False)
+    off[0], off[0]
+    assert reads.masks() == 6 + 4
+
+
+def test_dsb_mask_cache_follows_changed_files(tmp_path):
+    write_dsb_kaggle(tmp_path, n=3)
+    ds = DSB2018(tmp_path, split="all", size=None)
+    sid = ds.ids[0]
+    before = ds[0]["mask"]
+    changed = np.zeros((10, 12), np.uint8)
+    changed[0, :] = 255
+    path = tmp_path / sid / "masks" / "nucleus0.png"
+    st = path.stat()
+    Image.fromarray(changed, "L").save(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    after = ds[0]["mask"][0].numpy()
+    other = np.asarray(Image.open(tmp_path / sid / "masks" / "nucleus1.png")) > 0
+    np.testing.assert_array_equal(after, ((changed > 0) | other).astype(np.float32))
+    assert not torch.equal(before, ds[0]["mask"])
+
+
+def test_dsb_mask_cache_on_disk_is_shared_and_invalidated(tmp_path, monkeypatch):
+    write_dsb_kaggle(tmp_path / "d", n=3)
+    cache = tmp_path / "cache"
+    ref = DSB2018(tmp_path / "d", split="all", size=None, cache_dir=cache)
+    expected = [ref[i]["mask"] for i in range(3)]
+    assert len(list(cache.glob("*.npz"))) == 3
+    reads = _CountingReads(monkeypatch)
+    fresh = DSB2018(tmp_path / "d", split="all", size=None, cache_dir=cache)  # e.g. another worker or run
+    for i in range(3):
+        torch.testing.assert_close(fresh[i]["mask"], expected[i])
+    assert reads.masks() == 0
+    (tmp_path / "d" / fresh.ids[1] / "masks" / "nucleus1.png").unlink()  # a nucleus removed: new key
+    rescan = DSB2018(tmp_path / "d", split="all", size=None, cache_dir=cache)
+    rescan[1]
+    assert reads.masks() == 1
+    (cache / next(p.name for p in cache.glob(f"{fresh.ids[2]}-*.npz"))).write_bytes(b"broken")
+    torch.testing.assert_close(DSB2018(tmp_path / "d", split="all", size=None, cache_dir=cache)[2]["mask"], expected[2])

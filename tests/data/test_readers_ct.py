@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
-from data_writers import ct_volume, write_lits, write_nifti, write_segthor
+from data_writers import ct_volume, write_lits, write_msd_liver, write_nifti, write_segthor
 
 from spatialrec.data import DatasetError, LiTS, SegTHOR
 from spatialrec.data import _ct
@@ -168,6 +170,60 @@ def test_segthor_bad_input(tmp_path):
     write_segthor(tmp_path / "u", n=3)
     hu, lab = ct_volume(0, labels=(0, 1, 2, 3, 4))
     lab[0, 0, 0] = 7
-    write_nifti(tmp_path / "u" / "Patient_03" / "GT.nii.gz", lab)
+    write_nifti(tmp_path / "u" / "Patient_03" / "GT.nii.gz", lab, zooms=(0.9, 0.9, 2.0))  # the volume's grid
     with pytest.raises(DatasetError, match=r"Patient_03/GT.nii.gz.*values \[7\]"):
         SegTHOR(tmp_path / "u", split="all", cache_dir=tmp_path / "c")
+
+
+# --- LiTS through the Medical Segmentation Decathlon (Task03_Liver) -------------------------------
+
+
+@pytest.mark.parametrize("level", ["parent", "task"])
+def test_lits_reads_the_msd_task03_liver_layout(tmp_path, level, caplog):
+    truth = write_msd_liver(tmp_path / "msd", n=3, shape=(8, 8, 4), n_test=2)
+    root = tmp_path / "msd" if level == "parent" else tmp_path / "msd" / "Task03_Liver"
+    with caplog.at_level(logging.INFO, logger="spatialrec.data"):
+        ds = LiTS(root, split="all", size=None, target="both", cache_dir=tmp_path / "c")
+    assert "imagesTs" in caplog.text  # the unlabelled test images are skipped, and that is said
+    assert {i.split("/")[0] for i in ds.ids} == {"liver_0", "liver_1", "liver_2"}  # not liver_3/4 (imagesTs)
+    assert len(ds) == 3 * 4 and ds.num_classes == 2
+    for i, sid in enumerate(ds.ids):
+        vol, z = sid.split("/slice")
+        hu, lab = truth[vol]
+        item = ds[i]
+        expected = (np.clip(_slice(hu, int(z)), -200, 250) + 200) / 450
+        np.testing.assert_allclose(item["image"][0].numpy(), expected, atol=2e-3)
+        lab_z = _slice(lab, int(z))
+        np.testing.assert_array_equal(item["mask"].numpy(), np.stack([lab_z > 0, lab_z == 2]).astype(np.float32))
+        torch.testing.assert_close(item["spacing"], torch.tensor([0.8, 0.7]))
+    # split by volume as for the LiTS file names
+    kw = dict(size=None, cache_dir=tmp_path / "c", val_fraction=0.2, test_fraction=0.2)
+    write_msd_liver(tmp_path / "msd5", n=5, n_test=0)
+    parts = [{x.split("/")[0] for x in LiTS(tmp_path / "msd5", split=s, **kw).ids} for s in ("train", "val", "test")]
+    assert [len(p) for p in parts] == [3, 1, 1] and len(set().union(*parts)) == 5
+
+
+def test_lits_msd_errors_name_the_file(tmp_path):
+    write_msd_liver(tmp_path / "a", n=3)
+    (tmp_path / "a" / "Task03_Liver" / "labelsTr" / "liver_1.nii.gz").unlink()
+    with pytest.raises(DatasetError, match=r"imagesTr/liver_1.nii.gz.*has no labels"):
+        LiTS(tmp_path / "a", cache_dir=tmp_path / "c")
+    write_msd_liver(tmp_path / "b", n=3)
+    (tmp_path / "b" / "Task03_Liver" / "imagesTr" / "liver_2.nii.gz").unlink()
+    with pytest.raises(DatasetError, match=r"labelsTr/liver_2.nii.gz.*has no image"):
+        LiTS(tmp_path / "b", cache_dir=tmp_path / "c")
+    write_msd_liver(tmp_path / "d", n=3, junk=False)
+    hu, lab = ct_volume(21)
+    lab[0, 0, 0] = 3
+    write_nifti(tmp_path / "d" / "Task03_Liver" / "labelsTr" / "liver_1.nii.gz", lab)
+    with pytest.raises(DatasetError, match=r"labelsTr/liver_1.nii.gz.*values \[3\]"):
+        LiTS(tmp_path / "d", split="all", cache_dir=tmp_path / "c")
+
+
+def test_lits_prefers_lits_names_when_both_layouts_are_present(tmp_path, caplog):
+    write_lits(tmp_path / "both" / "lits", n=3)
+    write_msd_liver(tmp_path / "both" / "msd", n=3)
+    with caplog.at_level(logging.WARNING, logger="spatialrec.data"):
+        ds = LiTS(tmp_path / "both", split="all", size=None, cache_dir=tmp_path / "c")
+    assert {i.split("/")[0] for i in ds.ids} == {"volume-0", "volume-1", "volume-2"}  # as before
+    assert "Task03_Liver" in caplog.text and "ignor" in caplog.text

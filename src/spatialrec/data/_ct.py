@@ -14,10 +14,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._io import DatasetError, SegmentationDataset, SizeLike, Transform, logger, read_nifti, require_nibabel
+from ._io import (
+    DatasetError,
+    SegmentationDataset,
+    SizeLike,
+    Transform,
+    align_labels_to_image,
+    logger,
+    read_nifti,
+    read_nifti_grid,
+    require_nibabel,
+)
 from .splits import assign_splits, check_split
 
-_CACHE_VERSION = 1
+# 2: labels are aligned to the volume's voxel grid (caches of version 1 may hold misaligned labels).
+_CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -77,8 +88,12 @@ class CTSliceDataset(SegmentationDataset):
         test_fraction: float,
         seed: int,
         transform: Optional[Transform],
+        label_alignment: str = "check",
     ) -> None:
         super().__init__(size, transform)
+        if label_alignment not in ("check", "as_stored"):
+            raise ValueError(f"label_alignment must be 'check' or 'as_stored', got {label_alignment!r}")
+        self.label_alignment = label_alignment
         require_nibabel()
         self.root = Path(root)
         self.split = check_split(split)
@@ -120,7 +135,9 @@ class CTSliceDataset(SegmentationDataset):
 
     # -- cache ------------------------------------------------------------------------------
     def _key(self, vol: VolumeRecord) -> str:
-        parts: list[object] = [_CACHE_VERSION, self.dataset_name, self.hu_window, self.scale, self.size]
+        parts: list[object] = [
+            _CACHE_VERSION, self.dataset_name, self.hu_window, self.scale, self.size, self.label_alignment
+        ]
         for p in (vol.image, vol.labels):
             st = p.stat()
             parts += [str(p.resolve()), st.st_size, st.st_mtime_ns]
@@ -158,7 +175,12 @@ class CTSliceDataset(SegmentationDataset):
     def _preprocess(self, vol: VolumeRecord) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
         data, zooms = read_nifti(vol.image, as_float32=True)
         lab, _ = read_nifti(vol.labels)
-        if data.shape != lab.shape:
+        if self.label_alignment == "check":
+            # Labels stored with other axis order / flips are moved onto the volume's grid; other misfits raise.
+            lab = align_labels_to_image(
+                lab, read_nifti_grid(vol.labels), read_nifti_grid(vol.image), vol.labels, vol.image, self.dataset_name
+            )
+        elif data.shape != lab.shape:  # "as_stored": voxel (i, j, k) of the labels is voxel (i, j, k) of the volume
             raise DatasetError(
                 f"{self.dataset_name}: labels {str(vol.labels)!r} have shape {lab.shape} but volume "
                 f"{str(vol.image)!r} has {data.shape}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -82,6 +83,140 @@ def read_nifti(path: Path, as_float32: bool = False) -> tuple[np.ndarray, tuple[
     if data.ndim != 3:
         raise DatasetError(f"NIfTI file {str(path)!r} must hold a 3-D volume, got shape {data.shape}")
     return data, zooms
+
+
+#: Image and label grids may differ by this fraction of the smallest voxel size (at any corner of
+#: the volume, in world space) and still count as the same grid: header rounding, not misalignment.
+GRID_TOLERANCE_VOXELS = 0.1
+
+
+@dataclass(frozen=True)
+class NiftiGrid:
+    """Where a NIfTI volume's voxels lie in world space: ``world = affine @ (i, j, k, 1)`` in mm.
+
+    ``oriented`` is False when the header has neither a qform nor an sform (both codes 0); nibabel
+    then makes up an affine from the voxel sizes alone, which says nothing about orientation.
+    """
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    oriented: bool
+
+    @property
+    def zooms(self) -> np.ndarray:
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+
+def read_nifti_grid(path: Path) -> NiftiGrid:
+    """Read a NIfTI file's voxel grid (shape, affine) from its header only."""
+    nib = require_nibabel()
+    try:
+        img = nib.load(str(path))
+        affine = np.asarray(img.affine, dtype=np.float64)
+        try:
+            oriented = int(img.header["qform_code"]) > 0 or int(img.header["sform_code"]) > 0
+        except (KeyError, ValueError):
+            oriented = False
+        shape = tuple(int(n) for n in img.shape)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise DatasetError(f"cannot read the NIfTI header of {str(path)!r}: {type(e).__name__}: {e}") from e
+    return NiftiGrid(shape[:3], affine, oriented and bool(np.all(np.isfinite(affine))))
+
+
+def _grid_gap_mm(a: np.ndarray, b: np.ndarray, shape: Sequence[int]) -> float:
+    """Largest world-space distance between two affines' images of the volume's corner voxels."""
+    corners = np.array(np.meshgrid(*[(0, max(n - 1, 0)) for n in shape[:3]], indexing="ij")).reshape(3, -1)
+    homog = np.vstack([corners, np.ones((1, corners.shape[1]))])
+    return float(np.linalg.norm((a - b)[:3] @ homog, axis=0).max())
+
+
+def _axcodes(affine: np.ndarray) -> str:
+    """Orientation letters such as ``"RAS"`` (``?`` for an axis with no direction)."""
+    from nibabel.orientations import aff2axcodes
+
+    return "".join(c or "?" for c in aff2axcodes(affine))
+
+
+def _describe_grid(grid: NiftiGrid, shape: Sequence[int]) -> str:
+    codes = _axcodes(grid.affine) if grid.oriented else "unknown"
+    zooms = ", ".join(f"{z:.4g}" for z in grid.zooms)
+    origin = ", ".join(f"{o:.4g}" for o in grid.affine[:3, 3])
+    return f"shape {tuple(shape)}, voxel size ({zooms}) mm, orientation {codes}, origin ({origin}) mm"
+
+
+def align_labels_to_image(
+    labels: np.ndarray,
+    labels_grid: NiftiGrid,
+    image_grid: NiftiGrid,
+    labels_path: Path,
+    image_path: Path,
+    what: str,
+) -> np.ndarray:
+    """Return ``labels`` on the image's voxel grid, or raise DatasetError naming both files.
+
+    Labels whose header puts every voxel where the image's does (within
+    :data:`GRID_TOLERANCE_VOXELS` of a voxel) are returned unchanged. Labels stored with other
+    axis order or flips, but consistent in world space, are reoriented to the image's axes
+    (``nibabel.orientations``) and logged. Anything else (another voxel size, shape, origin or a
+    rotation) cannot be fixed by reordering and raises. Without orientation in either header only
+    the shapes can be compared; a warning says so.
+    """
+    image_shape = tuple(image_grid.shape)
+    if not (labels_grid.oriented and image_grid.oriented):
+        if labels.shape != image_shape:
+            raise DatasetError(
+                f"{what}: labels {str(labels_path)!r} have shape {labels.shape} but volume {str(image_path)!r} "
+                f"has {image_shape}"
+            )
+        which = labels_path if not labels_grid.oriented else image_path
+        logger.warning(
+            "%s: %s has no orientation in its header (qform and sform codes 0), so the alignment of labels %s "
+            "with volume %s cannot be checked beyond their shape %s",
+            what, which, labels_path, image_path, image_shape,
+        )
+        return labels
+    tol = GRID_TOLERANCE_VOXELS * float(image_grid.zooms.min())
+    if labels.shape == image_shape and _grid_gap_mm(labels_grid.affine, image_grid.affine, image_shape) <= tol:
+        return labels
+    from nibabel import orientations as nio
+
+    transform = nio.ornt_transform(nio.io_orientation(labels_grid.affine), nio.io_orientation(image_grid.affine))
+    moved = nio.apply_orientation(labels, transform)
+    moved_affine = labels_grid.affine @ nio.inv_ornt_aff(transform, labels.shape)
+    identity = bool(np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]))
+    if moved.shape == image_shape:
+        gap = _grid_gap_mm(moved_affine, image_grid.affine, image_shape)
+        if gap <= tol:
+            logger.info(
+                "%s: labels %s are stored with other axes than volume %s (%s vs %s); reoriented to the volume",
+                what, labels_path, image_path, _axcodes(labels_grid.affine), _axcodes(image_grid.affine),
+            )
+            return np.ascontiguousarray(moved)
+    else:
+        gap = float("nan")
+    differs = []
+    if moved.shape != image_shape:
+        differs.append("shape")
+    moved_grid = NiftiGrid(moved.shape, moved_affine, True)
+    if not np.allclose(moved_grid.zooms, image_grid.zooms, rtol=1e-3, atol=1e-4):
+        differs.append("voxel size")
+    directions = moved_affine[:3, :3] / moved_grid.zooms
+    if not np.allclose(directions, image_grid.affine[:3, :3] / image_grid.zooms, atol=1e-3):
+        differs.append("orientation")
+    if np.linalg.norm(moved_affine[:3, 3] - image_grid.affine[:3, 3]) > tol:
+        differs.append("origin")
+    gap_text = f"; voxels up to {gap:.3g} mm apart, tolerance {tol:.3g} mm" if gap == gap else ""
+    raise DatasetError(
+        f"{what}: labels {str(labels_path)!r} and volume {str(image_path)!r} are not on the same voxel grid: they "
+        f"differ in {', '.join(differs) or 'position'}{gap_text}"
+        + (" (after reordering the labels' axes to the volume's)" if not identity else "")
+        + f". Labels: {_describe_grid(labels_grid, labels.shape)}. Volume: {_describe_grid(image_grid, image_shape)}. "
+        f"Axis order and flips are reconciled automatically; other differences are not: resample the labels "
+        f"onto the volume's grid, or, if you know the labels' header is wrong and their voxels match the "
+        f"volume's as stored, pass label_alignment='as_stored'."
+    )
 
 
 def size_pair(size: SizeLike, name: str = "size") -> Optional[tuple[int, int]]:

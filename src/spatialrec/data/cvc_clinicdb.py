@@ -26,8 +26,58 @@ _LAYOUT = """\
   <root>/Original/<n>.tif       (RGB frames; the PNG edition: <n>.png)
   <root>/Ground Truth/<n>.tif   (binary polyp masks, same names)"""
 _EXTENSIONS = (".tif", ".tiff", ".png")
-_FRAME_COLUMNS = ("frame", "image", "id", "filename", "file")
-_SEQUENCE_COLUMNS = ("sequence", "video", "sequence_id", "seq", "video_id")
+# Earlier names win. "frame_id"/"sequence_id" are the columns of the common mirror's metadata.csv.
+_FRAME_COLUMNS = ("frame", "frame_id", "image", "image_id", "id", "filename", "file")
+_SEQUENCE_COLUMNS = ("sequence", "sequence_id", "video", "seq", "video_id")
+# Several editions side by side (the common mirror holds TIF/ and PNG/): the publisher's TIFF first.
+_EDITION_PREFERENCE = ("tif", "tiff")
+_SKIP_FOLDERS = ("__MACOSX",)
+
+
+def _is_edition(folder: Path) -> bool:
+    return (folder / "Original").is_dir() and (folder / "Ground Truth").is_dir()
+
+
+def _find_edition(root: Path) -> Path:
+    """The folder holding ``Original/`` and ``Ground Truth/``: ``root`` itself, or one found up to two
+    levels below it (a mirror's ``TIF/`` and ``PNG/``, an archive's ``CVC-ClinicDB/``), logged."""
+    if (root / "Original").is_dir() or (root / "Ground Truth").is_dir():
+        return root  # the documented layout (a missing half is reported by the caller)
+
+    def subfolders(folder: Path) -> list[Path]:
+        return sorted(
+            p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in _SKIP_FOLDERS
+        )
+
+    found = [d for d in subfolders(root) if _is_edition(d)]
+    if not found:
+        found = [d for sub in subfolders(root) for d in subfolders(sub) if _is_edition(d)]
+    if not found:
+        raise FileNotFoundError(
+            f"CVC-ClinicDB image folder: folder {str(root / 'Original')!r} not found, nor a folder holding "
+            f"'Original' and 'Ground Truth' up to two levels below {str(root)!r}; pass the folder that holds "
+            f"them (in the common mirror: its 'TIF' or 'PNG' folder). Expected layout:\n{_LAYOUT}"
+        )
+    if len(found) == 1:
+        chosen = found[0]
+        logger.info("CVC-ClinicDB: reading the frames in %s (found below %s)", chosen, root)
+        return chosen
+    preferred = [d for d in found if d.name.lower() in _EDITION_PREFERENCE]
+    if len(preferred) != 1:
+        raise DatasetError(
+            f"CVC-ClinicDB: {str(root)!r} holds several folders with 'Original' and 'Ground Truth': "
+            f"{[str(d) for d in found]}; pass one of them as root"
+        )
+    chosen = preferred[0]
+    others = ", ".join(str(d) for d in found if d != chosen)
+    logger.info(
+        "CVC-ClinicDB: %s holds several editions; reading the TIFF one, %s (the publisher's format). Pass %s as "
+        "root to read that one instead.",
+        root,
+        chosen,
+        others,
+    )
+    return chosen
 
 
 def _read_sequence_csv(path: Path) -> dict[str, str]:
@@ -74,17 +124,27 @@ def _frame_key(stem: str) -> tuple[int, object]:
 class CVCClinicDB(SegmentationDataset):
     """CVC-ClinicDB: 612 colonoscopy frames (384 x 288) from 29 sequences, with polyp masks.
 
+    (29 sequences from 25 video studies, as the publisher's page states and its frame-to-sequence
+    table lists: 29 consecutive frame ranges covering frames 1-612. Some papers write 31.)
+
     Get the data from the CVC-ClinicDB page of the Computer Vision Center, Barcelona
     (https://polyp.grand-challenge.org/CVCClinicDB/), or its mirrors (e.g. Kaggle
-    "cvcclinicdb", the PNG edition). Expected layout::
+    "cvcclinicdb"). Expected layout::
 
         <root>/Original/<n>.tif        RGB frames (or <n>.png in the PNG edition)
         <root>/Ground Truth/<n>.tif    masks, same names (foreground = grey level > 127)
 
+    ``root`` may also be a folder above that: the folder holding ``Original/`` and ``Ground Truth/``
+    is looked for up to two levels down (attribute ``data_dir``, logged). The common mirror holds two
+    editions, ``TIF/`` and ``PNG/``: the TIFF one (the publisher's format) is read; pass
+    ``<root>/PNG`` for the other. Several other candidates raise, listing them.
+
     Frames of one sequence are near duplicates, so a frame-wise random split leaks: pass
     ``sequence_csv``, a CSV mapping each frame to its sequence (header with a frame column, e.g.
-    ``frame``, and a sequence column, e.g. ``sequence``; or two columns without a header), to split
-    by sequence. Without it the split is a seeded random split by frame and a warning is logged.
+    ``frame`` or ``frame_id``, and a sequence column, e.g. ``sequence`` or ``sequence_id``; or two
+    columns without a header), to split by sequence; the mirror's ``metadata.csv`` is such a file.
+    Without it the split is a seeded random split by frame and a warning is logged (naming a
+    ``metadata.csv`` next to the frames, if there is one).
 
     Images are scaled to ``[0, 1]`` and resized to ``size`` (default 96 high x 128 wide).
 
@@ -120,8 +180,9 @@ class CVCClinicDB(SegmentationDataset):
         self.root = Path(root)
         self.split = check_split(split)
         require_dir(self.root, "CVC-ClinicDB root", _LAYOUT)
-        img_dir = require_dir(self.root / "Original", "CVC-ClinicDB image folder", _LAYOUT)
-        mask_dir = require_dir(self.root / "Ground Truth", "CVC-ClinicDB mask folder", _LAYOUT)
+        self.data_dir = _find_edition(self.root)
+        img_dir = require_dir(self.data_dir / "Original", "CVC-ClinicDB image folder", _LAYOUT)
+        mask_dir = require_dir(self.data_dir / "Ground Truth", "CVC-ClinicDB mask folder", _LAYOUT)
         images = self._list(img_dir)
         masks = self._list(mask_dir)
         if not images:
@@ -144,11 +205,17 @@ class CVCClinicDB(SegmentationDataset):
                 )
             groups = {stem: seq_of[stem] for stem in images}
         else:
+            candidates = [folder / "metadata.csv" for folder in (self.root, self.data_dir, self.data_dir.parent)]
+            found_csv = next((c for c in candidates if c.is_file()), None)
             logger.warning(
                 "CVC-ClinicDB: no sequence_csv given, splitting %s by frame with seed %d; frames of one video "
-                "sequence can land in different splits, which inflates validation/test scores",
-                self.root,
+                "sequence can land in different splits, which inflates validation/test scores%s",
+                self.data_dir,
                 seed,
+                f". {found_csv} looks like the mirror's frame-to-sequence file: pass sequence_csv='{found_csv}' "
+                "to split by sequence"
+                if found_csv is not None
+                else "",
             )
             groups = {stem: stem for stem in images}
         self.groups = groups

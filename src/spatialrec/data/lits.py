@@ -9,25 +9,36 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ._ct import CTSliceDataset, VolumeRecord
-from ._io import DatasetError, SizeLike, Transform, require_dir
+from ._io import DatasetError, SizeLike, Transform, logger, require_dir
 
 __all__ = ["LiTS"]
 
 _LAYOUT = """\
-  <root>/**/volume-<n>.nii[.gz]         CT volumes (any sub-folders, e.g. "Training Batch 1")
-  <root>/**/segmentation-<n>.nii[.gz]   labels 0 background, 1 liver, 2 tumour"""
+  LiTS challenge:
+    <root>/**/volume-<n>.nii[.gz]         CT volumes (any sub-folders, e.g. "Training Batch 1")
+    <root>/**/segmentation-<n>.nii[.gz]   labels 0 background, 1 liver, 2 tumour
+  or Medical Segmentation Decathlon Task03_Liver (<root> = Task03_Liver or a folder above it):
+    <root>/**/imagesTr/liver_<n>.nii.gz   CT volumes
+    <root>/**/labelsTr/liver_<n>.nii.gz   labels 0 background, 1 liver, 2 tumour (imagesTs/ has none: skipped)"""
 _PATTERN = re.compile(r"^(volume|segmentation)-(\d+)\.nii(\.gz)?$")
+_MSD_PATTERN = re.compile(r"^liver_(\d+)\.nii(\.gz)?$")
+_MSD_FOLDERS = {"imagesTr": "image", "labelsTr": "labels", "imagesTs": "test"}
 _TARGETS = {"liver": 1, "tumour": 1, "tumor": 1, "both": 2}
 
 
 class LiTS(CTSliceDataset):
     """LiTS liver / liver-tumour CT, read as axial slices.
 
-    Get the data from the LiTS challenge (https://competitions.codalab.org/competitions/17094,
-    also mirrored as the Medical Segmentation Decathlon "Task03_Liver" with other file names, and
-    on academic torrents): the 131 training volumes ``volume-<n>.nii`` with
-    ``segmentation-<n>.nii`` (0 background, 1 liver, 2 tumour), in any sub-folders of ``root``,
-    ``.nii`` or ``.nii.gz``.
+    Get the data from the LiTS challenge (https://competitions.codalab.org/competitions/17094, or
+    academic torrents): the 131 training volumes ``volume-<n>.nii`` with ``segmentation-<n>.nii``
+    (0 background, 1 liver, 2 tumour), in any sub-folders of ``root``, ``.nii`` or ``.nii.gz``.
+
+    The Medical Segmentation Decathlon's ``Task03_Liver`` (http://medicaldecathlon.com, the same
+    training volumes under other names) is read too: ``imagesTr/liver_<n>.nii.gz`` with
+    ``labelsTr/liver_<n>.nii.gz`` (same labels), ids ``liver_<n>``; pass ``Task03_Liver`` or a folder
+    above it. ``imagesTs/`` (no labels) is skipped with an INFO log, ``dataset.json`` is not needed,
+    and the archive's macOS ``._liver_<n>.nii.gz`` files are ignored. A root holding both copies is
+    read through the LiTS names, with a warning.
 
     Each volume's slices go to one split (split by volume, never by slice). On first use the
     volumes of the split are preprocessed once into ``cache_dir`` (see the docs); HU values are
@@ -48,8 +59,13 @@ class LiTS(CTSliceDataset):
         val_fraction, test_fraction: fractions of volumes in validation / test (default 0.1 / 0.2).
         seed: seed of the split.
         transform: optional ``(image, mask) -> (image, mask)``.
+        label_alignment: ``"check"`` (default): compare the image and label headers, reorient
+            labels stored with other axis order / flips, refuse other misfits (see the docs);
+            ``"as_stored"``: take label voxel (i, j, k) as image voxel (i, j, k), checking only the
+            shapes, for labels whose header is known to be wrong.
 
-    Items: ``{"image": float32 (1, H, W), "mask": float32 (K, H, W) 0/1, "id": "volume-<n>/slice<z>",
+    Items: ``{"image": float32 (1, H, W), "mask": float32 (K, H, W) 0/1, "id": "volume-<n>/slice<z>"
+    (MSD: "liver_<n>/slice<z>"),
     "spacing": float32 (2,) mm (row, col) after resizing}``, ``K = 1`` (2 for ``"both"``).
     """
 
@@ -71,34 +87,104 @@ class LiTS(CTSliceDataset):
         test_fraction: float = 0.2,
         seed: int = 0,
         transform: Optional[Transform] = None,
+        label_alignment: str = "check",
     ) -> None:
         if target not in _TARGETS:
             raise ValueError(f"target must be one of {tuple(_TARGETS)}, got {target!r}")
         self.target = "tumour" if target == "tumor" else target
         self.num_classes = _TARGETS[target]
         super().__init__(
-            root, split, size, hu_window, scale, slice_filter, cache_dir, val_fraction, test_fraction, seed, transform
+            root,
+            split,
+            size,
+            hu_window,
+            scale,
+            slice_filter,
+            cache_dir,
+            val_fraction,
+            test_fraction,
+            seed,
+            transform,
+            label_alignment,
         )
 
     def _scan(self) -> list[VolumeRecord]:
         require_dir(self.root, "LiTS root", _LAYOUT)
-        found: dict[str, dict[int, Path]] = {"volume": {}, "segmentation": {}}
+        found: dict[str, dict[int, Path]] = {"volume": {}, "segmentation": {}, "image": {}, "labels": {}, "test": {}}
         for p in sorted(self.root.rglob("*.nii*")):
-            m = _PATTERN.match(p.name)
-            if not m or not p.is_file():
+            # MSD archives carry macOS resource forks "._liver_<n>.nii.gz" next to every file: not NIfTI.
+            if p.name.startswith("._") or not p.is_file():
                 continue
-            kind, n = m.group(1), int(m.group(2))
+            m = _PATTERN.match(p.name)
+            if m:
+                kind, n = m.group(1), int(m.group(2))
+            else:
+                m = _MSD_PATTERN.match(p.name)
+                if not m or p.parent.name not in _MSD_FOLDERS:
+                    continue
+                kind, n = _MSD_FOLDERS[p.parent.name], int(m.group(1))
             if n in found[kind]:
                 raise DatasetError(f"LiTS: two files for {kind} {n}: {str(found[kind][n])!r} and {str(p)!r}")
             found[kind][n] = p
         vols, segs = found["volume"], found["segmentation"]
-        if not vols and not segs:
-            raise DatasetError(f"LiTS: no volume-<n>.nii[.gz] files under {str(self.root)!r}. Expected layout:\n{_LAYOUT}")
-        for n in sorted(set(vols) - set(segs)):
-            raise DatasetError(f"LiTS: volume {str(vols[n])!r} has no segmentation-{n}.nii[.gz]")
-        for n in sorted(set(segs) - set(vols)):
-            raise DatasetError(f"LiTS: segmentation {str(segs[n])!r} has no volume-{n}.nii[.gz]")
-        return [VolumeRecord(f"volume-{n}", f"volume-{n}", vols[n], segs[n]) for n in sorted(vols)]
+        msd_images, msd_labels, msd_test = found["image"], found["labels"], found["test"]
+        has_msd = bool(msd_images or msd_labels)
+        if vols or segs:
+            if has_msd:
+                # Both copies of the data under one root: keep reading the LiTS names (as always) and say so,
+                # rather than reading every volume twice under two names (which would leak across splits).
+                logger.warning(
+                    "LiTS: %s holds LiTS volume-<n>/segmentation-<n> files and also Medical Segmentation Decathlon "
+                    "Task03_Liver files (e.g. %s); reading the LiTS files and ignoring the Task03_Liver ones. Pass "
+                    "the folder of one copy to choose.",
+                    self.root,
+                    next(iter((msd_images or msd_labels).values())),
+                )
+            return self._pair(
+                vols,
+                segs,
+                ("volume", "segmentation"),
+                ("volume-{n}.nii[.gz]", "segmentation-{n}.nii[.gz]"),
+                "volume-{n}",
+            )
+        if not has_msd:
+            raise DatasetError(
+                f"LiTS: no volume-<n>.nii[.gz] files (nor Task03_Liver imagesTr/liver_<n>.nii.gz) under "
+                f"{str(self.root)!r}. Expected layout:\n{_LAYOUT}"
+            )
+        if msd_test:
+            logger.info(
+                "LiTS: skipping %d unlabelled Task03_Liver test volumes in imagesTs (e.g. %s)",
+                len(msd_test),
+                next(iter(msd_test.values())),
+            )
+        return self._pair(
+            msd_images,
+            msd_labels,
+            ("image", "labels"),
+            ("image imagesTr/liver_{n}.nii[.gz]", "labels labelsTr/liver_{n}.nii[.gz]"),
+            "liver_{n}",
+        )
+
+    @staticmethod
+    def _pair(
+        images: dict[int, Path],
+        labels: dict[int, Path],
+        kinds: tuple[str, str],
+        partners: tuple[str, str],
+        volume_id: str,
+    ) -> list[VolumeRecord]:
+        """One record per number with both files; a file without its partner raises, naming it.
+
+        ``kinds``: what an image / a labels file is called; ``partners``: the image / labels file a
+        lonely partner lacks and ``volume_id`` the id, both formatted with ``n``.
+        """
+        for n in sorted(set(images) - set(labels)):
+            raise DatasetError(f"LiTS: {kinds[0]} {str(images[n])!r} has no {partners[1].format(n=n)}")
+        for n in sorted(set(labels) - set(images)):
+            raise DatasetError(f"LiTS: {kinds[1]} {str(labels[n])!r} has no {partners[0].format(n=n)}")
+        ids = {n: volume_id.format(n=n) for n in images}
+        return [VolumeRecord(ids[n], ids[n], images[n], labels[n]) for n in sorted(images)]
 
     def _wanted_labels(self) -> set[int]:
         return {2} if self.target == "tumour" else {1, 2}

@@ -46,6 +46,10 @@ class SegTHOR(CTSliceDataset):
         val_fraction, test_fraction: fractions of patients in validation / test (default 0.1 / 0.2).
         seed: seed of the split.
         transform: optional ``(image, mask) -> (image, mask)``.
+        label_alignment: ``"check"`` (default): compare the image and label headers, reorient
+            labels stored with other axis order / flips, refuse other misfits (see the docs);
+            ``"as_stored"``: take label voxel (i, j, k) as image voxel (i, j, k), checking only the
+            shapes, for labels whose header is known to be wrong.
 
     Items: ``{"image": float32 (1, H, W), "mask": float32 (K, H, W) 0/1, "id": "Patient_<nn>/slice<z>",
     "spacing": float32 (2,) mm (row, col) after resizing}``, ``K = 1`` (4 for ``"all"``).
@@ -69,6 +73,7 @@ class SegTHOR(CTSliceDataset):
         test_fraction: float = 0.2,
         seed: int = 0,
         transform: Optional[Transform] = None,
+        label_alignment: str = "check",
     ) -> None:
         organ = _ALIASES.get(organ, organ) if isinstance(organ, str) else organ
         if organ != "all" and organ not in SEGTHOR_ORGANS:
@@ -76,7 +81,18 @@ class SegTHOR(CTSliceDataset):
         self.organ = organ
         self.num_classes = 4 if organ == "all" else 1
         super().__init__(
-            root, split, size, hu_window, scale, slice_filter, cache_dir, val_fraction, test_fraction, seed, transform
+            root,
+            split,
+            size,
+            hu_window,
+            scale,
+            slice_filter,
+            cache_dir,
+            val_fraction,
+            test_fraction,
+            seed,
+            transform,
+            label_alignment,
         )
 
     def _scan(self) -> list[VolumeRecord]:
