@@ -10,7 +10,7 @@ almost never seen). Deterministic given ``seed`` and the epoch (:meth:`set_epoch
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 import torch

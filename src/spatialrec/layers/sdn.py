@@ -7,6 +7,7 @@ the former 3D defaults); they keep the same state_dict keys.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Optional, Union
@@ -311,64 +312,32 @@ class ResidualSDN(nn.Module):
 
 
 # ---------------------------------------------------------------------------- thin aliases
+# The former per-dimension classes: the spine with ``spatial_dims`` fixed, same arguments
+# otherwise, same state_dict keys.
 
 
 class DirectionalGRU2d(DirectionalGRU):
     """:class:`DirectionalGRU` with ``spatial_dims=2``."""
 
-    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto") -> None:
-        super().__init__(state_size, direction, backend, spatial_dims=2)
+    __init__ = functools.partialmethod(DirectionalGRU.__init__, spatial_dims=2)  # type: ignore[assignment]
 
 
 class DirectionalGRU3d(DirectionalGRU):
     """:class:`DirectionalGRU` with ``spatial_dims=3``."""
 
-    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto") -> None:
-        super().__init__(state_size, direction, backend, spatial_dims=3)
+    __init__ = functools.partialmethod(DirectionalGRU.__init__, spatial_dims=3)  # type: ignore[assignment]
 
 
 class SpatialDependencyLayer3d(SpatialDependencyLayer):
     """:class:`SpatialDependencyLayer` with ``spatial_dims=3`` (default ``S=32``, directions right, down, in)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        state_size: Optional[int] = None,
-        directions: Optional[Sequence[DirectionLike]] = None,
-        kernel_size: SizeArg = 3,
-        stride: SizeArg = 1,
-        padding: PaddingArg = 1,
-        transposed: bool = False,
-        output_padding: SizeArg = 0,
-        backend: str = "auto",
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, state_size, directions, kernel_size, stride, padding, transposed,
-            output_padding, backend, spatial_dims=3,
-        )  # fmt: skip
+    __init__ = functools.partialmethod(SpatialDependencyLayer.__init__, spatial_dims=3)  # type: ignore[assignment]
 
 
 class ResidualSDN3d(ResidualSDN):
     """:class:`ResidualSDN` with ``spatial_dims=3`` (default ``S=32``, directions right, down, in)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        state_size: Optional[int] = None,
-        directions: Optional[Sequence[DirectionLike]] = None,
-        kernel_size: SizeArg = 3,
-        stride: SizeArg = 1,
-        padding: PaddingArg = 1,
-        transposed: bool = False,
-        output_padding: SizeArg = 0,
-        backend: str = "auto",
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, state_size, directions, kernel_size, stride, padding, transposed,
-            output_padding, backend, spatial_dims=3,
-        )  # fmt: skip
+    __init__ = functools.partialmethod(ResidualSDN.__init__, spatial_dims=3)  # type: ignore[assignment]
 
 
 __all__ = [

@@ -8,8 +8,7 @@ spatial recurrence on the finer ones (the SDN-Transformer hybrid).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +16,6 @@ from einops import rearrange
 from torch import nn
 
 from ..checks import check_float, check_int, check_size
-from ..ops import DirectionLike
-from .common import LevelsLike
 from .registry import register_model
 from .unet import UNet
 
@@ -130,8 +127,7 @@ class TransUNet(UNet):
     the decoder this is the SDN-Transformer hybrid.
 
     Args:
-        in_channels, num_classes, depth, base_width, upsample, encoder_sdn, decoder_sdn,
-            sdn_block, state_size, directions, backend, pad_mode: as for :class:`UNet`.
+        in_channels, num_classes, depth, base_width: as for :class:`UNet`.
         img_size: the input size ``(H, W)`` (or one int) the position embeddings are laid out
             for; other sizes interpolate them.
         transformer_dim: token width.
@@ -140,6 +136,9 @@ class TransUNet(UNet):
         mlp_ratio: MLP hidden width / ``transformer_dim``.
         dropout: dropout in the Transformer (after attention, in the MLP, on the embeddings).
         attention_dropout: dropout on attention weights.
+        **unet_kwargs: the other arguments of :class:`UNet` (``upsample``, ``encoder_sdn``,
+            ``decoder_sdn``, ``sdn_block``, ``state_size``, ``directions``, ``backend``,
+            ``pad_mode``, ``norm``); 2D only.
 
     Shape:
         ``(B, in_channels, H, W) -> (B, num_classes, H, W)`` logits, any ``H, W >= 2**depth``.
@@ -164,20 +163,11 @@ class TransUNet(UNet):
         mlp_ratio: float = 4.0,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
-        upsample: str = "interpolate",
-        encoder_sdn: LevelsLike = (),
-        decoder_sdn: LevelsLike = (),
-        sdn_block: str = "sdn",
-        state_size: Optional[int] = None,
-        directions: Optional[Sequence[DirectionLike]] = None,
-        backend: str = "auto",
-        pad_mode: str = "reflect",
+        **unet_kwargs: Any,
     ) -> None:
-        super().__init__(
-            in_channels, num_classes, depth, base_width, upsample=upsample, encoder_sdn=encoder_sdn,
-            decoder_sdn=decoder_sdn, sdn_block=sdn_block, state_size=state_size, directions=directions,
-            backend=backend, pad_mode=pad_mode,
-        )  # fmt: skip
+        if "spatial_dims" in unet_kwargs and unet_kwargs["spatial_dims"] != 2:
+            raise ValueError(f"TransUNet is 2D only (position embeddings on an (H, W) grid), got spatial_dims={unet_kwargs['spatial_dims']!r}")
+        super().__init__(in_channels, num_classes, depth, base_width, **unet_kwargs)
         img_h, img_w = check_size("img_size", img_size, 2, 1)
         check_int("transformer_dim", transformer_dim)
         check_int("transformer_layers", transformer_layers)

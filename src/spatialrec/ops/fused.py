@@ -45,7 +45,7 @@ from typing import Any, Optional
 
 import torch
 
-from .directions import from_canonical_view, to_canonical_view
+from .directions import from_canonical_view
 from .gates import compute_dtype, fold_biases, permute_gates_ih, unpermute_gates_ih
 
 # Elements of the hoisted prior-term block: bounds its memory (4 MiB in float32) while keeping
