@@ -225,6 +225,7 @@ def size_pair(size: SizeLike, name: str = "size") -> Optional[tuple[int, int]]:
         return None
     if isinstance(size, bool):
         raise TypeError(f"{name} must be None, an int or (H, W), got {size!r}")
+    pair: tuple[int, ...]
     if isinstance(size, int):
         pair = (size, size)
     else:

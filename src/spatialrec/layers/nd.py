@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Union
 
 from torch import nn
 
@@ -31,8 +31,10 @@ CONV_TYPES: tuple[type[ConvNd], ...] = (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d
 """Every plain convolution class of a supported dimension (``Conv2d``, ``Conv3d`` and transposed)."""
 
 
-def conv_cls(spatial_dims: int, transposed: bool = False) -> type[ConvNd]:
-    """``nn.Conv2d``/``nn.Conv3d`` (``nn.ConvTranspose2d``/``3d`` when ``transposed``)."""
+def conv_cls(spatial_dims: int, transposed: bool = False) -> Callable[..., ConvNd]:
+    """``nn.Conv2d``/``nn.Conv3d`` (``nn.ConvTranspose2d``/``3d`` when ``transposed``).
+
+    Typed as a constructor of any of them: the geometry tuples' length depends on ``spatial_dims``."""
     return (_CONV_T if transposed else _CONV)[check_spatial_dims(spatial_dims)]
 
 

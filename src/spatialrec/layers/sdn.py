@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 import torch
 from torch import nn
@@ -191,23 +191,27 @@ class SpatialDependencyLayer(nn.Module):
         self.sweeps = nn.ModuleList(DirectionalGRU(self.state_size, d, backend, spatial_dims) for d in self.directions)
         self.project_out = conv_cls(spatial_dims)(self.state_size, out_channels, 1)
 
+    def _sweeps(self) -> list[DirectionalGRU]:
+        return [cast(DirectionalGRU, s) for s in self.sweeps]
+
     @property
     def backend(self) -> str:
-        return self.sweeps[0].backend
+        return self._sweeps()[0].backend
 
     @backend.setter
     def backend(self, value: str) -> None:
         resolve_backend(value)
-        for sweep in self.sweeps:
+        for sweep in self._sweeps():
             sweep.backend = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.spatial_dims, dtype=self.project_out.weight.dtype)
-        backends = {sweep.backend for sweep in self.sweeps}
+        sweeps = self._sweeps()
+        backends = {sweep.backend for sweep in sweeps}
         if len(backends) > 1:
             # Sweeps given different backends one by one: run them one by one.
             h = torch.tanh(self.project_in(x))
-            for sweep in self.sweeps:
+            for sweep in sweeps:
                 h = sweep(h)
             return self.project_out(h)
         backend = backends.pop()
@@ -222,7 +226,7 @@ class SpatialDependencyLayer(nn.Module):
         # In place: the convolution's backward does not need its output, and a fresh full-size
         # tensor costs page faults.
         h = self.project_in(x).tanh_()
-        params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in self.sweeps]
+        params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in sweeps]
         h = directional_gru_scan_sequence(h, params, self.directions, backend=backend)
         y = self.project_out(h)
         # Hand back the caller's memory format: a channels-last output would change which
@@ -319,25 +323,25 @@ class ResidualSDN(nn.Module):
 class DirectionalGRU2d(DirectionalGRU):
     """:class:`DirectionalGRU` with ``spatial_dims=2``."""
 
-    __init__ = functools.partialmethod(DirectionalGRU.__init__, spatial_dims=2)  # type: ignore[assignment]
+    __init__ = functools.partialmethod(DirectionalGRU.__init__, spatial_dims=2)
 
 
 class DirectionalGRU3d(DirectionalGRU):
     """:class:`DirectionalGRU` with ``spatial_dims=3``."""
 
-    __init__ = functools.partialmethod(DirectionalGRU.__init__, spatial_dims=3)  # type: ignore[assignment]
+    __init__ = functools.partialmethod(DirectionalGRU.__init__, spatial_dims=3)
 
 
 class SpatialDependencyLayer3d(SpatialDependencyLayer):
     """:class:`SpatialDependencyLayer` with ``spatial_dims=3`` (default ``S=32``, directions right, down, in)."""
 
-    __init__ = functools.partialmethod(SpatialDependencyLayer.__init__, spatial_dims=3)  # type: ignore[assignment]
+    __init__ = functools.partialmethod(SpatialDependencyLayer.__init__, spatial_dims=3)
 
 
 class ResidualSDN3d(ResidualSDN):
     """:class:`ResidualSDN` with ``spatial_dims=3`` (default ``S=32``, directions right, down, in)."""
 
-    __init__ = functools.partialmethod(ResidualSDN.__init__, spatial_dims=3)  # type: ignore[assignment]
+    __init__ = functools.partialmethod(ResidualSDN.__init__, spatial_dims=3)
 
 
 __all__ = [

@@ -6,7 +6,7 @@ Written once for maps and volumes: a model's ``spatial_dims`` (2 or 3) selects t
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +108,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Te
 
 def crop_window(x: torch.Tensor, window: Window) -> torch.Tensor:
     """Cut ``window`` (from :func:`pad_to_multiple`) out of ``x: (B, C, *padded)``."""
-    return x[(..., *(slice(st, st + s) for st, s in window))]
+    index: tuple[Any, ...] = (..., *(slice(st, st + s) for st, s in window))
+    return x[index]
 
 
 __all__ = [

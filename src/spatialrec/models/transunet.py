@@ -97,7 +97,7 @@ class TransformerBottleneck(nn.Module):
 
     def position_embedding(self, h: int, w: int) -> torch.Tensor:
         """The position embeddings for an ``h x w`` map: ``(1, dim, h, w)``."""
-        pos = self.pos_embed
+        pos: torch.Tensor = self.pos_embed
         if pos.shape[-2:] != (h, w):
             pos = F.interpolate(pos, size=(h, w), mode="bilinear", align_corners=False)
         return pos

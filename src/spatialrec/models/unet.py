@@ -102,7 +102,7 @@ class UNet(nn.Module):
         self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
         self.decoder_sdn = parse_levels("decoder_sdn", decoder_sdn, range(depth))
         self.widths = tuple(base_width * 2**lv for lv in range(depth + 1))
-        sdn = dict(state_size=self.state_size, directions=self.directions, backend=backend, spatial_dims=spatial_dims, norm=self.norm)
+        sdn: dict[str, Any] = dict(state_size=self.state_size, directions=self.directions, backend=backend, spatial_dims=spatial_dims, norm=self.norm)
 
         def kind(is_sdn: bool) -> str:
             return sdn_block if is_sdn else "vgg"

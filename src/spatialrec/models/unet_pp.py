@@ -9,7 +9,7 @@ from ``X[0, depth]`` (or from every ``X[0, j]`` with deep supervision).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -161,7 +161,7 @@ class UNetPlusPlus(nn.Module):
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, list[torch.Tensor]]:
         """``x: (B, in_channels, *spatial)``, sides ``>= 2**depth`` -> logits ``(B, num_classes, *spatial)``,
         or a list of ``depth`` such maps with ``deep_supervision``."""
-        check_model_input(x, self.in_channels, self.spatial_dims, self.depth, type(self).__name__, self.heads[0].weight.dtype)
+        check_model_input(x, self.in_channels, self.spatial_dims, self.depth, type(self).__name__, cast(nn.Conv2d, self.heads[0]).weight.dtype)
         pool, mode = _MAX_POOL[self.spatial_dims], interpolation_mode(self.spatial_dims)
         x, window = pad_to_multiple(x, self.min_size, self.pad_mode)
         nodes = self.nodes
