@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
-import pytest
-
-Image = pytest.importorskip("PIL.Image")
-nib = pytest.importorskip("nibabel")
+from PIL import Image
 
 
 def write_dsb_kaggle(root: Path, n: int = 5, h: int = 10, w: int = 12, seed: int = 0) -> dict:

@@ -135,10 +135,6 @@ def test_every_model_trains_and_round_trips(name):
 @pytest.mark.parametrize("name", [n for n in BUILTIN if n.startswith("sdn_")])
 def test_sdn_models_agree_across_scan_backends(name):
     # The whole model, not just the scan: switching the backend must not change outputs or gradients.
-    from spatialrec.ops import available_backends
-
-    if "fused" not in available_backends():
-        pytest.skip("fused backend not in this build")
     torch.manual_seed(0)
     model = create_model(name, in_channels=2, num_classes=1, **tiny_overrides(name)).double().eval()
     x = torch.randn(2, 2, 13, 18, dtype=torch.float64)
