@@ -177,18 +177,17 @@ def main(spec: ExampleSpec, argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.write(f"{spec.name}: {err}\n")
         return 1
     if ctx.is_main and result.test_metrics is not None:
-        tm = result.test_metrics
         print(f"\n{spec.name} / {args.model}: {result.epochs_completed} epochs ({result.stop_reason}), "
               f"best epoch {result.best_epoch}, {result.train_time:.0f} s")  # fmt: skip
-        print(f"{'class':<14}{'Dice':>8}{'IoU':>8}{'HD95':>9}")
-        for name in tm["dice"]["per_class"]:
-            hd = tm["hd95"]["per_class"][name] if "hd95" in tm else None
-            print(f"{name:<14}{_fmt(tm['dice']['per_class'][name])}{_fmt(tm['iou']['per_class'][name])}"
-                  f"{_fmt(hd, 9, 2)}")  # fmt: skip
-        print(f"{'mean':<14}{_fmt(tm['dice']['mean'])}{_fmt(tm['iou']['mean'])}{_fmt(tm.get('hd95', {}).get('mean'), 9, 2)}")
+        print(results_table(result.test_metrics))
         print(f"metrics: {out / 'metrics.json'}")
     return 0
 
 
-def _fmt(v: Optional[float], width: int = 8, digits: int = 4) -> str:
-    return f"{'n/a':>{width}}" if v is None else f"{v:>{width}.{digits}f}"
+def results_table(summary: dict[str, Any]) -> str:
+    """The test summary (format of :mod:`spatialrec.summary`) as a table: mean ± std per class and
+    overall, and how many cases had an infinite HD95 (a structure missed or hallucinated)."""
+    from spatialrec.summary import format_table
+
+    kind = "volumes" if summary["case_kind"] == "volume" else "images"
+    return f"{summary['num_cases']} test {kind}\n" + format_table(summary)

@@ -11,8 +11,9 @@ volume-level testing.
 3. :func:`spatialrec.train.fit` trains a 3D model (default ``sdn_unet3d``) with early stopping on
    the validation loss and writes its checkpoints and ``metrics.csv`` to ``--out``;
 4. the best weights are tested on whole test volumes by sliding-window inference
-   (:func:`spatialrec.inference.evaluate_volumes`, ``--overlap``, Gaussian blending): Dice and
-   HD95 in millimetres (each volume's slice spacing and in-plane pixel size), written to
+   (:func:`spatialrec.inference.evaluate_volumes`, ``--overlap``, Gaussian blending): Dice, IoU
+   and HD95 in millimetres (each volume's slice spacing and in-plane pixel size), summarised in
+   the same format as the 2D test in ``metrics.json`` (:mod:`spatialrec.summary`), written to
    ``metrics3d.json`` and printed.
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 import spatialrec
+from spatialrec.summary import json_safe
 from spatialrec.train import NonFiniteLossError, fit
 from spatialrec.train import distributed as D
 
@@ -76,7 +77,7 @@ def _completed_epochs(out: Path) -> int:
 
 def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
     """Run an example in 3D mode: parse ``argv``, build volumes and patches, train, test whole volumes."""
-    from _common import build_parser, data_help  # the examples folder is on sys.path
+    from _common import build_parser, data_help, results_table  # the examples folder is on sys.path
 
     from spatialrec.data.patches3d import RandomPatchDataset3d
     from spatialrec.data.volumes3d import CTVolumes
@@ -144,26 +145,9 @@ def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
         model, volumes["test"], patch, overlap=args.overlap, batch_size=args.sw_batch_size, device=device,
         class_names=class_names,
     )  # fmt: skip
-    (out / "metrics3d.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+    (out / "metrics3d.json").write_text(json.dumps(json_safe(metrics), indent=2))
     print(f"\n{spec.name} (3D) / {args.model}: {result.epochs_completed} epochs ({result.stop_reason}), "
-          f"best epoch {result.best_epoch}, {result.train_time:.0f} s; {metrics['num_volumes']} test volumes")  # fmt: skip
-    print(f"{'class':<14}{'Dice':>8}{'HD95 mm':>10}")
-    for name, dice in metrics["dice"]["per_class"].items():
-        print(f"{name:<14}{_fmt(dice)}{_fmt(metrics['hd95']['per_class'][name], 10, 2)}")
-    print(f"{'mean':<14}{_fmt(metrics['dice']['mean'])}{_fmt(metrics['hd95']['mean'], 10, 2)}")
+          f"best epoch {result.best_epoch}, {result.train_time:.0f} s")  # fmt: skip
+    print(results_table(metrics))
     print(f"metrics: {out / 'metrics3d.json'}")
     return 0
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None  # JSON has no NaN/inf: an undefined metric is null
-    return obj
-
-
-def _fmt(v: Optional[float], width: int = 8, digits: int = 4) -> str:
-    return f"{'n/a':>{width}}" if v is None else f"{v:>{width}.{digits}f}"

@@ -167,7 +167,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "test_dice": tm["dice"]["mean"],
             "test_hd95": tm["hd95"]["mean"],
             "hd95_infinite": tm["hd95"]["infinite"],
-            "per_image_dice": [r["dice"][0] for r in tm["per_image"]],
+            "per_image_dice": [r["dice"][0] for r in tm["per_case"]],
         }
         models[name] = model
 

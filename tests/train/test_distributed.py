@@ -53,7 +53,7 @@ def test_torchrun_two_processes_match_single_process(tmp_path: Path) -> None:
     reference = json.loads((single / "metrics.json").read_text())
     assert summary["world_size"] == 2
     # Test metrics gathered from both processes: every test image once, same values.
-    assert summary["test"]["num_images"] == reference["test"]["num_images"] == 5
+    assert summary["test"]["num_cases"] == reference["test"]["num_cases"] == 5
     for metric in ("dice", "iou", "hd95"):
         got, want = summary["test"][metric], reference["test"][metric]
         assert got["mean"] == pytest.approx(want["mean"], rel=1e-4, abs=1e-5), metric

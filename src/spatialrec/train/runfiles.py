@@ -1,0 +1,90 @@
+"""The files of a run in ``out_dir``: ``metrics.csv``, ``last.pt`` / ``best.pt``, ``metrics.json``.
+
+Only the main process writes; :class:`RunFiles` with ``out_dir=None`` (no output folder, or a
+process other than rank 0) writes nothing. Text files are replaced atomically (temporary file in
+the same folder, fsync, rename), like the checkpoints (:mod:`spatialrec.train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..summary import json_safe
+from .checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, save_checkpoint
+
+CSV_COLUMNS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "epoch_time", "train_time")
+"""The columns of ``metrics.csv`` and the keys of each row of ``FitResult.history``."""
+
+METRICS_CSV = "metrics.csv"
+METRICS_JSON = "metrics.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` atomically: a reader sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def csv_text(rows: Sequence[dict[str, float]], header: bool = True) -> str:
+    """``rows`` as CSV text with the columns :data:`CSV_COLUMNS`."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+class RunFiles:
+    """Writes a run's files to ``out_dir``, or nothing when ``out_dir`` is ``None``."""
+
+    def __init__(self, out_dir: Optional[Path]) -> None:
+        self.out_dir = out_dir
+
+    def start(self, history: Sequence[dict[str, float]]) -> None:
+        """Create the folder and write ``metrics.csv`` from ``history`` (empty for a new run).
+
+        The checkpoint's history is the truth: a row written after the last checkpoint (by a
+        run killed in between) is dropped.
+        """
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out_dir / METRICS_CSV, csv_text(history))
+
+    def save_epoch(self, row: dict[str, float], checkpoint: dict[str, Any], improved: bool) -> Optional[Path]:
+        """Append ``row`` to ``metrics.csv``, save ``best.pt`` when ``improved``, then ``last.pt``.
+
+        Returns:
+            The path of ``last.pt``, or ``None`` when nothing is written.
+        """
+        if self.out_dir is None:
+            return None
+        with open(self.out_dir / METRICS_CSV, "a", encoding="utf-8", newline="") as f:
+            f.write(csv_text([row], header=False))
+        # best before last: after a kill in between, best.pt is never older than last.pt says.
+        if improved:
+            save_checkpoint(checkpoint, self.out_dir / BEST_CHECKPOINT)
+        return save_checkpoint(checkpoint, self.out_dir / LAST_CHECKPOINT)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Write ``metrics.json`` (non-finite numbers as ``null``)."""
+        if self.out_dir is None:
+            return
+        atomic_write_text(self.out_dir / METRICS_JSON, json.dumps(json_safe(summary), indent=2) + "\n")
+
+
+__all__ = ["CSV_COLUMNS", "METRICS_CSV", "METRICS_JSON", "RunFiles", "atomic_write_text", "csv_text"]
