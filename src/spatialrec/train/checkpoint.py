@@ -9,11 +9,17 @@ A checkpoint is one ``torch.save`` file holding a dict with:
 - ``"early_stopping"``: ``{"best_val_loss", "best_epoch", "bad_epochs"}``;
 - ``"rng"``: one RNG snapshot per process (:func:`capture_rng_state`), in rank order;
 - ``"history"``: the per-epoch metric rows so far; ``"train_time"``: seconds spent training;
-- ``"config"``: the settings of the run, compared on resume.
+- ``"config"``: the settings of the run, compared on resume;
+- ``"checksum"``: ``{"algorithm": "sha256", "digest": hex}`` over everything above
+  (:func:`content_digest`), so that damage inside the file is found on load.
 
 Files are written to a temporary name in the same folder, flushed to disk, then renamed over the
-target, so a run killed while saving leaves the previous checkpoint intact. A file cut short or
-damaged by other means is reported by :func:`load_checkpoint` as a :class:`CheckpointError`.
+target, so a run killed while saving leaves the previous checkpoint intact. A file cut short, or
+damaged inside (a changed byte in a tensor or a value: the stored checksum no longer matches the
+content), is reported by :func:`load_checkpoint` as a :class:`CheckpointError` that names the
+file, says what failed and points to the other checkpoint of the run (``best.pt`` beside
+``last.pt`` and the other way round) when that one passes its checks. Checkpoints of format
+``spatialrec.train/1`` (written before checksums) still load, unverified, with a warning.
 
 Resuming (:func:`find_resume_checkpoint`, :func:`resume_training`): the checkpoint to continue
 from is found and checked before anything is built, then the model, optimiser, schedule,
@@ -24,20 +30,23 @@ after the checkpoint's epoch, into a :class:`TrainState`; the best weights come 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-CHECKPOINT_FORMAT = "spatialrec.train/1"
+CHECKPOINT_FORMAT = "spatialrec.train/2"
 """Value of the ``"format"`` key of every checkpoint written by :func:`save_checkpoint`."""
+
+_UNVERIFIED_FORMATS = ("spatialrec.train/1",)  # written before checksums: loaded unchecked, with a warning
 
 REQUIRED_KEYS = ("format", "model", "optimizer", "epoch", "early_stopping", "rng", "history", "config")
 
@@ -53,11 +62,52 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, cut short, damaged, or not a spatialrec training checkpoint."""
 
 
+def _feed(h: "hashlib._Hash", obj: Any) -> None:
+    """Feed ``obj`` to ``h`` in a canonical, type-tagged byte form (tensors by dtype, shape and raw bytes)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, Mapping):
+        h.update(f"D{len(obj)}".encode())
+        for key, value in sorted(obj.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0]))):
+            _feed(h, key)
+            _feed(h, value)
+    elif isinstance(obj, (list, tuple)):  # a tuple may come back as a list: the same content
+        h.update(f"L{len(obj)}".encode())
+        for value in obj:
+            _feed(h, value)
+    elif isinstance(obj, bool) or obj is None:
+        h.update(f"B{obj}".encode())
+    elif isinstance(obj, int):
+        h.update(f"I{obj}".encode())
+    elif isinstance(obj, float):
+        h.update(f"F{obj.hex()}".encode())
+    elif isinstance(obj, str):
+        data = obj.encode("utf-8", "surrogatepass")
+        h.update(f"S{len(data)}:".encode() + data)
+    else:  # torch.dtype, torch.device, ...: what weights_only loading allows has a stable repr
+        h.update(f"R{type(obj).__name__}:{obj!r}".encode())
+
+
+def content_digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a checkpoint's content, its ``"checksum"`` entry left out.
+
+    Computed over the values, not the file: tensors by dtype, shape and raw bytes, plain values
+    by type and exact value, dict entries in sorted key order. So it is the same before
+    ``torch.save`` and after ``torch.load`` and changes with any tensor byte or value.
+    """
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != "checksum"})
+    return h.hexdigest()
+
+
 def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
 
     Args:
-        state: the checkpoint dict (see the module docstring); ``"format"`` is filled in.
+        state: the checkpoint dict (see the module docstring); ``"format"`` and ``"checksum"``
+            are filled in.
         path: destination file; its folder is created if needed.
 
     Returns:
@@ -68,6 +118,7 @@ def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {**state, "format": CHECKPOINT_FORMAT}
+    state["checksum"] = {"algorithm": "sha256", "digest": content_digest(state)}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -92,10 +143,62 @@ def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
     return path
 
 
+def _read(path: Path, map_location: "str | torch.device") -> dict[str, Any]:
+    """Load and verify ``path``; raise :class:`CheckpointError` saying what failed (without alternatives)."""
+    size = path.stat().st_size
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch reports a truncated zip, a bad pickle, ... with varied types
+        raise CheckpointError(
+            f"checkpoint {path} ({size} bytes) could not be read; it is probably cut short or damaged "
+            f"(e.g. a copy that did not finish). Reader said: {type(err).__name__}: {err}"
+        ) from err
+    found = state.get("format") if isinstance(state, dict) else type(state).__name__
+    if found in _UNVERIFIED_FORMATS:
+        logger.warning("checkpoint %s has format %r, written before checksums: it is loaded unverified", path, found)
+    elif found != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a spatialrec training checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})"
+        )
+    else:
+        stored = state.get("checksum")
+        if not isinstance(stored, Mapping) or stored.get("algorithm") != "sha256" or not isinstance(stored.get("digest"), str):
+            raise CheckpointError(f"checkpoint {path} lacks its 'checksum' entry (or it is malformed); it is damaged")
+        digest = content_digest(state)
+        if digest != stored["digest"]:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged: the sha256 checksum of its content ({digest[:16]}...) does not "
+                f"match the one stored when it was written ({stored['digest'][:16]}...); a tensor or value in "
+                "it changed after it was saved (disk or copy error)"
+            )
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks the entries {missing}; it is incomplete")
+    return state
+
+
+def _alternative(path: Path) -> str:
+    """A sentence naming the other checkpoint of the run if it passes its checks, else saying there is none."""
+    for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):
+        other = path.with_name(name)
+        if other.name == path.name or not other.is_file():
+            continue
+        try:
+            epoch = _read(other, "cpu")["epoch"]
+        except (CheckpointError, OSError):
+            continue
+        return (
+            f" The checkpoint {other} (epoch {epoch}) passes its checks: resume from it "
+            f"(fit(..., resume={str(other)!r})), or delete {path.name} to start over."
+        )
+    return f" There is no other good checkpoint ({LAST_CHECKPOINT} / {BEST_CHECKPOINT}) beside it; delete it to start over."
+
+
 def load_checkpoint(path: PathLike, map_location: "str | torch.device" = "cpu") -> dict[str, Any]:
     """Read and check a checkpoint written by :func:`save_checkpoint`.
 
     Loaded with ``weights_only=True``: a checkpoint holds only tensors and plain Python values.
+    Its content is verified against the stored sha256 checksum.
 
     Args:
         path: the checkpoint file.
@@ -106,30 +209,18 @@ def load_checkpoint(path: PathLike, map_location: "str | torch.device" = "cpu") 
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CheckpointError: the file is cut short or damaged, is not a spatialrec training
-            checkpoint, or lacks a required entry. The message names the file.
+        CheckpointError: the file is cut short or damaged (its checksum does not match), is not
+            a spatialrec training checkpoint, or lacks a required entry. The message names the
+            file, says what failed, and names the other checkpoint of the run (``best.pt`` /
+            ``last.pt`` beside it) if that one is good.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    size = path.stat().st_size
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch reports a truncated zip, a bad pickle, ... with varied types
-        raise CheckpointError(
-            f"checkpoint {path} ({size} bytes) could not be read; it is probably cut short or damaged "
-            f"(e.g. a copy that did not finish). Delete it to start over, or resume from another "
-            f"checkpoint. Reader said: {type(err).__name__}: {err}"
-        ) from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(
-            f"{path} is not a spatialrec training checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})"
-        )
-    missing = [k for k in REQUIRED_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} lacks the entries {missing}; it is incomplete")
-    return state
+        return _read(path, map_location)
+    except CheckpointError as err:
+        raise CheckpointError(str(err) + _alternative(path)) from err.__cause__
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -334,6 +425,7 @@ __all__ = [
     "LAST_CHECKPOINT",
     "TrainState",
     "capture_rng_state",
+    "content_digest",
     "find_resume_checkpoint",
     "load_checkpoint",
     "restore_rng_state",
