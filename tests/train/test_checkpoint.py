@@ -83,3 +83,75 @@ def test_checkpoint_without_checksum_from_an_older_version_still_loads(tmp_path:
     raw["format"] = "spatialrec.train/1"
     torch.save(raw, tmp_path / "last.pt")
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+def _valid_state() -> dict:
+    return {
+        "model": tiny_model().state_dict(), "optimizer": {"state": {}, "param_groups": []}, "scheduler": None,
+        "scaler": None, "epoch": 1, "early_stopping": {"best_val_loss": 0.5, "best_epoch": 1, "bad_epochs": 0},
+        "rng": [C.capture_rng_state()], "history": [{"epoch": 1, "epoch_time": 0.1}], "train_time": 0.1,
+        "config": {},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("key,value", [
+    ("early_stopping", "oops"),
+    ("early_stopping", {"best_val_loss": 0.5}),
+    ("history", ["row"]),
+    ("rng", {}),
+    ("epoch", "3"),
+    ("model", ["weights"]),
+    ("config", None),
+    ("optimizer", 3),
+])  # fmt: skip
+def test_malformed_entry_names_the_file_and_the_key(tmp_path: Path, key: str, value: object) -> None:
+    path = save_checkpoint({**_valid_state(), key: value}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=rf"odd\.pt.*'{key}'"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=rf"odd\.pt.*'{key}'"):
+        fit(tiny_model(), TinySegmentation(8), TinySegmentation(4), epochs=2, out_dir=tmp_path / "run", resume=path,
+            **COMMON)  # fmt: skip
+
+
+def test_optimizer_state_that_does_not_fit_names_the_key(tmp_path: Path) -> None:
+    state = _valid_state()
+    state["optimizer"] = {"state": {}, "param_groups": [{"params": [0], "lr": 1.0}, {"params": [1], "lr": 1.0}]}
+    path = save_checkpoint(state, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=r"odd\.pt.*'optimizer'"):
+        fit(tiny_model(), TinySegmentation(8), TinySegmentation(4), epochs=2, out_dir=tmp_path / "run", resume=path,
+            **COMMON)  # fmt: skip
+
+
+def test_disk_full_while_saving_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(tmp_path, epochs=1)
+    before = (tmp_path / "last.pt").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(C.torch, "save", full)
+    with pytest.raises(OSError) as info:
+        _run(tmp_path, epochs=2, resume=True)
+    err = info.value
+    assert err.errno == errno.ENOSPC
+    assert err.filename in (str(tmp_path / "last.pt"), str(tmp_path / "best.pt"))
+    assert err.filename in str(err) and "No space left on device" in str(err)
+    assert (tmp_path / "last.pt").read_bytes() == before  # the previous checkpoint is intact
+    assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
+
+
+def test_disk_full_while_writing_metrics_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spatialrec.train import runfiles
+
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        real_fsync(fd)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runfiles.os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        _run(tmp_path, epochs=1)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "metrics.csv")
+
+

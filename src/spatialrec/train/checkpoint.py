@@ -62,6 +62,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, cut short, damaged, or not a spatialrec training checkpoint."""
 
 
+def write_error(err: OSError, path: Path, what: str) -> OSError:
+    """``err`` (e.g. ENOSPC, a full disk) again, naming ``path`` and what was being written.
+
+    The result keeps ``errno`` and has ``filename == str(path)``.
+    """
+    reason = err.strerror or str(err) or type(err).__name__
+    message = f"{reason} while writing {what}"
+    if err.errno is None:
+        out = OSError(f"{message}: {str(path)!r}")
+        out.filename = str(path)
+        return out
+    return OSError(err.errno, message, str(path))
+
+
 def _feed(h: "hashlib._Hash", obj: Any) -> None:
     """Feed ``obj`` to ``h`` in a canonical, type-tagged byte form (tensors by dtype, shape and raw bytes)."""
     if isinstance(obj, torch.Tensor):
@@ -112,20 +126,27 @@ def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
 
     Returns:
         The destination path.
+
+    Raises:
+        OSError: writing failed (e.g. ``ENOSPC``, a full disk); the error keeps its ``errno`` and
+            names ``path`` (``.filename``); the previous file at ``path`` is left intact.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {**state, "format": CHECKPOINT_FORMAT}
     state["checksum"] = {"algorithm": "sha256", "digest": content_digest(state)}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a lost mount...: say which file
+        tmp.unlink(missing_ok=True)
+        raise write_error(err, path, f"the checkpoint (through {tmp.name}; the previous {path.name}, if any, is intact)") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -174,7 +195,61 @@ def _read(path: Path, map_location: "str | torch.device") -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks the entries {missing}; it is incomplete")
+    _check_entries(path, state)
     return state
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_state_dict(v: object) -> bool:
+    return isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+
+
+def _is_rng_list(v: object) -> bool:
+    keys = {"torch", "python", "numpy"}
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(r, Mapping) and keys <= set(r) for r in v)
+
+
+def _is_history(v: object) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(r, Mapping) and _is_number(r.get("epoch_time")) for r in v)
+
+
+_ENTRY_CHECKS: dict[str, tuple[Any, str]] = {
+    "model": (_is_state_dict, "a state_dict (a dict of names to tensors)"),
+    "optimizer": (
+        lambda v: isinstance(v, Mapping) and isinstance(v.get("state"), Mapping) and isinstance(v.get("param_groups"), (list, tuple)),
+        "an optimizer state_dict (a dict with 'state' and 'param_groups')",
+    ),
+    "scheduler": (lambda v: v is None or isinstance(v, Mapping), "None or a scheduler state_dict"),
+    "scaler": (lambda v: v is None or isinstance(v, Mapping), "None or a gradient-scaler state_dict"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "early_stopping": (
+        lambda v: isinstance(v, Mapping) and _is_number(v.get("best_val_loss")) and _is_int(v.get("best_epoch"))
+        and _is_int(v.get("bad_epochs")),
+        "a dict with 'best_val_loss' (number), 'best_epoch' and 'bad_epochs' (ints)",
+    ),
+    "rng": (_is_rng_list, "a non-empty list of RNG snapshots (dicts with 'torch', 'python', 'numpy')"),
+    "history": (_is_history, "a list of metric rows (dicts with a number 'epoch_time')"),
+    "train_time": (_is_number, "a number of seconds"),
+    "config": (lambda v: isinstance(v, Mapping), "a dict of settings"),
+}  # fmt: skip
+
+
+def _check_entries(path: Path, state: Mapping[str, Any]) -> None:
+    """Raise :class:`CheckpointError` naming the first entry of ``state`` that does not have the expected form."""
+    for key, (ok, expected) in _ENTRY_CHECKS.items():
+        if key in state and not ok(state[key]):
+            got = repr(state[key])
+            got = got if len(got) <= 80 else got[:77] + "..."
+            raise CheckpointError(
+                f"checkpoint {path}: entry {key!r} is malformed: expected {expected}, got {type(state[key]).__name__} {got}"
+            )
 
 
 def _alternative(path: Path) -> str:
@@ -368,12 +443,12 @@ def resume_training(
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {err}") from err
-    optimizer.load_state_dict(ckpt["optimizer"])
+        raise CheckpointError(f"checkpoint {path} does not fit this model (entry 'model'): {err}") from err
+    _restore(path, "optimizer", optimizer.load_state_dict, ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler") is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
+        _restore(path, "scheduler", scheduler.load_state_dict, ckpt["scheduler"])
     if ckpt.get("scaler") is not None:
-        scaler.load_state_dict(ckpt["scaler"])
+        _restore(path, "scaler", scaler.load_state_dict, ckpt["scaler"])
     es = ckpt["early_stopping"]
     state = TrainState(
         epoch=int(ckpt["epoch"]),
@@ -393,10 +468,21 @@ def resume_training(
             "checkpoint %s was written by %d process(es), this run has %d; the random streams will "
             "not continue exactly", path, len(rngs), world_size,
         )  # fmt: skip
-    restore_rng_state(rngs[min(rank, len(rngs) - 1)])
+    _restore(path, "rng", restore_rng_state, rngs[min(rank, len(rngs) - 1)])
     state.best_weights = _best_weights(path, state.best_epoch)
     logger.info("resumed from %s after epoch %d", path, state.epoch)
     return state
+
+
+def _restore(path: Path, key: str, load: Any, value: Any) -> None:
+    """``load(value)``, with any failure reported as a :class:`CheckpointError` naming ``path`` and ``key``."""
+    try:
+        load(value)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"checkpoint {path}: entry {key!r} does not fit this run ({type(err).__name__}: {err}); "
+            "was it written by another model, optimiser or version?"
+        ) from err
 
 
 def _best_weights(last: Path, best_epoch: int) -> Optional[dict[str, torch.Tensor]]:
@@ -432,4 +518,5 @@ __all__ = [
     "resume_training",
     "save_checkpoint",
     "training_checkpoint",
+    "write_error",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..summary import json_safe
-from .checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, save_checkpoint
+from .checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, save_checkpoint, write_error
 
 CSV_COLUMNS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "epoch_time", "train_time")
 """The columns of ``metrics.csv`` and the keys of each row of ``FitResult.history``."""
@@ -25,7 +25,11 @@ METRICS_JSON = "metrics.json"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` atomically: a reader sees the old file or the new one, never a part."""
+    """Replace ``path`` by ``text`` atomically: a reader sees the old file or the new one, never a part.
+
+    Raises:
+        OSError: writing failed (e.g. a full disk); it names ``path`` and keeps its ``errno``.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
@@ -33,6 +37,9 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise write_error(err, path, f"{path.name} (the previous one, if any, is intact)") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -62,7 +69,10 @@ class RunFiles:
         """
         if self.out_dir is None:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise write_error(err, self.out_dir, "the output folder") from err
         atomic_write_text(self.out_dir / METRICS_CSV, csv_text(history))
 
     def save_epoch(self, row: dict[str, float], checkpoint: dict[str, Any], improved: bool) -> Optional[Path]:
@@ -73,8 +83,12 @@ class RunFiles:
         """
         if self.out_dir is None:
             return None
-        with open(self.out_dir / METRICS_CSV, "a", encoding="utf-8", newline="") as f:
-            f.write(csv_text([row], header=False))
+        csv_path = self.out_dir / METRICS_CSV
+        try:
+            with open(csv_path, "a", encoding="utf-8", newline="") as f:
+                f.write(csv_text([row], header=False))
+        except OSError as err:
+            raise write_error(err, csv_path, f"a row to {METRICS_CSV}") from err
         # best before last: after a kill in between, best.pt is never older than last.pt says.
         if improved:
             save_checkpoint(checkpoint, self.out_dir / BEST_CHECKPOINT)
