@@ -155,3 +155,32 @@ def test_disk_full_while_writing_metrics_names_the_file(tmp_path: Path, monkeypa
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "metrics.csv")
 
 
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    _run(tmp_path, epochs=1)
+    dead = _dead_pid()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = [tmp_path / f".last.pt.tmp-{dead}", tmp_path / f".best.pt.tmp-{dead}", tmp_path / f".metrics.csv.tmp-{dead}"]
+        live = [tmp_path / f".last.pt.tmp-{sleeper.pid}", tmp_path / f".metrics.json.tmp-{os.getppid()}"]
+        other = [tmp_path / f".notes.txt.tmp-{dead}", tmp_path / "last.pt.tmp-1"]
+        for f in stale + live + other:
+            f.write_bytes(b"partial")
+        _run(tmp_path, epochs=2, resume=True)
+        assert not any(f.exists() for f in stale)
+        assert all(f.exists() for f in live), "a live process's temporary file was removed"
+        assert all(f.exists() for f in other), "a file fit does not write was removed"
+        # a fresh run in the folder (overwrite) cleans up as well
+        (tmp_path / f".last.pt.tmp-{dead}").write_bytes(b"partial")
+        _run(tmp_path, epochs=1, overwrite=True)
+        assert not (tmp_path / f".last.pt.tmp-{dead}").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()

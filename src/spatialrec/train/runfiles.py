@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -22,6 +24,55 @@ CSV_COLUMNS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr"
 
 METRICS_CSV = "metrics.csv"
 METRICS_JSON = "metrics.json"
+
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_CSV, METRICS_JSON)
+"""The files of a run; each is written through a temporary ``.<name>.tmp-<pid>`` beside it."""
+
+_TEMP = re.compile(r"^\.(" + "|".join(re.escape(n) for n in RUN_FILES) + r")\.tmp-(\d+)$")
+
+logger = logging.getLogger("spatialrec.train")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` may be running on this machine; ``True`` whenever that cannot be ruled out."""
+    if pid <= 0 or pid == os.getpid():
+        return True
+    if os.name != "posix":
+        return True  # no harmless probe (os.kill would end the process on Windows): keep the file
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only existence and permission are checked
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove the temporary files (``.last.pt.tmp-<pid>`` ...) that dead processes left in ``folder``.
+
+    A save interrupted by a kill leaves its temporary file behind. Only files named like the
+    temporaries of :data:`RUN_FILES` are considered, and only those whose process no longer
+    exists on this machine are removed: a live process's file (another run writing here, or
+    this process) is never touched. (On a folder shared between machines a pid names a process
+    of this machine only; only rank 0 of a run writes, so run one job per folder.)
+
+    Returns:
+        The removed files.
+    """
+    removed = []
+    for path in sorted(folder.glob(".*.tmp-*")):
+        match = _TEMP.match(path.name)
+        if match is None or not path.is_file() or _pid_alive(int(match.group(2))):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:  # removed meanwhile by someone else
+            continue
+        removed.append(path)
+    if removed:
+        logger.info("removed %d temporary file(s) left by interrupted saves: %s", len(removed), [p.name for p in removed])
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -62,10 +113,11 @@ class RunFiles:
         self.out_dir = out_dir
 
     def start(self, history: Sequence[dict[str, float]]) -> None:
-        """Create the folder and write ``metrics.csv`` from ``history`` (empty for a new run).
+        """Create the folder, remove stale temporary files, write ``metrics.csv`` from ``history``.
 
         The checkpoint's history is the truth: a row written after the last checkpoint (by a
-        run killed in between) is dropped.
+        run killed in between) is dropped. Temporary files of dead processes (saves cut short
+        by a kill) are removed (:func:`remove_stale_temp_files`).
         """
         if self.out_dir is None:
             return
@@ -73,6 +125,7 @@ class RunFiles:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise write_error(err, self.out_dir, "the output folder") from err
+        remove_stale_temp_files(self.out_dir)
         atomic_write_text(self.out_dir / METRICS_CSV, csv_text(history))
 
     def save_epoch(self, row: dict[str, float], checkpoint: dict[str, Any], improved: bool) -> Optional[Path]:
@@ -101,4 +154,13 @@ class RunFiles:
         atomic_write_text(self.out_dir / METRICS_JSON, json.dumps(json_safe(summary), indent=2) + "\n")
 
 
-__all__ = ["CSV_COLUMNS", "METRICS_CSV", "METRICS_JSON", "RunFiles", "atomic_write_text", "csv_text"]
+__all__ = [
+    "CSV_COLUMNS",
+    "METRICS_CSV",
+    "METRICS_JSON",
+    "RUN_FILES",
+    "RunFiles",
+    "atomic_write_text",
+    "csv_text",
+    "remove_stale_temp_files",
+]
