@@ -122,6 +122,7 @@ class _Parts:
     scaler: torch.amp.GradScaler
     config: dict[str, Any]
     train_model: Optional[nn.Module] = None
+    masks_checked: bool = False  # the first training batch of this call is checked for [0, 1] masks
 
     @classmethod
     def build(cls, model: nn.Module, cfg: FitConfig, ctx: D.DistContext, dtype: Optional[torch.dtype]) -> "_Parts":
@@ -217,8 +218,9 @@ def _run_epoch(
         train_loss, train_dice = train_epoch(
             parts.train_model or parts.net, parts.net, train_loader, parts.optimizer, parts.scaler, cfg.loss_fn,
             ctx=ctx, dtype=dtype, threshold=cfg.threshold, grad_clip=cfg.grad_clip, epoch=state.epoch,
-            last_checkpoint=state.last_checkpoint, bar=bar,
+            last_checkpoint=state.last_checkpoint, bar=bar, check_masks=not parts.masks_checked,
         )  # fmt: skip
+        parts.masks_checked = True
     finally:
         if bar is not None:
             bar.close()
@@ -375,6 +377,8 @@ def fit(
         A :class:`FitResult`.
 
     Raises:
+        ValueError: a bad argument, or masks of the first training batch with values outside
+            ``[0, 1]`` (e.g. 0/255 masks, label maps with -1); the message gives the range found.
         NonFiniteLossError: the loss became NaN/inf (names epoch and step; checkpoints untouched).
         CheckpointError: the checkpoint to resume from is cut short or damaged.
         FileExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.

@@ -110,6 +110,31 @@ def progress_bar(show: bool, total: int, desc: str) -> Any:
     return require_tqdm()(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
+def check_binary_masks(mask: torch.Tensor, ctx: D.DistContext) -> None:
+    """Refuse masks with values outside ``[0, 1]`` (or NaN), in any process; every process raises.
+
+    ``mask: (B, K, ...)``. fit's masks are one channel per class, 0 background and 1 foreground
+    (soft values in between are allowed); 0/255 image masks or label maps with -1 would train
+    a model on a meaningless target without any error.
+
+    Raises:
+        ValueError: naming the range of values found (over all processes).
+    """
+    m = mask.detach().double()
+    nan = torch.isnan(m)
+    values = m[~nan]
+    lo, hi = (float(values.min()), float(values.max())) if values.numel() else (0.0, 0.0)
+    stats = D.all_reduce_max(torch.tensor([-lo, hi, float(nan.any())], dtype=torch.float64, device=ctx.device), ctx)
+    lo, hi, has_nan = -float(stats[0]), float(stats[1]), bool(stats[2] > 0)
+    if has_nan or lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"the masks of the first training batch hold values in [{lo:g}, {hi:g}]{' and NaN' if has_nan else ''}; "
+            "fit needs masks with values in [0, 1], one channel per class (0 background, 1 foreground). Masks "
+            "read as 0/255 images: divide by 255; label maps (class indices, -1 for 'ignore'): convert them to "
+            "one 0/1 channel per class first (e.g. spatialrec.metrics.to_masks(..., mode='labels'))"
+        )
+
+
 def train_epoch(
     train_model: nn.Module,
     net: nn.Module,
@@ -125,6 +150,7 @@ def train_epoch(
     epoch: int,
     last_checkpoint: Optional[Path],
     bar: Any = None,
+    check_masks: bool = False,
 ) -> tuple[float, float]:
     """Take the optimiser steps of one epoch; return the mean training loss and Dice (all processes).
 
@@ -134,8 +160,10 @@ def train_epoch(
         epoch: 0-based index of this epoch (errors name it 1-based).
         last_checkpoint: named by :class:`NonFiniteLossError` as the checkpoint that was kept.
         bar: an optional progress bar, updated every step.
+        check_masks: check the first batch's masks with :func:`check_binary_masks`.
 
     Raises:
+        ValueError: with ``check_masks``, the first batch's masks are not in ``[0, 1]``.
         NonFiniteLossError: a loss was NaN/inf in any process; raised by every process before
             that step changes a weight.
     """
@@ -144,6 +172,8 @@ def train_epoch(
     dev = ctx.device
     for step, batch in enumerate(loader):
         image, mask = batch_to(batch, dev)
+        if check_masks and step == 0:
+            check_binary_masks(mask, ctx)
         with autocast(dev, dtype):
             logits = train_model(image)
         logits = check_output(logits, mask).float()
@@ -196,6 +226,7 @@ def validate(
 __all__ = [
     "autocast",
     "batch_to",
+    "check_binary_masks",
     "check_output",
     "hard_dice_sums",
     "make_loader",
