@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 import spatialrec
-from spatialrec.train import CheckpointError, NonFiniteLossError, fit
+from spatialrec.train import CheckpointError, TrainingDivergedError, fit
 from spatialrec.train import distributed as D
 
 
@@ -170,7 +170,7 @@ def main(spec: ExampleSpec, argv: Optional[Sequence[str]] = None) -> int:
             run_info={"example": spec.name, "model": args.model, "model_args": overrides,
                       "image_size": list(args.image_size), "data_dir": str(args.data_dir)},
         )  # fmt: skip
-    except (NonFiniteLossError, CheckpointError, FileExistsError) as err:
+    except (TrainingDivergedError, CheckpointError, FileExistsError) as err:
         sys.stderr.write(f"{spec.name}: {err}\n")
         return 1
     except FileNotFoundError as err:  # --resume without a checkpoint

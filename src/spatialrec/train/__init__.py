@@ -18,7 +18,7 @@ progress bar is shown.
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, TrainState, load_checkpoint, save_checkpoint
 from .config import FitConfig
 from .distributed import DistContext, ShardedEpochSampler
-from .errors import NonFiniteLossError
+from .errors import NonFiniteLossError, NonFiniteStateError, TrainingDivergedError
 from .evaluation import evaluate
 from .loop import CSV_COLUMNS, FitResult, fit
 
@@ -30,8 +30,10 @@ __all__ = [
     "FitConfig",
     "FitResult",
     "NonFiniteLossError",
+    "NonFiniteStateError",
     "ShardedEpochSampler",
     "TrainState",
+    "TrainingDivergedError",
     "evaluate",
     "fit",
     "load_checkpoint",

@@ -46,10 +46,10 @@ from .checkpoint import (
     training_checkpoint,
 )
 from .config import LR_SCHEDULES, OPTIMIZERS, FitConfig, LossFn, check_dataset, default_loss, resolve_amp_dtype
-from .errors import NonFiniteLossError
+from .errors import NonFiniteLossError, NonFiniteStateError, TrainingDivergedError
 from .evaluation import evaluate
 from .runfiles import CSV_COLUMNS, METRICS_CSV, METRICS_JSON, RunFiles
-from .steps import make_loader, progress_bar, require_tqdm, seed_everything, train_epoch, validate
+from .steps import make_loader, non_finite_state, progress_bar, require_tqdm, seed_everything, train_epoch, validate
 
 logger = logging.getLogger("spatialrec.train")
 
@@ -224,6 +224,11 @@ def _run_epoch(
     finally:
         if bar is not None:
             bar.close()
+    # A finite loss does not make finite weights (BatchNorm statistics can overflow while the
+    # outputs stay finite); checked before this epoch's checkpoint can keep them.
+    bad = non_finite_state(parts.net, ctx)
+    if bad:
+        raise NonFiniteStateError(state.epoch + 1, bad, state.last_checkpoint)
     val_loss, val_dice = validate(parts.net, val_loader, cfg.loss_fn, ctx=ctx, dtype=dtype, threshold=cfg.threshold)
     if not math.isfinite(val_loss):
         raise NonFiniteLossError(state.epoch + 1, None, val_loss, state.last_checkpoint)
@@ -380,6 +385,9 @@ def fit(
         ValueError: a bad argument, or masks of the first training batch with values outside
             ``[0, 1]`` (e.g. 0/255 masks, label maps with -1); the message gives the range found.
         NonFiniteLossError: the loss became NaN/inf (names epoch and step; checkpoints untouched).
+        NonFiniteStateError: parameters or buffers became NaN/inf while the loss stayed finite
+            (names the epoch and the tensors; checkpoints untouched). Both are
+            :class:`TrainingDivergedError`.
         CheckpointError: the checkpoint to resume from is cut short or damaged.
         FileExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.
 
@@ -451,7 +459,9 @@ __all__ = [
     "METRICS_CSV",
     "METRICS_JSON",
     "NonFiniteLossError",
+    "NonFiniteStateError",
     "OPTIMIZERS",
+    "TrainingDivergedError",
     "default_loss",
     "evaluate",
     "fit",

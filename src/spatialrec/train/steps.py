@@ -110,6 +110,24 @@ def progress_bar(show: bool, total: int, desc: str) -> Any:
     return require_tqdm()(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
+def non_finite_state(net: nn.Module, ctx: D.DistContext) -> list[str]:
+    """Names of ``net``'s floating-point parameters and buffers holding NaN or inf, in any process.
+
+    One reduction per call (plus a gather of the names when some are found), so every process
+    returns the same list; ``[]`` when all are finite.
+    """
+    tensors = [(n, t) for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_floating_point()]
+    if tensors:
+        finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).cpu()
+        names = [n for (n, _), ok in zip(tensors, finite.tolist()) if not ok]
+    else:
+        names = []
+    flag = D.all_reduce_max(torch.tensor([float(bool(names))], device=ctx.device), ctx)
+    if flag.item() == 0:
+        return []
+    return sorted({n for part in D.all_gather_objects(names, ctx) for n in part})
+
+
 def check_binary_masks(mask: torch.Tensor, ctx: D.DistContext) -> None:
     """Refuse masks with values outside ``[0, 1]`` (or NaN), in any process; every process raises.
 
@@ -230,6 +248,7 @@ __all__ = [
     "check_output",
     "hard_dice_sums",
     "make_loader",
+    "non_finite_state",
     "progress_bar",
     "require_tqdm",
     "seed_everything",
