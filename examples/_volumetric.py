@@ -28,7 +28,6 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-import spatialrec
 from spatialrec.summary import json_safe
 from spatialrec.train import TrainingDivergedError, fit
 from spatialrec.train import distributed as D
@@ -55,11 +54,14 @@ def add_3d_arguments(p: argparse.ArgumentParser) -> None:
                    help="train a 3D model on volume patches and test whole volumes (default model: sdn_unet3d)")  # fmt: skip
     g.add_argument("--patch-size", type=_size3, default=(32, 64, 64), metavar="DxHxW",
                    help="training and inference patch (default: 32x64x64)")  # fmt: skip
-    g.add_argument("--samples-per-volume", type=int, default=4, help="patches per volume per epoch (default: 4)")
-    g.add_argument("--fg-ratio", type=float, default=0.5,
+    from _common import _number, fraction, positive_int  # the examples folder is on sys.path
+
+    g.add_argument("--samples-per-volume", type=positive_int, default=4, help="patches per volume per epoch (default: 4)")
+    g.add_argument("--fg-ratio", type=fraction, default=0.5,
                    help="fraction of patches centred on the target (default: 0.5)")  # fmt: skip
-    g.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap at test time (default: 0.5)")
-    g.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass at test time (default: 1)")
+    g.add_argument("--overlap", type=_number(float, 0.0, True, 1.0, False), default=0.5,
+                   help="sliding-window overlap at test time, in [0, 1) (default: 0.5)")  # fmt: skip
+    g.add_argument("--sw-batch-size", type=positive_int, default=1, help="windows per forward pass at test time (default: 1)")
 
 
 def wants_3d(argv: Sequence[str]) -> bool:
@@ -77,7 +79,7 @@ def _completed_epochs(out: Path) -> int:
 
 def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
     """Run an example in 3D mode: parse ``argv``, build volumes and patches, train, test whole volumes."""
-    from _common import build_parser, data_help, results_table  # the examples folder is on sys.path
+    from _common import build_model, build_parser, check_args, data_help, results_table  # examples folder on sys.path
 
     from spatialrec.data.patches3d import RandomPatchDataset3d
     from spatialrec.data.volumes3d import CTVolumes
@@ -88,6 +90,7 @@ def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
     parser.set_defaults(model="sdn_unet3d", batch_size=2,
                         image_size=(spec.image_size[0] // 2, spec.image_size[1] // 2))  # fmt: skip
     args = parser.parse_args(argv)
+    check_args(parser, args)
     if not args.data_dir.is_dir():
         sys.stderr.write(data_help(spec, args.data_dir))
         return 2
@@ -115,7 +118,7 @@ def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
 
     torch.manual_seed(args.seed)
     overrides = dict(args.model_arg)
-    model = spatialrec.create_model(args.model, in_channels=train.in_channels, num_classes=train.num_classes, **overrides)
+    model = build_model(parser, args, train.in_channels, train.num_classes)
     n_params = sum(p.numel() for p in model.parameters())
     logging.info("%s (3D): %s with %s parameters; %d / %d / %d train / val / test volumes, patches %s",
                  spec.name, args.model, f"{n_params:,}", len(volumes["train"]), len(volumes["val"]),
