@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from spatialrec.summary import json_safe
-from spatialrec.train import TrainingDivergedError, fit
+from spatialrec.train import CheckpointError, TrainingDivergedError, fit
 from spatialrec.train import distributed as D
 
 THREE_D_FLAG = "--3d"
@@ -138,7 +138,7 @@ def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
             run_info={"example": spec.name, "mode": "3d", "model": args.model, "model_args": overrides,
                       "image_size": list(args.image_size), "patch_size": list(patch), "data_dir": str(args.data_dir)},
         )  # fmt: skip
-    except TrainingDivergedError as err:
+    except (TrainingDivergedError, CheckpointError, FileExistsError, FileNotFoundError) as err:
         sys.stderr.write(f"{spec.name}: {err}\n")
         return 1
     if not ctx.is_main:

@@ -79,3 +79,12 @@ def test_without_3d_the_example_stays_2d(tmp_path: Path) -> None:
     assert not ex.wants_3d(["--data-dir", "x"]) and ex.wants_3d(["--3d"])
     # a missing data folder is reported the same way in 3D mode
     assert ex.run(["--data-dir", str(tmp_path / "nowhere"), "--3d"]) == 2
+
+
+def test_3d_resume_without_a_checkpoint_is_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    write_lits(data, n=3, shape=(16, 16, 12))
+    ex = load_example("lits")
+    argv = ["--data-dir", str(data), "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), *TINY_3D]
+    assert ex.run([*argv, "--resume"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
