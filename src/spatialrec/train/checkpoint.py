@@ -76,12 +76,12 @@ def write_error(err: OSError, path: Path, what: str) -> OSError:
     return OSError(err.errno, message, str(path))
 
 
-def _feed(h: "hashlib._Hash", obj: Any) -> None:
+def _feed(h: Any, obj: Any) -> None:
     """Feed ``obj`` to ``h`` in a canonical, type-tagged byte form (tensors by dtype, shape and raw bytes)."""
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)  # the bytes in place, no copy
     elif isinstance(obj, Mapping):
         h.update(f"D{len(obj)}".encode())
         for key, value in sorted(obj.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0]))):
