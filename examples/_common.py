@@ -4,7 +4,9 @@ Each example (``dsb2018.py``, ``cvc_clinicdb.py``, ``lits.py``, ``segthor.py``) 
 build its three data sets and what its defaults are; :func:`main` does the rest:
 
 1. parse the shared flags (``--data-dir --model --epochs --batch-size --lr --device --out
-   --resume --seed`` and a few more, see ``--help``);
+   --resume --seed`` and a few more, see ``--help``); a bad value (``--epochs -1``, an unknown
+   ``--model`` or ``--device``, a ``--model-arg`` the model does not take) is a usage error:
+   a message and exit status 2, before any data is read;
 2. if ``--data-dir`` does not exist, print where to get the data and the layout expected, and
    exit with status 2;
 3. build the train / validation / test sets (under ``torchrun``, rank 0 first, so that a
@@ -27,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 import spatialrec
-from spatialrec.train import CheckpointError, NonFiniteLossError, fit
+from spatialrec.train import CheckpointError, TrainingDivergedError, fit
 from spatialrec.train import distributed as D
 
 
@@ -69,6 +71,32 @@ def _model_arg(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def _number(kind: type, low: float, low_inclusive: bool, high: Optional[float] = None, high_inclusive: bool = True) -> Callable[[str], Any]:
+    """An argparse ``type`` for a number in a range; a bad value is a usage error naming the range."""
+    bounds = ("[" if low_inclusive else "(") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" + ("]" if high_inclusive else ")"))
+    what = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} in {bounds}, got {text!r}") from None
+        ok = (value >= low if low_inclusive else value > low) and (
+            high is None or (value <= high if high_inclusive else value < high)
+        )
+        if not ok or (kind is float and value != value):
+            raise argparse.ArgumentTypeError(f"expected {what} in {bounds}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, 0, False)
+non_negative_int = _number(int, 0, True)
+positive_float = _number(float, 0.0, False)
+fraction = _number(float, 0.0, True, 1.0, True)  # [0, 1]
+
+
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().replace("x", ",").split(",")
     try:
@@ -93,26 +121,56 @@ def build_parser(spec: ExampleSpec) -> argparse.ArgumentParser:
                    + ", ".join(spatialrec.list_models()))  # fmt: skip
     p.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="extra argument for create_model, repeatable (e.g. --model-arg state_size=64)")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=300, help="maximum epochs (default: 300, as in the paper)")
-    p.add_argument("--batch-size", type=int, default=spec.batch_size,
+    p.add_argument("--epochs", type=positive_int, default=300, help="maximum epochs (default: 300, as in the paper)")
+    p.add_argument("--batch-size", type=positive_int, default=spec.batch_size,
                    help=f"images per step per process (default: {spec.batch_size})")  # fmt: skip
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4, as in the paper)")
-    p.add_argument("--patience", type=int, default=30, help="early-stopping patience in epochs (default: 30)")
+    p.add_argument("--lr", type=positive_float, default=1e-4, help="Adam learning rate (default: 1e-4, as in the paper)")
+    p.add_argument("--patience", type=positive_int, default=30, help="early-stopping patience in epochs (default: 30)")
     p.add_argument("--loss", choices=("dice", "dice_bce"), default="dice", help="training loss (default: dice)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, bf16/fp16 on CUDA)")
     p.add_argument("--image-size", type=_size, default=spec.image_size, metavar="HxW",
                    help=f"resize images to this size (default: {spec.image_size[0]}x{spec.image_size[1]})")  # fmt: skip
     p.add_argument("--no-augment", action="store_true", help="train without data augmentation")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--out", type=Path, default=None, help=f"output folder (default: runs/{spec.name}-<model>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or stopped run in --out")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the data order")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split, the initialisation and the data order")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch jobs)")
     if spec.add_arguments is not None:
         spec.add_arguments(p)
     return p
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors (``parser.error``: message, exit status 2) for values argparse cannot check alone.
+
+    ``--model`` must be registered, ``--device`` must name a device here, and ``--model-arg``
+    must be arguments the model accepts: checked by building the model on the ``meta`` device
+    (no memory, no weights), before any data is read.
+    """
+    if args.model not in spatialrec.list_models():
+        parser.error(f"--model {args.model!r} is not a registered model; choose one of: {', '.join(spatialrec.list_models())}")
+    try:
+        D.resolve_device(args.device)
+    except (TypeError, ValueError) as err:
+        parser.error(f"--device {args.device!r}: {err}")
+    try:
+        with torch.device("meta"):
+            spatialrec.create_model(args.model, **dict(args.model_arg))
+    except (TypeError, ValueError) as err:
+        parser.error(f"--model-arg {' '.join(f'{k}={v!r}' for k, v in args.model_arg)} does not fit --model {args.model}: {err}")
+    except Exception:  # a model that cannot be built on 'meta': checked when it is built for real
+        pass
+
+
+def build_model(parser: argparse.ArgumentParser, args: argparse.Namespace, in_channels: int, num_classes: int) -> torch.nn.Module:
+    """``create_model`` with the command line's model and ``--model-arg``s; a bad one is a usage error."""
+    try:
+        return spatialrec.create_model(args.model, in_channels=in_channels, num_classes=num_classes, **dict(args.model_arg))
+    except (TypeError, ValueError) as err:
+        parser.error(f"--model {args.model} with --model-arg {dict(args.model_arg)}: {err}")
 
 
 def data_help(spec: ExampleSpec, data_dir: Path) -> str:
@@ -132,7 +190,9 @@ def _loss(name: str) -> Any:
 
 def main(spec: ExampleSpec, argv: Optional[Sequence[str]] = None) -> int:
     """Run an example: parse ``argv``, build data and model, train, test, print. Returns the exit status."""
-    args = build_parser(spec).parse_args(argv)
+    parser = build_parser(spec)
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     if not args.data_dir.is_dir():
         sys.stderr.write(data_help(spec, args.data_dir))
         return 2
@@ -156,7 +216,7 @@ def main(spec: ExampleSpec, argv: Optional[Sequence[str]] = None) -> int:
 
     torch.manual_seed(args.seed)  # the same initial weights in every process
     overrides = dict(args.model_arg)
-    model = spatialrec.create_model(args.model, in_channels=train.in_channels, num_classes=train.num_classes, **overrides)
+    model = build_model(parser, args, train.in_channels, train.num_classes)
     n_params = sum(p.numel() for p in model.parameters())
     logging.info("%s: %s with %s parameters; %d / %d / %d train / val / test images", spec.name, args.model,
                  f"{n_params:,}", len(train), len(val), len(test))  # fmt: skip
@@ -170,25 +230,24 @@ def main(spec: ExampleSpec, argv: Optional[Sequence[str]] = None) -> int:
             run_info={"example": spec.name, "model": args.model, "model_args": overrides,
                       "image_size": list(args.image_size), "data_dir": str(args.data_dir)},
         )  # fmt: skip
-    except (NonFiniteLossError, CheckpointError, FileExistsError) as err:
+    except (TrainingDivergedError, CheckpointError, FileExistsError) as err:
         sys.stderr.write(f"{spec.name}: {err}\n")
         return 1
     except FileNotFoundError as err:  # --resume without a checkpoint
         sys.stderr.write(f"{spec.name}: {err}\n")
         return 1
     if ctx.is_main and result.test_metrics is not None:
-        tm = result.test_metrics
         print(f"\n{spec.name} / {args.model}: {result.epochs_completed} epochs ({result.stop_reason}), "
               f"best epoch {result.best_epoch}, {result.train_time:.0f} s")  # fmt: skip
-        print(f"{'class':<14}{'Dice':>8}{'IoU':>8}{'HD95':>9}")
-        for name in tm["dice"]["per_class"]:
-            hd = tm["hd95"]["per_class"][name] if "hd95" in tm else None
-            print(f"{name:<14}{_fmt(tm['dice']['per_class'][name])}{_fmt(tm['iou']['per_class'][name])}"
-                  f"{_fmt(hd, 9, 2)}")  # fmt: skip
-        print(f"{'mean':<14}{_fmt(tm['dice']['mean'])}{_fmt(tm['iou']['mean'])}{_fmt(tm.get('hd95', {}).get('mean'), 9, 2)}")
+        print(results_table(result.test_metrics))
         print(f"metrics: {out / 'metrics.json'}")
     return 0
 
 
-def _fmt(v: Optional[float], width: int = 8, digits: int = 4) -> str:
-    return f"{'n/a':>{width}}" if v is None else f"{v:>{width}.{digits}f}"
+def results_table(summary: dict[str, Any]) -> str:
+    """The test summary (format of :mod:`spatialrec.summary`) as a table: mean ± std per class and
+    overall, and how many cases had an infinite HD95 (a structure missed or hallucinated)."""
+    from spatialrec.summary import format_table
+
+    kind = "volumes" if summary["case_kind"] == "volume" else "images"
+    return f"{summary['num_cases']} test {kind}\n" + format_table(summary)

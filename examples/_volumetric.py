@@ -11,8 +11,9 @@ volume-level testing.
 3. :func:`spatialrec.train.fit` trains a 3D model (default ``sdn_unet3d``) with early stopping on
    the validation loss and writes its checkpoints and ``metrics.csv`` to ``--out``;
 4. the best weights are tested on whole test volumes by sliding-window inference
-   (:func:`spatialrec.inference.evaluate_volumes`, ``--overlap``, Gaussian blending): Dice and
-   HD95 in millimetres (each volume's slice spacing and in-plane pixel size), written to
+   (:func:`spatialrec.inference.evaluate_volumes`, ``--overlap``, Gaussian blending): Dice, IoU
+   and HD95 in millimetres (each volume's slice spacing and in-plane pixel size), summarised in
+   the same format as the 2D test in ``metrics.json`` (:mod:`spatialrec.summary`), written to
    ``metrics3d.json`` and printed.
 """
 
@@ -21,15 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 
-import spatialrec
-from spatialrec.train import NonFiniteLossError, fit
+from spatialrec.summary import json_safe
+from spatialrec.train import CheckpointError, TrainingDivergedError, fit
 from spatialrec.train import distributed as D
 
 THREE_D_FLAG = "--3d"
@@ -54,11 +54,14 @@ def add_3d_arguments(p: argparse.ArgumentParser) -> None:
                    help="train a 3D model on volume patches and test whole volumes (default model: sdn_unet3d)")  # fmt: skip
     g.add_argument("--patch-size", type=_size3, default=(32, 64, 64), metavar="DxHxW",
                    help="training and inference patch (default: 32x64x64)")  # fmt: skip
-    g.add_argument("--samples-per-volume", type=int, default=4, help="patches per volume per epoch (default: 4)")
-    g.add_argument("--fg-ratio", type=float, default=0.5,
+    from _common import _number, fraction, positive_int  # the examples folder is on sys.path
+
+    g.add_argument("--samples-per-volume", type=positive_int, default=4, help="patches per volume per epoch (default: 4)")
+    g.add_argument("--fg-ratio", type=fraction, default=0.5,
                    help="fraction of patches centred on the target (default: 0.5)")  # fmt: skip
-    g.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap at test time (default: 0.5)")
-    g.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass at test time (default: 1)")
+    g.add_argument("--overlap", type=_number(float, 0.0, True, 1.0, False), default=0.5,
+                   help="sliding-window overlap at test time, in [0, 1) (default: 0.5)")  # fmt: skip
+    g.add_argument("--sw-batch-size", type=positive_int, default=1, help="windows per forward pass at test time (default: 1)")
 
 
 def wants_3d(argv: Sequence[str]) -> bool:
@@ -76,7 +79,7 @@ def _completed_epochs(out: Path) -> int:
 
 def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
     """Run an example in 3D mode: parse ``argv``, build volumes and patches, train, test whole volumes."""
-    from _common import build_parser, data_help  # the examples folder is on sys.path
+    from _common import build_model, build_parser, check_args, data_help, results_table  # examples folder on sys.path
 
     from spatialrec.data.patches3d import RandomPatchDataset3d
     from spatialrec.data.volumes3d import CTVolumes
@@ -87,6 +90,7 @@ def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
     parser.set_defaults(model="sdn_unet3d", batch_size=2,
                         image_size=(spec.image_size[0] // 2, spec.image_size[1] // 2))  # fmt: skip
     args = parser.parse_args(argv)
+    check_args(parser, args)
     if not args.data_dir.is_dir():
         sys.stderr.write(data_help(spec, args.data_dir))
         return 2
@@ -114,7 +118,7 @@ def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
 
     torch.manual_seed(args.seed)
     overrides = dict(args.model_arg)
-    model = spatialrec.create_model(args.model, in_channels=train.in_channels, num_classes=train.num_classes, **overrides)
+    model = build_model(parser, args, train.in_channels, train.num_classes)
     n_params = sum(p.numel() for p in model.parameters())
     logging.info("%s (3D): %s with %s parameters; %d / %d / %d train / val / test volumes, patches %s",
                  spec.name, args.model, f"{n_params:,}", len(volumes["train"]), len(volumes["val"]),
@@ -134,7 +138,7 @@ def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
             run_info={"example": spec.name, "mode": "3d", "model": args.model, "model_args": overrides,
                       "image_size": list(args.image_size), "patch_size": list(patch), "data_dir": str(args.data_dir)},
         )  # fmt: skip
-    except NonFiniteLossError as err:
+    except (TrainingDivergedError, CheckpointError, FileExistsError, FileNotFoundError) as err:
         sys.stderr.write(f"{spec.name}: {err}\n")
         return 1
     if not ctx.is_main:
@@ -144,26 +148,9 @@ def main3d(spec: Any, argv: Optional[Sequence[str]] = None) -> int:
         model, volumes["test"], patch, overlap=args.overlap, batch_size=args.sw_batch_size, device=device,
         class_names=class_names,
     )  # fmt: skip
-    (out / "metrics3d.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+    (out / "metrics3d.json").write_text(json.dumps(json_safe(metrics), indent=2))
     print(f"\n{spec.name} (3D) / {args.model}: {result.epochs_completed} epochs ({result.stop_reason}), "
-          f"best epoch {result.best_epoch}, {result.train_time:.0f} s; {metrics['num_volumes']} test volumes")  # fmt: skip
-    print(f"{'class':<14}{'Dice':>8}{'HD95 mm':>10}")
-    for name, dice in metrics["dice"]["per_class"].items():
-        print(f"{name:<14}{_fmt(dice)}{_fmt(metrics['hd95']['per_class'][name], 10, 2)}")
-    print(f"{'mean':<14}{_fmt(metrics['dice']['mean'])}{_fmt(metrics['hd95']['mean'], 10, 2)}")
+          f"best epoch {result.best_epoch}, {result.train_time:.0f} s")  # fmt: skip
+    print(results_table(metrics))
     print(f"metrics: {out / 'metrics3d.json'}")
     return 0
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None  # JSON has no NaN/inf: an undefined metric is null
-    return obj
-
-
-def _fmt(v: Optional[float], width: int = 8, digits: int = 4) -> str:
-    return f"{'n/a':>{width}}" if v is None else f"{v:>{width}.{digits}f}"

@@ -53,28 +53,39 @@ TARGET = {"sdn_unet": (">=", 0.90), "unet": ("<=", 0.75)}
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """The demo's flags; a bad value is a usage error (message and exit status 2)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import non_negative_int, positive_float, positive_int  # examples folder
+
+    from spatialrec.train.distributed import resolve_device
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/holistic_demo"), help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and order (default: 0)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs per model (default: 6)")
-    p.add_argument("--time-budget", type=float, default=280.0,
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of data, initialisation and order (default: 0)")
+    p.add_argument("--epochs", type=positive_int, default=6, help="epochs per model (default: 6)")
+    p.add_argument("--time-budget", type=positive_float, default=280.0,
                    help="seconds of training for both models together; each gets an equal share of what is "
                    "left and stops after the epoch that would overrun it (default: 280)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
-    p.add_argument("--image-size", type=int, default=48, help="image side in pixels (default: 48)")
-    p.add_argument("--num-train", type=int, default=800, help="training images (default: 800)")
-    p.add_argument("--num-val", type=int, default=96, help="validation images (default: 96)")
-    p.add_argument("--num-test", type=int, default=96, help="test images (default: 96)")
-    p.add_argument("--batch-size", type=int, default=8, help="default: 8")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    p.add_argument("--figure-images", type=int, default=4, help="test images in the figure (default: 4)")
+    p.add_argument("--image-size", type=positive_int, default=48, help="image side in pixels (default: 48)")
+    p.add_argument("--num-train", type=positive_int, default=800, help="training images (default: 800)")
+    p.add_argument("--num-val", type=positive_int, default=96, help="validation images (default: 96)")
+    p.add_argument("--num-test", type=positive_int, default=96, help="test images (default: 96)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="default: 8")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--figure-images", type=non_negative_int, default=4, help="test images in the figure (default: 4)")
     p.add_argument("--check", action="store_true",
                    help="exit with status 1 unless sdn_unet Dice >= 0.90 and unet Dice <= 0.75")  # fmt: skip
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default: 1; these small convolutions gain little from more, "
                    "and lose much when the cores are shared with other work)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        resolve_device(args.device)
+    except (TypeError, ValueError) as err:
+        p.error(f"--device {args.device!r}: {err}")
+    return args
 
 
 @torch.no_grad()
@@ -135,8 +146,6 @@ def save_figure(path: Path, images: torch.Tensor, truth: torch.Tensor, preds: di
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     train, val, test = synthetic_splits(
@@ -167,7 +176,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "test_dice": tm["dice"]["mean"],
             "test_hd95": tm["hd95"]["mean"],
             "hd95_infinite": tm["hd95"]["infinite"],
-            "per_image_dice": [r["dice"][0] for r in tm["per_image"]],
+            "per_image_dice": [r["dice"][0] for r in tm["per_case"]],
         }
         models[name] = model
 

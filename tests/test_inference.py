@@ -142,12 +142,12 @@ def test_evaluate_volumes_dice_and_hd95_in_mm() -> None:
 
     vols = [_slab_volume([2.0, 0.5, 0.5]), _slab_volume([4.0, 0.5, 0.5])]
     perfect = evaluate_volumes(_ShiftModel(0), vols, patch_size=(16, 16, 16))
-    assert perfect["num_volumes"] == 2
+    assert perfect["num_cases"] == 2
     assert perfect["dice"]["mean"] == pytest.approx(1.0) and perfect["hd95"]["mean"] == pytest.approx(0.0)
     shifted = evaluate_volumes(_ShiftModel(1), vols, patch_size=(16, 16, 16), class_names=["slab"])
-    assert [r["dice"][0] for r in shifted["per_volume"]] == pytest.approx([0.5, 0.5])
+    assert [r["dice"][0] for r in shifted["per_case"]] == pytest.approx([0.5, 0.5])
     # one plane off along D: 95th percentile of the surface distances is one slice spacing, in mm
-    assert [r["hd95"][0] for r in shifted["per_volume"]] == pytest.approx([2.0, 4.0])
+    assert [r["hd95"][0] for r in shifted["per_case"]] == pytest.approx([2.0, 4.0])
     assert shifted["hd95"]["per_class"]["slab"] == pytest.approx(3.0)
 
 

@@ -5,6 +5,9 @@ windows are blended with a weight map (a Gaussian that trusts window centres mor
 borders, or a constant) and normalised by the summed weights, so every voxel's result is a
 weighted mean of the predictions of all windows that cover it. Works for 2D ``(B, C, H, W)``
 and 3D ``(B, C, D, H, W)`` inputs alike.
+
+:func:`evaluate_volumes` tests a model on whole volumes this way; its result has the format of
+:mod:`spatialrec.summary`, the same as :func:`spatialrec.train.evaluate`.
 """
 
 from __future__ import annotations
@@ -183,25 +186,10 @@ def sliding_window_inference(
     return result / norm
 
 
-def _summary(values: torch.Tensor, names: Sequence[str]) -> dict[str, Any]:
-    """Per-class means over volumes of a ``(N, K)`` table, skipping undefined (NaN/inf) entries."""
-    finite = torch.isfinite(values)
-    per_class: dict[str, Optional[float]] = {}
-    for k, name in enumerate(names):
-        col = values[finite[:, k], k]
-        per_class[name] = float(col.mean()) if col.numel() else None
-    defined = [v for v in per_class.values() if v is not None]
-    return {
-        "per_class": per_class,
-        "mean": float(sum(defined) / len(defined)) if defined else None,
-        "undefined": int((~finite).sum()),
-    }
-
-
 def evaluate_volumes(
     model: torch.nn.Module,
     volumes: Sequence[Mapping[str, Any]],
-    patch_size: SizeArg,
+    patch_size: Optional[SizeArg] = None,
     *,
     overlap: float = 0.5,
     blend: str = "gaussian",
@@ -211,70 +199,78 @@ def evaluate_volumes(
     hd95: bool = True,
     class_names: Optional[Sequence[str]] = None,
 ) -> dict[str, Any]:
-    """Volume-level Dice and HD95 of a patch-based 3D model, by sliding-window inference.
+    """Case-level Dice, IoU and HD95 of a model on whole volumes (or images), one case at a time.
 
-    Each volume is predicted whole with :func:`sliding_window_inference`, thresholded
-    (``sigmoid(logits) > threshold``) and compared with its mask by
-    :func:`spatialrec.metrics.dice` and :func:`spatialrec.metrics.hd95`, the latter in
-    millimetres with the volume's ``"spacing"`` (voxels when an item has none). A class is
-    averaged over the volumes where its metric is defined (HD95 is undefined when the prediction
-    or the ground truth is empty; such cases are counted in ``"undefined"``).
+    Each item is predicted whole, by :func:`sliding_window_inference` with ``patch_size`` or,
+    with ``patch_size=None``, by one forward pass; thresholded (``sigmoid(logits) >
+    threshold``) and compared with its mask by :func:`spatialrec.summary.case_metrics`, HD95 in
+    millimetres with the item's ``"spacing"`` (voxels when it has none). The result has the
+    format of :func:`spatialrec.summary.summarise`, the same as :func:`spatialrec.train.evaluate`:
+    per class the mean and std over the cases where the metric is finite, and the number of
+    cases where HD95 is infinite (one of prediction and ground truth empty) or undefined (both
+    empty).
 
     Args:
-        model: maps ``(N, C, d, h, w)`` patches to logits ``(N, K, d, h, w)``; it is put in
-            ``eval()`` mode for the evaluation and restored afterwards.
+        model: maps ``(N, C, *patch)`` to logits ``(N, K, *patch)``; it is put in ``eval()`` mode
+            for the evaluation and restored afterwards.
         volumes: items ``{"image": (C, D, H, W), "mask": (K, D, H, W), "id": str,
-            ["spacing": (3,)]}`` (e.g. :class:`spatialrec.data.volumes3d.CTVolumes`).
-        patch_size, overlap, blend, batch_size, device: as for :func:`sliding_window_inference`.
+            ["spacing": (3,)]}`` (e.g. :class:`spatialrec.data.volumes3d.CTVolumes`), or 2D items
+            ``(C, H, W)`` / ``(K, H, W)`` with ``"spacing": (2,)``; all of one kind.
+        patch_size: window size for sliding-window inference, or ``None`` for one forward pass
+            of the whole item.
+        overlap, blend, batch_size, device: as for :func:`sliding_window_inference` (``device``
+            is also where the whole-item forward pass runs).
         threshold: on the sigmoid probability.
         hd95: also compute HD95 (slow on large volumes: it compares surface voxels).
         class_names: ``K`` names for the per-class entries (default ``"class_0"``, ...).
 
     Returns:
-        ``{"dice": S, "hd95": S (if hd95), "num_volumes": N, "per_volume": [{"id", "dice": [K],
-        "hd95": [K]}, ...]}`` where ``S = {"per_class": {name: value}, "mean": float, "undefined": int}``.
+        ``{"format", "case_kind": "volume" | "image", "num_cases", "class_names", "dice": S,
+        "iou": S, "hd95": S and "hd95_unit" (if hd95), "per_case": [{"id", "dice": [K], "iou": [K], "hd95": [K]},
+        ...]}``; ``S`` is described in :mod:`spatialrec.summary`.
     """
-    from . import metrics as M
+    from . import summary as Sm
 
     if len(volumes) == 0:
         raise ValueError("volumes is empty: there is nothing to evaluate")
     was_training = model.training
     model.eval()
     rows: list[dict[str, Any]] = []
+    ndim: Optional[int] = None
+    with_spacing = 0
     try:
         for i in range(len(volumes)):
             item = volumes[i]
             image = torch.as_tensor(item["image"]).float()
             mask = torch.as_tensor(item["mask"])
-            if image.dim() != 4 or mask.dim() != 4:
+            case_id = item.get("id", i)
+            if image.dim() not in (3, 4) or mask.dim() != image.dim() or (ndim is not None and image.dim() != ndim):
+                expected = "(C, D, H, W) and (K, D, H, W)" if (ndim or image.dim()) == 4 else "(C, H, W) and (K, H, W)"
                 raise ValueError(
-                    f"volume {item.get('id', i)!r}: image and mask must be (C, D, H, W) and (K, D, H, W), got "
+                    f"volume {case_id!r}: image and mask must be {expected} like the other items, got "
                     f"{tuple(image.shape)} and {tuple(mask.shape)}"
                 )
-            logits = sliding_window_inference(model, image[None], patch_size, overlap, blend, batch_size, device)
+            ndim = image.dim()
+            if patch_size is None:
+                with torch.no_grad():
+                    run_on = torch.device(device) if device is not None else image.device
+                    logits = model(image[None].to(run_on)).float().cpu()
+            else:
+                logits = sliding_window_inference(model, image[None], patch_size, overlap, blend, batch_size, device)
             if logits.shape[1:] != mask.shape:
                 raise ValueError(
-                    f"volume {item.get('id', i)!r}: prediction has shape {tuple(logits.shape[1:])}, mask {tuple(mask.shape)}"
+                    f"volume {case_id!r}: prediction has shape {tuple(logits.shape[1:])}, mask {tuple(mask.shape)}"
                 )
             pred = torch.sigmoid(logits) > threshold
             tgt = (mask > 0.5)[None]
-            row: dict[str, Any] = {"id": str(item.get("id", i)), "dice": M.dice(pred, tgt)[0].tolist()}
-            if hd95:
-                spacing = item.get("spacing")
-                sp = None if spacing is None else tuple(torch.as_tensor(spacing, dtype=torch.float64).tolist())
-                row["hd95"] = M.hd95(pred, tgt, spacing=sp)[0].tolist()
-            rows.append(row)
+            values = Sm.case_metrics(pred, tgt, spacing=item.get("spacing"), hd95=hd95)
+            with_spacing += item.get("spacing") is not None
+            rows.extend(Sm.case_rows([case_id], values))
     finally:
         model.train(was_training)
-    k = len(rows[0]["dice"])
-    names = list(class_names) if class_names is not None else [f"class_{j}" for j in range(k)]
-    if len(names) != k:
-        raise ValueError(f"class_names has {len(names)} names but the masks have {k} classes")
-    result: dict[str, Any] = {"num_volumes": len(rows)}
-    for metric in ("dice", "hd95") if hd95 else ("dice",):
-        result[metric] = _summary(torch.tensor([r[metric] for r in rows], dtype=torch.float64), names)
-    result["per_volume"] = rows
-    return result
+    assert ndim is not None
+    unit = Sm.hd95_unit(with_spacing, len(rows))
+    return Sm.summarise(rows, case_kind=Sm.case_kind(ndim - 1), class_names=class_names, hd95_unit=unit)
 
 
 __all__ = ["BLEND_MODES", "blend_weights", "evaluate_volumes", "sliding_window_inference", "window_starts"]

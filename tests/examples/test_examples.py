@@ -67,7 +67,7 @@ def test_example_trains_one_epoch_and_writes_metrics(
     assert summary["example"] == name and summary["model"] == "sdn_unet"
     assert summary["epochs_completed"] == 1
     test = summary["test"]
-    assert test["num_images"] >= 1
+    assert test["num_cases"] >= 1
     for metric in ("dice", "iou", "hd95"):
         assert list(test[metric]["per_class"]) == classes
     assert all(0.0 <= v <= 1.0 for v in test["dice"]["per_class"].values())
@@ -171,7 +171,7 @@ def test_example_under_torchrun_two_processes(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "metrics.json").read_text())
-    assert summary["world_size"] == 2 and summary["test"]["num_images"] >= 1
+    assert summary["world_size"] == 2 and summary["test"]["num_cases"] >= 1
     assert proc.stdout.count("metrics:") == 1  # only rank 0 prints the results
 
 

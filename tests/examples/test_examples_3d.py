@@ -64,11 +64,11 @@ def test_3d_example_trains_one_epoch_and_tests_whole_volumes(
         assert len(list(csv.DictReader(f))) == 1
     assert (out / "best.pt").is_file()
     m3 = json.loads((out / "metrics3d.json").read_text())
-    assert m3["num_volumes"] == 1 and len(m3["per_volume"]) == 1  # 3 volumes: 1 train, 1 val, 1 test
+    assert m3["num_cases"] == 1 and len(m3["per_case"]) == 1  # 3 volumes: 1 train, 1 val, 1 test
     assert list(m3["dice"]["per_class"]) == classes and list(m3["hd95"]["per_class"]) == classes
-    assert all(0.0 <= d <= 1.0 for d in m3["per_volume"][0]["dice"])
+    assert all(0.0 <= d <= 1.0 for d in m3["per_case"][0]["dice"])
     # HD95 is in mm: any defined value is a distance between voxel centres with this spacing
-    for hd in m3["per_volume"][0]["hd95"]:
+    for hd in m3["per_case"][0]["hd95"]:
         assert hd is None or hd >= 0.0
     printed = capsys.readouterr().out
     assert "HD95 mm" in printed and str(out / "metrics3d.json") in printed
@@ -79,3 +79,12 @@ def test_without_3d_the_example_stays_2d(tmp_path: Path) -> None:
     assert not ex.wants_3d(["--data-dir", "x"]) and ex.wants_3d(["--3d"])
     # a missing data folder is reported the same way in 3D mode
     assert ex.run(["--data-dir", str(tmp_path / "nowhere"), "--3d"]) == 2
+
+
+def test_3d_resume_without_a_checkpoint_is_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    write_lits(data, n=3, shape=(16, 16, 12))
+    ex = load_example("lits")
+    argv = ["--data-dir", str(data), "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), *TINY_3D]
+    assert ex.run([*argv, "--resume"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err

@@ -53,7 +53,7 @@ def test_torchrun_two_processes_match_single_process(tmp_path: Path) -> None:
     reference = json.loads((single / "metrics.json").read_text())
     assert summary["world_size"] == 2
     # Test metrics gathered from both processes: every test image once, same values.
-    assert summary["test"]["num_images"] == reference["test"]["num_images"] == 5
+    assert summary["test"]["num_cases"] == reference["test"]["num_cases"] == 5
     for metric in ("dice", "iou", "hd95"):
         got, want = summary["test"][metric], reference["test"][metric]
         assert got["mean"] == pytest.approx(want["mean"], rel=1e-4, abs=1e-5), metric
@@ -106,3 +106,23 @@ def test_single_process_context_and_device_errors() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("mode,message", [
+    ("masks255", r"ValueError: the masks of the first training batch hold values in \[0, 255\]"),
+    ("diverge", r"NonFiniteStateError: .*epoch 1 \(1\.running_var"),
+])  # fmt: skip
+def test_torchrun_every_process_stops_with_the_same_error(tmp_path: Path, mode: str, message: str) -> None:
+    """A check that fails in one process only (rank 1's masks) or in all must stop every process
+    with the same error, none left waiting in a collective."""
+    import re
+
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(WORKER), str(tmp_path / "run"), "4", mode,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    # both ranks report it (torchrun prefixes nothing without --tee; count the raises)
+    assert len(re.findall(message, proc.stderr)) == 2, proc.stderr[-3000:]
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -72,9 +72,9 @@ def test_evaluate_matches_hand_computed_dice_and_hd95() -> None:
         {"id": "empty", "boxes": [(None, None), ((0, 3, 0, 3), (1, 4, 0, 3))]},
     ]
     res = evaluate(Threshold(2), Boxes(cases), batch_size=3, device="cpu", class_names=["a", "b"])
-    assert res["num_images"] == 4
-    assert [r["id"] for r in res["per_image"]] == ["same", "shift3", "missed", "empty"]
-    for row, case in zip(res["per_image"], cases):
+    assert res["num_cases"] == 4
+    assert [r["id"] for r in res["per_case"]] == ["same", "shift3", "missed", "empty"]
+    for row, case in zip(res["per_case"], cases):
         for k, (p, t) in enumerate(case["boxes"]):
             assert row["dice"][k] == pytest.approx(_box_dice(p, t), abs=1e-6)
     # Class a: dice (1 + 1/2 + 0 + 1) / 4; HD95 finite for 'same' (0) and 'shift3' (3 px).
@@ -82,7 +82,7 @@ def test_evaluate_matches_hand_computed_dice_and_hd95() -> None:
     assert res["hd95"]["per_class"]["a"] == pytest.approx(1.5)
     assert res["hd95"]["infinite"] == 1 and res["hd95"]["undefined"] == 1
     # IoU of the shifted box: 3x6 overlap of two 6x6 boxes -> 18 / 54.
-    assert res["per_image"][1]["iou"][0] == pytest.approx(18 / 54)
+    assert res["per_case"][1]["iou"][0] == pytest.approx(18 / 54)
     assert res["dice"]["mean"] == pytest.approx(np.mean(list(res["dice"]["per_class"].values())))
 
 
@@ -90,7 +90,7 @@ def test_evaluate_uses_each_images_spacing_for_hd95() -> None:
     box = ((2, 8, 2, 8), (2, 8, 5, 11))  # 3 columns apart
     cases = [{"id": "a", "boxes": [box], "spacing": (1.0, 1.0)}, {"id": "b", "boxes": [box], "spacing": (0.5, 2.0)}]
     res = evaluate(Threshold(1), Boxes(cases), batch_size=2, device="cpu")
-    assert [r["hd95"][0] for r in res["per_image"]] == pytest.approx([3.0, 6.0])
+    assert [r["hd95"][0] for r in res["per_case"]] == pytest.approx([3.0, 6.0])
 
 
 def test_evaluate_loss_and_model_mode_restored() -> None:
@@ -105,7 +105,7 @@ def test_evaluate_loss_and_model_mode_restored() -> None:
 def test_fit_validation_dice_equals_metrics_dice() -> None:
     """The loop's own per-image Dice (progress bar, CSV) follows spatialrec.metrics.dice."""
     from spatialrec import metrics
-    from spatialrec.train.loop import _hard_dice_sums
+    from spatialrec.train.steps import hard_dice_sums
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(5, 3, 9, 7, generator=g)
@@ -113,6 +113,6 @@ def test_fit_validation_dice_equals_metrics_dice() -> None:
     target[0, 1] = 0
     logits[0, 1] = -5  # both empty
     logits[1, 2] = -5  # prediction empty
-    total, n = _hard_dice_sums(logits, target, 0.5)
+    total, n = hard_dice_sums(logits, target, 0.5)
     expected = metrics.dice(torch.sigmoid(logits) > 0.5, target > 0.5).mean(dim=1).sum()
     assert n == 5 and total == pytest.approx(float(expected), rel=1e-6)

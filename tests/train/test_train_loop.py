@@ -264,9 +264,9 @@ def test_import_does_not_need_tqdm() -> None:
     code = (
         "import sys; sys.modules['tqdm'] = None\n"
         "import spatialrec, spatialrec.train\n"
-        "from spatialrec.train.loop import _progress_bar\n"
+        "from spatialrec.train.steps import progress_bar\n"
         "try:\n"
-        "    _progress_bar(True, 1, 'x')\n"
+        "    progress_bar(True, 1, 'x')\n"
         "except ImportError as e:\n"
         "    assert \"spatialrec[data]\" in str(e), e\n"
         "    print('ok')\n"

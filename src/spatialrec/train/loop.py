@@ -1,11 +1,20 @@
-"""The training loop shared by the examples: :func:`fit` and :func:`evaluate`.
+"""The training loop shared by the examples: :func:`fit`.
 
 One epoch of :func:`fit` is: shuffle the training set with a generator seeded by ``(seed,
 epoch)``, take optimiser steps over it (optionally under autocast, with gradient clipping), then
 compute the validation loss and Dice, step the learning-rate schedule, update early stopping,
 append a row to ``metrics.csv`` and save ``last.pt`` (and ``best.pt`` when the validation loss
 improved). After the last epoch the best weights are put back and, when a test set is given,
-:func:`evaluate` writes per-class test Dice, IoU and HD95 to ``metrics.json``.
+:func:`~spatialrec.train.evaluate` writes per-class test Dice, IoU and HD95 to ``metrics.json``.
+
+``fit`` only orchestrates; the pieces live beside it:
+
+- :mod:`~spatialrec.train.config`: every argument checked before anything starts (``FitConfig``);
+- :mod:`~spatialrec.train.checkpoint`: finding, checking and restoring the checkpoint to resume
+  from (``TrainState``), and writing checkpoints;
+- :mod:`~spatialrec.train.steps`: one training epoch and one validation pass;
+- :mod:`~spatialrec.train.runfiles`: ``metrics.csv``, checkpoints and ``metrics.json`` in ``out_dir``;
+- :mod:`~spatialrec.train.evaluation`: the test (its result format is :mod:`spatialrec.summary`).
 
 Under ``torchrun`` the same code runs data-parallel (see :mod:`spatialrec.train.distributed`):
 every process trains on its share of each global batch, gradients are averaged by
@@ -14,67 +23,37 @@ every process trains on its share of each global batch, gradients are averaged b
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 import os
-import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as D
-from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    TrainState,
+    capture_rng_state,
+    find_resume_checkpoint,
+    resume_training,
+    training_checkpoint,
+)
+from .config import LR_SCHEDULES, OPTIMIZERS, FitConfig, LossFn, check_dataset, default_loss, resolve_amp_dtype
+from .errors import NonFiniteLossError, NonFiniteStateError, TrainingDivergedError
+from .evaluation import evaluate
+from .runfiles import CSV_COLUMNS, METRICS_CSV, METRICS_JSON, RunFiles
+from .steps import make_loader, non_finite_state, progress_bar, require_tqdm, seed_everything, train_epoch, validate
 
 logger = logging.getLogger("spatialrec.train")
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
-
-OPTIMIZERS = ("adam", "adamw")
-LR_SCHEDULES = ("constant", "cosine", "plateau")
-CSV_COLUMNS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "epoch_time", "train_time")
-
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
-METRICS_CSV = "metrics.csv"
-METRICS_JSON = "metrics.json"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; training stopped before the bad step changed any weight.
-
-    Attributes:
-        epoch: 1-based epoch in which it happened.
-        step: 1-based step within the epoch, or ``None`` when the validation loss was non-finite.
-        value: the offending loss value.
-        checkpoint: the last good checkpoint (left untouched), or ``None`` if none was written.
-    """
-
-    def __init__(self, epoch: int, step: Optional[int], value: float, checkpoint: Optional[Path]) -> None:
-        where = f"epoch {epoch}, step {step}" if step is not None else f"epoch {epoch}, validation"
-        kept = (
-            f"the last good checkpoint {checkpoint} was kept"
-            if checkpoint is not None
-            else "no checkpoint had been written yet"
-        )
-        super().__init__(
-            f"non-finite loss ({value}) at {where}; training stopped and {kept}. Try a lower learning "
-            "rate, gradient clipping (grad_clip) or training without mixed precision."
-        )
-        self.epoch = epoch
-        self.step = step
-        self.value = value
-        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -89,7 +68,8 @@ class FitResult:
         epochs_completed: epochs trained in total (over all resumes).
         stop_reason: ``"max_epochs"``, ``"early_stopping"`` or ``"time_budget"``.
         train_time: seconds spent in training and validation epochs (over all resumes).
-        test_metrics: the summary of :func:`evaluate` on the test set, or ``None``.
+        test_metrics: the summary of :func:`~spatialrec.train.evaluate` on the test set (format:
+            :mod:`spatialrec.summary`), or ``None``.
         out_dir: the folder with checkpoints and metrics, or ``None``.
     """
 
@@ -105,351 +85,7 @@ class FitResult:
 
 
 # --------------------------------------------------------------------------------------------
-# argument checks
-
-
-def _check_dataset(name: str, data: object) -> Dataset:
-    if isinstance(data, DataLoader):
-        raise TypeError(
-            f"{name} must be a Dataset (items {{'image', 'mask', 'id'}}), got a DataLoader; fit builds "
-            "its own loaders so that the data order and the split over processes are reproducible"
-        )
-    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
-        raise TypeError(f"{name} must be a map-style Dataset with __getitem__ and __len__, got {type(data).__name__}")
-    n = len(data)  # type: ignore[arg-type]
-    if n < 1:
-        raise ValueError(f"{name} is empty; it needs at least one sample")
-    item = data[0]  # type: ignore[index]
-    if not isinstance(item, dict) or "image" not in item or "mask" not in item:
-        got = sorted(item) if isinstance(item, dict) else type(item).__name__
-        raise TypeError(f"{name}[0] must be a dict with 'image' (C, H, W) and 'mask' (K, H, W) tensors, got {got}")
-    # Images (C, H, W), or volumes (C, D, H, W) for 3D models (spatialrec.data.patches3d).
-    for key in ("image", "mask"):
-        t = item[key]
-        if not isinstance(t, torch.Tensor) or t.dim() not in (3, 4):
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            layout = "(C, H, W) or (C, D, H, W)" if key == "image" else "(K, H, W) or (K, D, H, W)"
-            raise ValueError(f"{name}[0][{key!r}] must be a tensor of shape {layout}, got {shape}")
-    if item["image"].dim() != item["mask"].dim():
-        raise ValueError(
-            f"{name}[0]: 'image' {tuple(item['image'].shape)} and 'mask' {tuple(item['mask'].shape)} must have "
-            "the same number of dims (both 2D images or both 3D volumes)"
-        )
-    return data  # type: ignore[return-value]
-
-
-def _check_positive(name: str, value: object, kind: type = int, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, int) and not isinstance(value, bool)
-    if not ok:
-        raise TypeError(f"{name} must be {'a number' if kind is float else 'an int'}, got {type(value).__name__} {value!r}")
-    if value <= 0:  # type: ignore[operator]
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
-
-
-_AMP_DTYPES = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-}  # fmt: skip
-
-
-def resolve_amp_dtype(amp: bool, amp_dtype: "Optional[Union[str, torch.dtype]]", device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``amp`` on ``device``, or ``None`` when mixed precision is off.
-
-    Default: bfloat16 on CPU; on CUDA bfloat16 where the GPU supports it, else float16.
-    """
-    if not isinstance(amp, bool):
-        raise TypeError(f"amp must be a bool, got {type(amp).__name__}")
-    if not amp:
-        return None
-    if amp_dtype is None:
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    if isinstance(amp_dtype, str):
-        key = amp_dtype.strip().lower()
-        if key not in _AMP_DTYPES:
-            raise ValueError(f"amp_dtype={amp_dtype!r} is not supported; expected 'bf16' or 'fp16'")
-        return _AMP_DTYPES[key]
-    if amp_dtype in (torch.bfloat16, torch.float16):
-        return amp_dtype
-    raise ValueError(f"amp_dtype={amp_dtype!r} is not supported; expected torch.bfloat16 or torch.float16")
-
-
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def default_loss() -> LossFn:
-    """The paper's loss: sigmoid soft Dice per channel, from :mod:`spatialrec.losses`."""
-    try:
-        from .. import losses
-    except ImportError as err:
-        raise ImportError(f"spatialrec.losses is not available in this build ({err}); pass loss_fn explicitly") from err
-    return losses.DiceLoss()
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _hard_dice_sums(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> tuple[float, int]:
-    """Sum over images of the per-image Dice (mean over classes) of the thresholded prediction.
-
-    ``logits, target: (B, K, ...)``. An image and class where both prediction and target are empty
-    counts as Dice 1. Used for the progress bar and the per-epoch validation Dice; the final test
-    metrics come from :func:`evaluate`.
-    """
-    with torch.no_grad():
-        pred = torch.sigmoid(logits.float()) > threshold
-        tgt = target > 0.5
-        dims = tuple(range(2, pred.dim()))
-        inter = (pred & tgt).sum(dims).double()
-        total = (pred.sum(dims) + tgt.sum(dims)).double()
-        dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
-        return float(dice.mean(dim=1).sum()), int(dice.shape[0])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _make_loader(
-    data: Dataset, sampler: D.ShardedEpochSampler, batch_size: int, num_workers: int, device: torch.device, drop_last: bool
-) -> DataLoader:
-    return DataLoader(
-        data,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=drop_last,
-        # Its own generator, reseeded each epoch, so that worker seeds do not draw on global RNG.
-        generator=torch.Generator(),
-    )
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _csv_text(rows: Sequence[dict[str, float]], header: bool = True) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore", lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def _json_safe(obj: Any) -> Any:
-    """Replace non-finite floats by ``None`` (and tensors/np scalars by floats) so that JSON stays valid."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        obj = obj.item()
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _batch_to(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    non_blocking = device.type == "cuda"
-    image = batch["image"].to(device, non_blocking=non_blocking).float()
-    mask = batch["mask"].to(device, non_blocking=non_blocking).float()
-    return image, mask
-
-
-def _check_output(logits: object, mask: torch.Tensor) -> torch.Tensor:
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"the model must return a logits tensor (B, K, H, W), got {type(logits).__name__}")
-    if logits.shape != mask.shape:
-        raise ValueError(
-            f"the model output has shape {tuple(logits.shape)} but the masks have shape {tuple(mask.shape)}; "
-            "the model's num_classes must equal the data set's num_classes (K) and the output the input size"
-        )
-    return logits
-
-
-def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in D.unwrap(model).state_dict().items()}
-
-
-# --------------------------------------------------------------------------------------------
-# evaluation
-
-
-def _summarise(values: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
-    """values: (N, K) per image and class; NaN (undefined) and inf are left out of the means and counted."""
-    finite = torch.isfinite(values)
-    per_class: list[Optional[float]] = []
-    for k in range(values.shape[1]):
-        col = values[finite[:, k], k]
-        per_class.append(float(col.mean()) if col.numel() else None)
-    defined = [v for v in per_class if v is not None]
-    return {
-        "per_class": dict(zip(class_names, per_class)),
-        "mean": float(np.mean(defined)) if defined else None,
-        "undefined": int(torch.isnan(values).sum()),
-        "infinite": int(torch.isinf(values).sum()),
-    }
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    data: Dataset,
-    *,
-    batch_size: int = 8,
-    device: "str | torch.device" = "auto",
-    threshold: float = 0.5,
-    loss_fn: Optional[LossFn] = None,
-    amp: bool = False,
-    amp_dtype: "Optional[Union[str, torch.dtype]]" = None,
-    hd95: bool = True,
-    class_names: Optional[Sequence[str]] = None,
-    num_workers: int = 0,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Test a segmentation model: per-class Dice, IoU and HD95 averaged over images.
-
-    The prediction is ``sigmoid(model(image)) > threshold`` per class. Metrics come from
-    :mod:`spatialrec.metrics`, per image and class; a class is averaged over the images where
-    the metric is finite: HD95 is NaN when prediction and ground truth are both empty (counted in
-    ``"undefined"``) and infinite when exactly one of them is (counted in ``"infinite"``; a
-    missed or hallucinated structure, look at this count next to the mean). HD95 is in millimetres when items carry
-    ``"spacing"``, else in pixels. Under ``torchrun`` every process tests its share and the
-    results are gathered, so every process returns the same, complete result.
-
-    Args:
-        model: maps ``image: (B, C, H, W)`` to logits ``(B, K, H, W)``.
-        data: Dataset of dicts ``{"image": (C, H, W), "mask": (K, H, W), "id": str}``.
-        batch_size: images per forward pass.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        threshold: on the sigmoid probability.
-        loss_fn: when given, also the mean loss ``loss_fn(logits, mask)`` over images.
-        amp, amp_dtype: run the model under autocast (see :func:`fit`).
-        hd95: compute HD95 (the slowest metric; skip it for quick checks).
-        class_names: ``K`` names for the per-class entries (default ``"class_0"``, ...).
-        num_workers: DataLoader workers.
-        progress: show a tqdm bar (needs ``spatialrec[data]``).
-
-    Returns:
-        ``{"dice": S, "iou": S, "hd95": S (if hd95), "loss": float (if loss_fn), "num_images": N,
-        "per_image": [{"id", "dice": [K], "iou": [K], "hd95": [K]}, ...]}`` where each ``S`` is
-        ``{"per_class": {name: value}, "mean": mean over classes, "undefined": n, "infinite": n}``.
-    """
-    from .. import metrics as M
-
-    data = _check_dataset("data", data)
-    _check_positive("batch_size", batch_size)
-    ctx = D.setup(device)
-    dev = ctx.device
-    dtype = resolve_amp_dtype(amp, amp_dtype, dev)
-    net = D.unwrap(model)
-    was_training = net.training
-    net.to(dev).eval()
-    sampler = D.ShardedEpochSampler(len(data), shuffle=False, rank=ctx.rank, world_size=ctx.world_size, pad=False)  # type: ignore[arg-type]
-    loader = _make_loader(data, sampler, batch_size, num_workers, dev, drop_last=False)
-    indices = iter(sampler)
-    bar = _progress_bar(progress and ctx.is_main, len(loader), "test")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    loss_sum = 0.0
-    try:
-        for batch in loader:
-            image, mask = _batch_to(batch, dev)
-            with _autocast(dev, dtype):
-                logits = net(image)
-            logits = _check_output(logits, mask).float()
-            if loss_fn is not None:
-                loss_sum += float(loss_fn(logits, mask)) * image.shape[0]
-            pred = (torch.sigmoid(logits) > threshold).cpu()
-            tgt = (mask > 0.5).cpu()
-            dice_v = M.dice(pred, tgt)
-            iou_v = M.iou(pred, tgt)
-            if hd95:
-                spacing = batch.get("spacing")
-                hd_v = _hd95(M, pred, tgt, spacing)
-            ids = batch.get("id", [None] * image.shape[0])
-            for b in range(image.shape[0]):
-                idx = next(indices)
-                row: dict[str, Any] = {
-                    "id": str(ids[b]) if ids[b] is not None else str(idx),
-                    "dice": [float(v) for v in dice_v[b]],
-                    "iou": [float(v) for v in iou_v[b]],
-                }
-                if hd95:
-                    row["hd95"] = [float(v) for v in hd_v[b]]
-                rows.append((idx, row))
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        net.train(was_training)
-    gathered = D.all_gather_objects((rows, loss_sum), ctx)
-    all_rows = sorted((r for part, _ in gathered for r in part), key=lambda t: t[0])
-    per_image = [r for _, r in all_rows]
-    total_loss = sum(ls for _, ls in gathered)
-    k = len(per_image[0]["dice"])
-    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(k)]
-    if len(names) != k:
-        raise ValueError(f"class_names has {len(names)} names but the masks have {k} classes")
-    result: dict[str, Any] = {"num_images": len(per_image)}
-    metrics = ("dice", "iou", "hd95") if hd95 else ("dice", "iou")
-    for name in metrics:
-        values = torch.tensor([r[name] for r in per_image], dtype=torch.float64)
-        result[name] = _summarise(values, names)
-    if loss_fn is not None:
-        result["loss"] = total_loss / len(per_image)
-    result["per_image"] = per_image
-    return result
-
-
-def _hd95(M: Any, pred: torch.Tensor, tgt: torch.Tensor, spacing: Optional[torch.Tensor]) -> torch.Tensor:
-    if spacing is None:
-        return M.hd95(pred, tgt)
-    # (B, 2): each image measured with its own pixel size (a batch may mix volumes).
-    return M.hd95(pred, tgt, spacing=torch.as_tensor(spacing, dtype=torch.float64).reshape(pred.shape[0], -1))
-
-
-def _require_tqdm() -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError as err:
-        raise ImportError(
-            "the progress bar needs tqdm: pip install 'spatialrec[data]' (or pass progress=False)"
-        ) from err
-    return tqdm
-
-
-def _progress_bar(show: bool, total: int, desc: str) -> Any:
-    if not show:
-        return None
-    return _require_tqdm()(total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-# --------------------------------------------------------------------------------------------
-# training
+# the pieces of a run
 
 
 def _make_optimizer(name: str, params: Any, lr: float, weight_decay: Optional[float]) -> torch.optim.Optimizer:
@@ -476,6 +112,62 @@ def _make_scheduler(
     )
 
 
+@dataclass
+class _Parts:
+    """What a run trains with: the model (and its DDP wrapper), optimiser, schedule, scaler, settings."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[Any]
+    scaler: torch.amp.GradScaler
+    config: dict[str, Any]
+    train_model: Optional[nn.Module] = None
+    masks_checked: bool = False  # the first training batch of this call is checked for [0, 1] masks
+
+    @classmethod
+    def build(cls, model: nn.Module, cfg: FitConfig, ctx: D.DistContext, dtype: Optional[torch.dtype]) -> "_Parts":
+        net = D.unwrap(model).to(ctx.device)
+        if cfg.sync_batchnorm and ctx.distributed and ctx.device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        opt = _make_optimizer(cfg.optimizer, net.parameters(), float(cfg.lr), cfg.weight_decay)
+        return cls(
+            net=net,
+            optimizer=opt,
+            scheduler=_make_scheduler(cfg.lr_schedule, opt, cfg.epochs, cfg.patience),
+            scaler=torch.amp.GradScaler(ctx.device.type, enabled=dtype == torch.float16),
+            config=cfg.recorded(ctx.world_size, dtype),
+        )
+
+    def wrap(self, ctx: D.DistContext) -> nn.Module:
+        """The model as trained: ``net``, or under torchrun its DistributedDataParallel wrapper."""
+        self.train_model = self.net
+        if ctx.distributed:
+            ids = [ctx.device] if ctx.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        return self.train_model
+
+    def checkpoint(self, state: TrainState, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        return training_checkpoint(
+            state, model=self.net, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+            rng=rng, config=self.config,
+        )  # fmt: skip
+
+
+def _loaders(train_data: Dataset, val_data: Dataset, cfg: FitConfig, ctx: D.DistContext) -> tuple[DataLoader, DataLoader]:
+    """The training loader (shuffled per epoch, padded to equal shares) and the validation loader."""
+    n_train, n_val = len(train_data), len(val_data)  # type: ignore[arg-type]
+    train_sampler = D.ShardedEpochSampler(n_train, shuffle=True, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size, pad=True)
+    val_sampler = D.ShardedEpochSampler(n_val, shuffle=False, rank=ctx.rank, world_size=ctx.world_size, pad=False)
+    train_loader = make_loader(train_data, train_sampler, cfg.batch_size, cfg.num_workers, ctx.device, cfg.drop_last)
+    val_loader = make_loader(val_data, val_sampler, cfg.eval_batch_size, cfg.num_workers, ctx.device, drop_last=False)
+    if len(train_loader) == 0:
+        raise ValueError(
+            f"train_data has {n_train} samples, too few for one batch of {cfg.batch_size} per process "
+            f"with drop_last=True over {ctx.world_size} process(es)"
+        )
+    return train_loader, val_loader
+
+
 def _stop_reason(
     epoch: int,
     epochs: int,
@@ -493,6 +185,105 @@ def _stop_reason(
     if time_budget is not None and train_time + epoch_time > time_budget:
         return "time_budget"
     return None
+
+
+def _decide_stop(state: TrainState, cfg: FitConfig, ctx: D.DistContext, epoch_time: float) -> Optional[str]:
+    """:func:`_stop_reason` decided by rank 0 for all: clocks differ, and a process that stopped
+    alone would leave the others waiting forever."""
+    reason = _stop_reason(
+        state.epoch, cfg.epochs, state.bad_epochs, cfg.patience, state.train_time, epoch_time, cfg.time_budget
+    )
+    return D.broadcast_object(reason, ctx)
+
+
+def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in D.unwrap(model).state_dict().items()}
+
+
+def _run_epoch(
+    parts: _Parts,
+    state: TrainState,
+    loaders: tuple[DataLoader, DataLoader],
+    cfg: FitConfig,
+    ctx: D.DistContext,
+    dtype: Optional[torch.dtype],
+) -> tuple[dict[str, float], bool]:
+    """Train and validate epoch ``state.epoch + 1`` and update ``state``; return its row and whether it improved."""
+    t0 = time.perf_counter()
+    train_loader, val_loader = loaders
+    train_loader.sampler.set_epoch(state.epoch)  # type: ignore[attr-defined]
+    train_loader.generator.manual_seed(D.epoch_seed(cfg.seed, state.epoch) + 7919 * ctx.rank)  # type: ignore[union-attr]
+    bar = progress_bar(cfg.progress and ctx.is_main, len(train_loader), f"epoch {state.epoch + 1}/{cfg.epochs}")
+    try:
+        train_loss, train_dice = train_epoch(
+            parts.train_model or parts.net, parts.net, train_loader, parts.optimizer, parts.scaler, cfg.loss_fn,
+            ctx=ctx, dtype=dtype, threshold=cfg.threshold, grad_clip=cfg.grad_clip, epoch=state.epoch,
+            last_checkpoint=state.last_checkpoint, bar=bar, check_masks=not parts.masks_checked,
+        )  # fmt: skip
+        parts.masks_checked = True
+    finally:
+        if bar is not None:
+            bar.close()
+    # A finite loss does not make finite weights (BatchNorm statistics can overflow while the
+    # outputs stay finite); checked before this epoch's checkpoint can keep them.
+    bad = non_finite_state(parts.net, ctx)
+    if bad:
+        raise NonFiniteStateError(state.epoch + 1, bad, state.last_checkpoint)
+    val_loss, val_dice = validate(parts.net, val_loader, cfg.loss_fn, ctx=ctx, dtype=dtype, threshold=cfg.threshold)
+    if not math.isfinite(val_loss):
+        raise NonFiniteLossError(state.epoch + 1, None, val_loss, state.last_checkpoint)
+    state.epoch += 1
+    lr = float(parts.optimizer.param_groups[0]["lr"])
+    if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        parts.scheduler.step(val_loss)
+    elif parts.scheduler is not None:
+        parts.scheduler.step()
+    improved = val_loss < state.best_val_loss - cfg.min_delta
+    if improved:
+        state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
+        state.best_weights = _state_dict_cpu(parts.net)
+    else:
+        state.bad_epochs += 1
+    epoch_time = time.perf_counter() - t0
+    state.train_time += epoch_time
+    row = {
+        "epoch": state.epoch, "train_loss": train_loss, "train_dice": train_dice, "val_loss": val_loss,
+        "val_dice": val_dice, "lr": lr, "epoch_time": epoch_time, "train_time": state.train_time,
+    }  # fmt: skip
+    state.history.append(row)
+    state.stop_reason = _decide_stop(state, cfg, ctx, epoch_time)
+    logger.info(
+        "epoch %d/%d  train loss %.4f dice %.4f  val loss %.4f dice %.4f  lr %.2e  %.1fs%s",
+        state.epoch, cfg.epochs, train_loss, train_dice, val_loss, val_dice, lr, epoch_time,
+        "  (best)" if improved else "",
+    )  # fmt: skip
+    return row, improved
+
+
+def _restore_best(net: nn.Module, state: TrainState) -> None:
+    if state.best_weights is not None:
+        net.load_state_dict(state.best_weights)
+    elif state.history:
+        logger.warning("the best weights (epoch %d) are not available; keeping the last weights", state.best_epoch)
+
+
+def _run_summary(
+    cfg: FitConfig, state: TrainState, ctx: D.DistContext, net: nn.Module, test: Optional[dict[str, Any]]
+) -> dict[str, Any]:
+    """The content of ``metrics.json``: ``run_info``, the training summary, the test summary without per-case rows."""
+    summary: dict[str, Any] = dict(cfg.run_info or {})
+    summary.update(
+        best_epoch=state.best_epoch, best_val_loss=state.best_val_loss, epochs_completed=len(state.history),
+        stop_reason=state.stop_reason, train_time_s=state.train_time, world_size=ctx.world_size,
+        parameters=sum(p.numel() for p in net.parameters()),
+    )  # fmt: skip
+    if test is not None:
+        summary["test"] = {k: v for k, v in test.items() if k != "per_case"}
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# fit
 
 
 def fit(
@@ -591,7 +382,12 @@ def fit(
         A :class:`FitResult`.
 
     Raises:
+        ValueError: a bad argument, or masks of the first training batch with values outside
+            ``[0, 1]`` (e.g. 0/255 masks, label maps with -1); the message gives the range found.
         NonFiniteLossError: the loss became NaN/inf (names epoch and step; checkpoints untouched).
+        NonFiniteStateError: parameters or buffers became NaN/inf while the loss stayed finite
+            (names the epoch and the tensors; checkpoints untouched). Both are
+            :class:`TrainingDivergedError`.
         CheckpointError: the checkpoint to resume from is cut short or damaged.
         FileExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.
 
@@ -600,310 +396,72 @@ def fit(
         ...              batch_size=8, out_dir="runs/unet")          # doctest: +SKIP
         >>> result.test_metrics["dice"]["mean"]                      # doctest: +SKIP
     """
-    # ---- arguments
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    train_data = _check_dataset("train_data", train_data)
-    val_data = _check_dataset("val_data", val_data)
+    train_data, val_data = check_dataset("train_data", train_data), check_dataset("val_data", val_data)
     if test_data is not None:
-        test_data = _check_dataset("test_data", test_data)
-    _check_positive("epochs", epochs)
-    _check_positive("batch_size", batch_size)
-    _check_positive("lr", lr, float)
-    _check_positive("patience", patience, int, allow_none=True)
-    _check_positive("grad_clip", grad_clip, float, allow_none=True)
-    _check_positive("time_budget", time_budget, float, allow_none=True)
-    eval_bs = _check_positive("eval_batch_size", eval_batch_size, int, allow_none=True) or batch_size
-    if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if resume is not False and resume is not None and out_dir is None and not isinstance(resume, (str, os.PathLike)):
-        raise ValueError("resume=True needs out_dir (it continues from out_dir/last.pt)")
-    loss_fn = loss_fn if loss_fn is not None else default_loss()
+        test_data = check_dataset("test_data", test_data)
+    cfg = FitConfig.from_arguments(locals())  # every other argument, checked in one place
+    ctx = D.setup(cfg.device)
+    dtype = resolve_amp_dtype(cfg.amp, cfg.amp_dtype, ctx.device)
+    if cfg.progress and ctx.is_main:
+        require_tqdm()  # fail now, not after the first epoch
+    resume_path = find_resume_checkpoint(cfg.resume, cfg.out_dir, cfg.overwrite)
 
-    ctx = D.setup(device)
-    dev = ctx.device
-    dtype = resolve_amp_dtype(amp, amp_dtype, dev)
-    if progress and ctx.is_main:
-        _require_tqdm()  # fail now, not after the first epoch
-    out = Path(out_dir) if out_dir is not None else None
-    writes = out is not None and ctx.is_main
-
-    resume_path: Optional[Path] = None
-    if resume is True:
-        resume_path = out / LAST_CHECKPOINT  # type: ignore[operator]
-        if not resume_path.is_file():
-            raise FileNotFoundError(f"resume=True but {resume_path} does not exist; nothing to resume (drop --resume to start)")
-    elif resume not in (False, None):
-        resume_path = Path(resume)  # type: ignore[arg-type]
-        if not resume_path.is_file():
-            raise FileNotFoundError(f"resume={str(resume)!r}: checkpoint file does not exist")
-    if out is not None and resume_path is None and not overwrite and (out / LAST_CHECKPOINT).exists():
-        raise FileExistsError(
-            f"{out} already holds a run ({LAST_CHECKPOINT}); pass resume=True to continue it, "
-            "overwrite=True to replace it, or choose another out_dir"
-        )
-
-    # ---- model, optimiser, schedule
-    _seed_everything(seed + ctx.rank)
-    net = D.unwrap(model).to(dev)
-    if sync_batchnorm and ctx.distributed and dev.type == "cuda":
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    opt = _make_optimizer(optimizer, net.parameters(), float(lr), weight_decay)
-    sched = _make_scheduler(lr_schedule, opt, epochs, patience)
-    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
-    config = {
-        "seed": seed, "batch_size": batch_size, "world_size": ctx.world_size, "lr": float(lr),
-        "optimizer": optimizer, "weight_decay": weight_decay, "lr_schedule": lr_schedule,
-        "patience": patience, "min_delta": min_delta, "grad_clip": grad_clip,
-        "amp_dtype": str(dtype) if dtype is not None else None, "epochs": epochs, "drop_last": drop_last,
-    }  # fmt: skip
-
-    start_epoch = 0
-    history: list[dict[str, float]] = []
-    best_val, best_epoch, bad_epochs = math.inf, 0, 0
-    train_time = 0.0
-    stop_reason: Optional[str] = None
-    best_state: Optional[dict[str, torch.Tensor]] = None
-
+    seed_everything(cfg.seed + ctx.rank)
+    parts = _Parts.build(model, cfg, ctx, dtype)
+    state = TrainState()
     if resume_path is not None:
-        ckpt = load_checkpoint(resume_path, map_location=dev)
-        try:
-            net.load_state_dict(ckpt["model"])
-        except RuntimeError as err:
-            raise CheckpointError(f"checkpoint {resume_path} does not fit this model: {err}") from err
-        opt.load_state_dict(ckpt["optimizer"])
-        if sched is not None and ckpt.get("scheduler") is not None:
-            sched.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = int(ckpt["epoch"])
-        es = ckpt["early_stopping"]
-        best_val, best_epoch, bad_epochs = float(es["best_val_loss"]), int(es["best_epoch"]), int(es["bad_epochs"])
-        history = list(ckpt["history"])
-        train_time = float(ckpt.get("train_time", 0.0))
-        # Decided again with today's settings: a run stopped at its epoch limit continues when
-        # resumed with a higher one.
-        last_time = float(history[-1]["epoch_time"]) if history else 0.0
-        stop_reason = _stop_reason(start_epoch, epochs, bad_epochs, patience, train_time, last_time, time_budget)
-        stop_reason = D.broadcast_object(stop_reason, ctx)
-        changed = {k: (ckpt["config"].get(k), v) for k, v in config.items() if ckpt["config"].get(k) != v}
-        if changed:
-            logger.warning("resuming %s with changed settings (checkpoint -> now): %s", resume_path, changed)
-        rngs = ckpt["rng"]
-        if len(rngs) != ctx.world_size:
-            logger.warning(
-                "checkpoint %s was written by %d process(es), this run has %d; the random streams will "
-                "not continue exactly", resume_path, len(rngs), ctx.world_size,
-            )  # fmt: skip
-        restore_rng_state(rngs[min(ctx.rank, len(rngs) - 1)])
-        best_file = resume_path.with_name(BEST_CHECKPOINT)
-        if best_epoch > 0 and best_file.is_file():
-            try:
-                best_ckpt = load_checkpoint(best_file, map_location="cpu")
-            except CheckpointError as err:
-                logger.warning("%s", err)
-                best_ckpt = None
-            if best_ckpt is not None and int(best_ckpt["epoch"]) == best_epoch:
-                best_state = best_ckpt["model"]
-            elif best_ckpt is not None:
-                logger.warning(
-                    "%s holds epoch %s, not the best epoch %d recorded in %s; it is rewritten when "
-                    "that epoch's result is reached again", best_file, best_ckpt["epoch"], best_epoch, resume_path,
-                )  # fmt: skip
-        logger.info("resumed from %s after epoch %d", resume_path, start_epoch)
-
-    train_model: nn.Module = net
-    if ctx.distributed:
-        train_model = nn.parallel.DistributedDataParallel(net, device_ids=[dev] if dev.type == "cuda" else None)
-
-    train_sampler = D.ShardedEpochSampler(
-        len(train_data), shuffle=True, seed=seed, rank=ctx.rank, world_size=ctx.world_size, pad=True  # type: ignore[arg-type]
-    )
-    val_sampler = D.ShardedEpochSampler(len(val_data), shuffle=False, rank=ctx.rank, world_size=ctx.world_size, pad=False)  # type: ignore[arg-type]
-    train_loader = _make_loader(train_data, train_sampler, batch_size, num_workers, dev, drop_last)
-    val_loader = _make_loader(val_data, val_sampler, eval_bs, num_workers, dev, drop_last=False)
-    if len(train_loader) == 0:
-        raise ValueError(
-            f"train_data has {len(train_data)} samples, too few for one batch of {batch_size} per process "  # type: ignore[arg-type]
-            f"with drop_last=True over {ctx.world_size} process(es)"
-        )
-
-    if writes:
-        out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        # The checkpoint's history is the truth: a row written after its last checkpoint is dropped.
-        _atomic_write_text(out / METRICS_CSV, _csv_text(history))  # type: ignore[operator]
-
-    last_ckpt: Optional[Path] = resume_path if resume_path is not None else None
-    epoch = start_epoch
-    while stop_reason is None:
-        t0 = time.perf_counter()
-        train_sampler.set_epoch(epoch)
-        train_loader.generator.manual_seed(D.epoch_seed(seed, epoch) + 7919 * ctx.rank)  # type: ignore[union-attr]
-        train_model.train()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, dice sum, n
-        bar = _progress_bar(progress and ctx.is_main, len(train_loader), f"epoch {epoch + 1}/{epochs}")
-        try:
-            for step, batch in enumerate(train_loader):
-                image, mask = _batch_to(batch, dev)
-                with _autocast(dev, dtype):
-                    logits = train_model(image)
-                logits = _check_output(logits, mask).float()
-                loss = loss_fn(logits, mask)
-                if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                    raise ValueError(f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', type(loss).__name__)}")
-                # Every process must agree to stop, or the others would wait forever in the next step.
-                finite = bool(torch.isfinite(loss.detach()).item())
-                bad = torch.tensor([0.0 if finite else 1.0], device=dev)
-                if D.all_reduce_max(bad, ctx).item() > 0:
-                    value = float(loss.detach()) if not finite else float("nan")
-                    raise NonFiniteLossError(epoch + 1, step + 1, value, last_ckpt)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if grad_clip is not None:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(net.parameters(), float(grad_clip))
-                scaler.step(opt)
-                scaler.update()
-                n = image.shape[0]
-                dsum, _ = _hard_dice_sums(logits, mask, threshold)
-                sums += torch.tensor([float(loss.detach()) * n, dsum, n], dtype=torch.float64)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", dice=f"{sums[1] / sums[2]:.4f}")
-        finally:
-            if bar is not None:
-                bar.close()
-        sums = D.all_reduce_sum(sums.to(dev), ctx).cpu()
-        train_loss, train_dice = float(sums[0] / sums[2]), float(sums[1] / sums[2])
-
-        val_loss, val_dice = _validate(net, val_loader, loss_fn, dev, dtype, threshold, ctx)
-        if not math.isfinite(val_loss):
-            raise NonFiniteLossError(epoch + 1, None, val_loss, last_ckpt)
-        epoch += 1
-        current_lr = float(opt.param_groups[0]["lr"])
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            sched.step(val_loss)
-        elif sched is not None:
-            sched.step()
-
-        improved = val_loss < best_val - min_delta
-        if improved:
-            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-            best_state = _state_dict_cpu(net)
-        else:
-            bad_epochs += 1
-        epoch_time = time.perf_counter() - t0
-        train_time += epoch_time
-        row = {
-            "epoch": epoch, "train_loss": train_loss, "train_dice": train_dice, "val_loss": val_loss,
-            "val_dice": val_dice, "lr": current_lr, "epoch_time": epoch_time, "train_time": train_time,
-        }  # fmt: skip
-        history.append(row)
-        stop_reason = _stop_reason(epoch, epochs, bad_epochs, patience, train_time, epoch_time, time_budget)
-        # Clocks differ between processes: rank 0 decides for all, or some would wait forever.
-        stop_reason = D.broadcast_object(stop_reason, ctx)
-
-        rng = D.all_gather_objects(capture_rng_state(), ctx)
-        if writes:
-            state = {
-                "model": net.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "epoch": epoch,
-                "early_stopping": {"best_val_loss": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs},
-                "rng": rng,
-                "history": history,
-                "train_time": train_time,
-                "stop_reason": stop_reason,
-                "config": config,
-            }
-            with open(out / METRICS_CSV, "a", encoding="utf-8", newline="") as f:  # type: ignore[operator]
-                f.write(_csv_text([row], header=False))
-            # best before last: after a kill in between, best.pt is never older than last.pt says.
-            if improved:
-                save_checkpoint(state, out / BEST_CHECKPOINT)  # type: ignore[operator]
-            last_ckpt = save_checkpoint(state, out / LAST_CHECKPOINT)  # type: ignore[operator]
-        logger.info(
-            "epoch %d/%d  train loss %.4f dice %.4f  val loss %.4f dice %.4f  lr %.2e  %.1fs%s",
-            epoch, epochs, train_loss, train_dice, val_loss, val_dice, current_lr, epoch_time,
-            "  (best)" if improved else "",
+        state = resume_training(
+            resume_path, model=parts.net, optimizer=parts.optimizer, scheduler=parts.scheduler, scaler=parts.scaler,
+            config=parts.config, rank=ctx.rank, world_size=ctx.world_size, device=ctx.device,
         )  # fmt: skip
+        # Decided again with today's settings: a run stopped at its epoch limit goes on with a higher one.
+        state.stop_reason = _decide_stop(state, cfg, ctx, state.history[-1]["epoch_time"] if state.history else 0.0)
+    parts.wrap(ctx)
+    loaders = _loaders(train_data, val_data, cfg, ctx)
+    files = RunFiles(cfg.out_dir if ctx.is_main else None)
+    files.start(state.history)
+
+    while state.stop_reason is None:
+        row, improved = _run_epoch(parts, state, loaders, cfg, ctx, dtype)
+        rng = D.all_gather_objects(capture_rng_state(), ctx)
+        state.last_checkpoint = files.save_epoch(row, parts.checkpoint(state, rng), improved) or state.last_checkpoint
         D.barrier(ctx)
-        if on_epoch_end is not None:
-            on_epoch_end(dict(row))
+        if cfg.on_epoch_end is not None:
+            cfg.on_epoch_end(dict(row))
 
-    if restore_best:
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        elif history:
-            logger.warning("the best weights (epoch %d) are not available; keeping the last weights", best_epoch)
-
-    test_metrics: Optional[dict[str, Any]] = None
+    if cfg.restore_best:
+        _restore_best(parts.net, state)
+    test_metrics = None
     if test_data is not None:
         test_metrics = evaluate(
-            net, test_data, batch_size=eval_bs, device=dev, threshold=threshold, loss_fn=loss_fn,
-            amp=dtype is not None, amp_dtype=dtype, hd95=hd95, class_names=class_names, num_workers=num_workers,
-            progress=progress,
+            parts.net, test_data, batch_size=cfg.eval_batch_size, device=ctx.device, threshold=cfg.threshold,
+            loss_fn=cfg.loss_fn, amp=dtype is not None, amp_dtype=dtype, hd95=cfg.hd95,
+            class_names=cfg.class_names, num_workers=cfg.num_workers, progress=cfg.progress,
         )  # fmt: skip
-    result = FitResult(
-        history=history,
-        best_epoch=best_epoch,
-        best_val_loss=best_val,
-        epochs_completed=len(history),
-        stop_reason=stop_reason,
-        train_time=train_time,
-        test_metrics=test_metrics,
-        out_dir=out,
-    )
-    if writes:
-        summary: dict[str, Any] = dict(run_info or {})
-        summary.update(
-            best_epoch=best_epoch, best_val_loss=best_val, epochs_completed=len(history),
-            stop_reason=stop_reason, train_time_s=train_time, world_size=ctx.world_size,
-            parameters=sum(p.numel() for p in net.parameters()),
-        )  # fmt: skip
-        if test_metrics is not None:
-            summary["test"] = {k: v for k, v in test_metrics.items() if k != "per_image"}
-        _atomic_write_text(out / METRICS_JSON, json.dumps(_json_safe(summary), indent=2) + "\n")  # type: ignore[operator]
+    files.finish(_run_summary(cfg, state, ctx, parts.net, test_metrics))
     D.barrier(ctx)
-    return result
-
-
-@torch.no_grad()
-def _validate(
-    net: nn.Module,
-    loader: DataLoader,
-    loss_fn: LossFn,
-    dev: torch.device,
-    dtype: Optional[torch.dtype],
-    threshold: float,
-    ctx: D.DistContext,
-) -> tuple[float, float]:
-    """Mean loss and mean per-image Dice over the whole validation set (all processes)."""
-    net.eval()
-    loader.generator.manual_seed(0)  # type: ignore[union-attr]
-    sums = torch.zeros(3, dtype=torch.float64)
-    for batch in loader:
-        image, mask = _batch_to(batch, dev)
-        with _autocast(dev, dtype):
-            logits = net(image)
-        logits = _check_output(logits, mask).float()
-        n = image.shape[0]
-        dsum, _ = _hard_dice_sums(logits, mask, threshold)
-        sums += torch.tensor([float(loss_fn(logits, mask)) * n, dsum, n], dtype=torch.float64)
-    sums = D.all_reduce_sum(sums.to(dev), ctx).cpu()
-    return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+    assert state.stop_reason is not None
+    return FitResult(
+        history=state.history, best_epoch=state.best_epoch, best_val_loss=state.best_val_loss,
+        epochs_completed=len(state.history), stop_reason=state.stop_reason, train_time=state.train_time,
+        test_metrics=test_metrics, out_dir=cfg.out_dir,
+    )  # fmt: skip
 
 
 __all__ = [
+    "BEST_CHECKPOINT",
     "CSV_COLUMNS",
     "FitResult",
+    "LAST_CHECKPOINT",
     "LR_SCHEDULES",
+    "METRICS_CSV",
+    "METRICS_JSON",
     "NonFiniteLossError",
+    "NonFiniteStateError",
     "OPTIMIZERS",
+    "TrainingDivergedError",
     "default_loss",
     "evaluate",
     "fit",
