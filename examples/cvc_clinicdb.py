@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 SPEC = ExampleSpec(
     name="cvc_clinicdb",
     description="CVC-ClinicDB polyp segmentation (binary), any registered model.",
-    where_to_get="https://polyp.grand-challenge.org/CVCClinicDB/ (612 frames from 31 sequences, TIFF; a PNG "
+    where_to_get="https://polyp.grand-challenge.org/CVCClinicDB/ (612 frames from 29 sequences, TIFF; a PNG "
     "edition circulates on Kaggle); pass the folder holding 'Original' and 'Ground Truth'.",
     layout="  <data-dir>/Original/<n>.tif       (RGB frames; the PNG edition: <n>.png)\n"
     "  <data-dir>/Ground Truth/<n>.tif   (binary polyp masks, same names)",

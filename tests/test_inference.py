@@ -9,15 +9,7 @@ from torch import nn
 from spatialrec.inference import blend_weights, sliding_window_inference, window_starts
 from spatialrec.models import UNet3d
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny tensor ops; on a busy 2-core machine OpenMP's thread hand-off
-    costs tens of milliseconds per op, one thread costs microseconds (17 s -> 0.2 s per model step)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_window_starts_cover_the_axis_and_stay_inside() -> None:
@@ -84,7 +76,7 @@ def test_single_window_reproduces_whole_volume_forward() -> None:
 
 
 def test_matches_monai_constant_blend() -> None:
-    monai_inferers = pytest.importorskip("monai.inferers")
+    import monai.inferers as monai_inferers
     torch.manual_seed(1)
     net = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.Tanh(), nn.Conv3d(4, 3, 3, padding=1)).eval()
     x = torch.randn(2, 2, 13, 10, 17)

@@ -7,15 +7,7 @@ import torch
 
 from spatialrec.data.patches3d import RandomPatchDataset3d
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny tensor ops; on a busy 2-core machine OpenMP's thread hand-off
-    costs tens of milliseconds per op, one thread costs microseconds (17 s -> 0.2 s per model step)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _volume(vid: str, shape=(10, 12, 14), fg_at=((7, 9, 11),), channels: int = 1) -> dict:

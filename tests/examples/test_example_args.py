@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("PIL")
-pytest.importorskip("nibabel")
-
-from tests.data.data_writers import write_dsb_kaggle, write_lits  # noqa: E402
-from tests.examples.test_examples import TINY, load_example  # noqa: E402
+from tests.data.data_writers import write_dsb_kaggle, write_lits
+from tests.examples.test_examples import TINY, load_example
 
 BAD = [
     (["--epochs", "-1"], r"--epochs: .*-1"),

@@ -11,10 +11,12 @@ from types import ModuleType
 import pytest
 import torch
 
-pytest.importorskip("PIL")
-pytest.importorskip("nibabel")
-
-from tests.data.data_writers import write_cvc, write_dsb_kaggle, write_lits, write_segthor  # noqa: E402
+from tests.data.data_writers import (
+    write_cvc,
+    write_dsb_kaggle,
+    write_lits,
+    write_segthor,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -131,7 +133,8 @@ def test_help_lists_the_shared_flags(name: str, capsys: pytest.CaptureFixture[st
 
 
 def test_holistic_demo_runs_and_saves_table_and_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    Image = pytest.importorskip("PIL.Image")
+    from PIL import Image
+
     demo = load_example("holistic_demo")
     out = tmp_path / "demo"
     argv = ["--out", str(out), "--epochs", "1", "--image-size", "24", "--num-train", "8", "--num-val", "4",

@@ -9,11 +9,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
-pytest.importorskip("nibabel")
-
-from tests.data.data_writers import write_lits, write_segthor  # noqa: E402
+from tests.data.data_writers import write_lits, write_segthor
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -26,13 +23,7 @@ TINY_3D = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensor ops: one thread avoids OpenMP hand-off costs on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_example(name: str) -> ModuleType:
