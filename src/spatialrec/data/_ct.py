@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -20,6 +19,7 @@ from ._io import (
     SizeLike,
     Transform,
     align_labels_to_image,
+    atomic_write,
     logger,
     read_nifti,
     read_nifti_grid,
@@ -70,6 +70,11 @@ class CTSliceDataset(SegmentationDataset):
 
     Slices are taken as ``volume[:, :, z].T`` (rows = the second voxel axis, columns = the first),
     i.e. the usual radiological display of a NIfTI in RAS/LPS orientation, up to flips.
+
+    ``label_alignment``: ``"check"`` (default): compare the image and label headers, reorient
+    labels stored with other axis order / flips, refuse other misfits (see the docs);
+    ``"as_stored"``: take label voxel (i, j, k) as image voxel (i, j, k), checking only the
+    shapes, for labels whose header is known to be wrong.
     """
 
     allowed_labels: tuple[int, ...] = ()
@@ -160,16 +165,9 @@ class CTSliceDataset(SegmentationDataset):
             "spacing": [float(s) for s in spacing],
             "labels_per_slice": [sorted(int(v) for v in np.unique(labels[z])) for z in range(labels.shape[0])],
         }
-        # Write to temporary names and rename, so a reader in another process never sees half a file.
         for name, arr in (("image.npy", image), ("labels.npy", labels)):
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, arr)
-            os.replace(tmp, folder / name)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f)
-        os.replace(tmp, meta_path)
+            atomic_write(folder / name, lambda f, a=arr: np.save(f, a))
+        atomic_write(meta_path, lambda f: json.dump(meta, f), "w")  # last: it marks the entry complete
         return folder, meta
 
     def _preprocess(self, vol: VolumeRecord) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import IO, Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -45,6 +47,24 @@ def require_dir(path: Path, what: str, layout: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{what}: folder {str(path)!r} not found. Expected layout:\n{layout}")
     return path
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder``, sorted, without hidden ones and macOS ``__MACOSX`` archive debris."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+
+
+def atomic_write(path: Path, write: Callable[[IO[Any]], object], mode: str = "wb") -> None:
+    """``write(f)`` to a temporary file beside ``path``, then rename: another process never reads half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def read_image(path: Path, mode: Optional[str] = None) -> np.ndarray:
