@@ -30,6 +30,7 @@ after the checkpoint's epoch, into a :class:`TrainState`; the best weights come 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -37,7 +38,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import IO, Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -74,6 +75,38 @@ def write_error(err: OSError, path: Path, what: str) -> OSError:
         out.filename = str(path)
         return out
     return OSError(err.errno, message, str(path))
+
+
+def atomic_write(path: Path, write: Callable[[IO[Any]], object], what: str, mode: str = "wb") -> Path:
+    """``write(f)`` to ``.<name>.tmp-<pid>`` beside ``path``, flushed to disk, then renamed over ``path``.
+
+    A reader sees the old file or the new one, never a part; the folder is created if needed.
+
+    Raises:
+        OSError: writing failed (e.g. ``ENOSPC``, a full disk); it keeps its ``errno`` and names
+            ``path`` and ``what`` (:func:`write_error`); the previous file at ``path`` is intact.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk, a lost mount...: say which file
+        tmp.unlink(missing_ok=True)
+        raise write_error(err, path, what) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable; not every platform lets a folder be opened
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return path
 
 
 def _feed(h: Any, obj: Any) -> None:
@@ -136,32 +169,8 @@ def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
     path = Path(path)
     state = {**state, "format": CHECKPOINT_FORMAT}
     state["checksum"] = {"algorithm": "sha256", "digest": content_digest(state)}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:  # a full disk, a lost mount...: say which file
-        tmp.unlink(missing_ok=True)
-        raise write_error(err, path, f"the checkpoint (through {tmp.name}; the previous {path.name}, if any, is intact)") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable; not every platform lets a folder be opened.
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return path
+    what = f"the checkpoint (through .{path.name}.tmp-{os.getpid()}; the previous {path.name}, if any, is intact)"
+    return atomic_write(path, lambda f: torch.save(state, f), what)
 
 
 def _read(path: Path, map_location: "str | torch.device") -> dict[str, Any]:
@@ -510,6 +519,7 @@ __all__ = [
     "CheckpointError",
     "LAST_CHECKPOINT",
     "TrainState",
+    "atomic_write",
     "capture_rng_state",
     "content_digest",
     "find_resume_checkpoint",

@@ -10,6 +10,7 @@ expected. The data-set checks (:func:`check_dataset`) and the mixed-precision dt
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from ..checks import check_float, check_int
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -63,13 +66,8 @@ def check_positive(name: str, value: object, kind: type = int, allow_none: bool 
     """``value`` if it is a positive int (``kind=int``) or number (``kind=float``), or ``None`` when allowed."""
     if value is None and allow_none:
         return None
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok:
-        raise TypeError(f"{name} must be {'a number' if kind is float else 'an int'}, got {type(value).__name__} {value!r}")
-    if value <= 0:  # type: ignore[operator]
+    number = check_float(name, value, -math.inf) if kind is float else check_int(name, value, None)
+    if not number > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return value
 

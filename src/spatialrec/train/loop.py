@@ -36,19 +36,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as D
-from .checkpoint import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    TrainState,
-    capture_rng_state,
-    find_resume_checkpoint,
-    resume_training,
-    training_checkpoint,
-)
-from .config import LR_SCHEDULES, OPTIMIZERS, FitConfig, LossFn, check_dataset, default_loss, resolve_amp_dtype
-from .errors import NonFiniteLossError, NonFiniteStateError, TrainingDivergedError
+from .checkpoint import TrainState, capture_rng_state, find_resume_checkpoint, resume_training, training_checkpoint
+from .config import FitConfig, LossFn, check_dataset, resolve_amp_dtype
+from .errors import NonFiniteLossError, NonFiniteStateError
 from .evaluation import evaluate
-from .runfiles import CSV_COLUMNS, METRICS_CSV, METRICS_JSON, RunFiles
+from .runfiles import CSV_COLUMNS, RunFiles
 from .steps import make_loader, non_finite_state, progress_bar, require_tqdm, seed_everything, train_epoch, validate
 
 logger = logging.getLogger("spatialrec.train")
@@ -84,13 +76,8 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------------------------
-# the pieces of a run
-
-
 def _make_optimizer(name: str, params: Any, lr: float, weight_decay: Optional[float]) -> torch.optim.Optimizer:
-    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
-        raise ValueError(f"optimizer={name!r} is not supported; expected one of {OPTIMIZERS}")
+    """``name`` is checked by :class:`FitConfig` (one of ``OPTIMIZERS``, any case)."""
     if name.lower() == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=0.0 if weight_decay is None else weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.01 if weight_decay is None else weight_decay)
@@ -99,9 +86,7 @@ def _make_optimizer(name: str, params: Any, lr: float, weight_decay: Optional[fl
 def _make_scheduler(
     name: str, optimizer: torch.optim.Optimizer, epochs: int, patience: Optional[int]
 ) -> Optional[Any]:
-    if not isinstance(name, str) or name.lower() not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule={name!r} is not supported; expected one of {LR_SCHEDULES}")
-    name = name.lower()
+    name = name.lower()  # checked by FitConfig: one of LR_SCHEDULES
     if name == "constant":
         return None
     if name == "cosine":
@@ -168,31 +153,19 @@ def _loaders(train_data: Dataset, val_data: Dataset, cfg: FitConfig, ctx: D.Dist
     return train_loader, val_loader
 
 
-def _stop_reason(
-    epoch: int,
-    epochs: int,
-    bad_epochs: int,
-    patience: Optional[int],
-    train_time: float,
-    epoch_time: float,
-    time_budget: Optional[float],
-) -> Optional[str]:
-    """Why training stops after ``epoch`` completed epochs, or ``None`` to go on."""
-    if patience is not None and bad_epochs >= patience:
-        return "early_stopping"
-    if epoch >= epochs:
-        return "max_epochs"
-    if time_budget is not None and train_time + epoch_time > time_budget:
-        return "time_budget"
-    return None
-
-
 def _decide_stop(state: TrainState, cfg: FitConfig, ctx: D.DistContext, epoch_time: float) -> Optional[str]:
-    """:func:`_stop_reason` decided by rank 0 for all: clocks differ, and a process that stopped
-    alone would leave the others waiting forever."""
-    reason = _stop_reason(
-        state.epoch, cfg.epochs, state.bad_epochs, cfg.patience, state.train_time, epoch_time, cfg.time_budget
-    )
+    """Why training stops after ``state.epoch`` completed epochs, or ``None`` to go on.
+
+    Decided by rank 0 for all: clocks differ, and a process that stopped alone would leave the
+    others waiting forever.
+    """
+    reason = None
+    if cfg.patience is not None and state.bad_epochs >= cfg.patience:
+        reason = "early_stopping"
+    elif state.epoch >= cfg.epochs:
+        reason = "max_epochs"
+    elif cfg.time_budget is not None and state.train_time + epoch_time > cfg.time_budget:
+        reason = "time_budget"
     return D.broadcast_object(reason, ctx)
 
 
@@ -280,10 +253,6 @@ def _run_summary(
     if test is not None:
         summary["test"] = {k: v for k, v in test.items() if k != "per_case"}
     return summary
-
-
-# --------------------------------------------------------------------------------------------
-# fit
 
 
 def fit(
@@ -450,20 +419,4 @@ def fit(
     )  # fmt: skip
 
 
-__all__ = [
-    "BEST_CHECKPOINT",
-    "CSV_COLUMNS",
-    "FitResult",
-    "LAST_CHECKPOINT",
-    "LR_SCHEDULES",
-    "METRICS_CSV",
-    "METRICS_JSON",
-    "NonFiniteLossError",
-    "NonFiniteStateError",
-    "OPTIMIZERS",
-    "TrainingDivergedError",
-    "default_loss",
-    "evaluate",
-    "fit",
-    "resolve_amp_dtype",
-]
+__all__ = ["CSV_COLUMNS", "FitResult", "fit"]
