@@ -225,9 +225,7 @@ def evaluate_volumes(
         class_names: ``K`` names for the per-class entries (default ``"class_0"``, ...).
 
     Returns:
-        ``{"format", "case_kind": "volume" | "image", "num_cases", "class_names", "dice": S,
-        "iou": S, "hd95": S and "hd95_unit" (if hd95), "per_case": [{"id", "dice": [K], "iou": [K], "hd95": [K]},
-        ...]}``; ``S`` is described in :mod:`spatialrec.summary`.
+        The summary of :func:`spatialrec.summary.summarise` (format in :mod:`spatialrec.summary`).
     """
     from . import summary as Sm
 

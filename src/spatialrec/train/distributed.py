@@ -49,7 +49,7 @@ class DistContext:
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
-    if value is None or value == "":
+    if not value:
         return default
     try:
         return int(value)
@@ -203,17 +203,9 @@ class ShardedEpochSampler(DistributedSampler):
             raise ValueError(f"the data set is empty (length {length}); it needs at least one sample")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        # DistributedSampler sets rank, shuffle, seed, epoch = 0 and set_epoch.
         super().__init__(range(length), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-        self.length = length
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.pad = pad
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.length, self.world_size, self.pad = length, world_size, pad
 
     def _indices(self) -> list[int]:
         if self.shuffle:
