@@ -14,16 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ._io import (
-    DatasetError,
-    SegmentationDataset,
-    SizeLike,
-    Transform,
-    align_labels_to_image,
-    atomic_write,
-    logger,
-    read_nifti,
-    read_nifti_grid,
-    require_nibabel,
+    DatasetError, SegmentationDataset, SizeLike, Transform, align_labels_to_image, atomic_write, logger,
+    read_nifti, read_nifti_grid, require_nibabel
 )
 from .splits import assign_splits, check_split
 

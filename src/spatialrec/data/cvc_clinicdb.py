@@ -9,15 +9,8 @@ from typing import Optional, Union
 import numpy as np
 
 from ._io import (
-    DatasetError,
-    SegmentationDataset,
-    SizeLike,
-    Transform,
-    logger,
-    read_image,
-    require_dir,
-    require_pillow,
-    subfolders,
+    DatasetError, SegmentationDataset, SizeLike, Transform, logger, read_image, require_dir, require_pillow,
+    subfolders
 )
 from .splits import assign_splits, check_split
 

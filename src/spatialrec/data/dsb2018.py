@@ -10,16 +10,8 @@ from typing import Optional, Union
 import numpy as np
 
 from ._io import (
-    DatasetError,
-    SegmentationDataset,
-    SizeLike,
-    Transform,
-    atomic_write,
-    logger,
-    read_image,
-    require_dir,
-    require_pillow,
-    subfolders,
+    DatasetError, SegmentationDataset, SizeLike, Transform, atomic_write, logger, read_image, require_dir,
+    require_pillow, subfolders
 )
 from .splits import assign_splits, check_split
 

@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_float
+
 __all__ = [
     "Compose",
     "IntensityJitter",
@@ -35,12 +37,6 @@ def _check_pair(image: torch.Tensor, mask: torch.Tensor) -> None:
         raise ValueError(f"image must be (C, H, W) and mask (K, H, W), got {tuple(image.shape)} and {tuple(mask.shape)}")
     if image.shape[-2:] != mask.shape[-2:]:
         raise ValueError(f"image and mask sizes differ: {tuple(image.shape)} vs {tuple(mask.shape)}")
-
-
-def _check_prob(name: str, p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {p!r}")
-    return float(p)
 
 
 class _Random:
@@ -83,7 +79,7 @@ class RandomFlip(_Random):
         self, p: float = 0.5, horizontal: bool = True, vertical: bool = True, seed: Optional[int] = None
     ) -> None:
         super().__init__(seed)
-        self.p = _check_prob("p", p)
+        self.p = check_float("p", p, 0.0, 1.0)
         self.horizontal, self.vertical = bool(horizontal), bool(vertical)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +104,7 @@ class RandomRot90(_Random):
 
     def __init__(self, p: float = 0.5, seed: Optional[int] = None) -> None:
         super().__init__(seed)
-        self.p = _check_prob("p", p)
+        self.p = check_float("p", p, 0.0, 1.0)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
@@ -144,15 +140,12 @@ class RandomAffine(_Random):
         seed: Optional[int] = None,
     ) -> None:
         super().__init__(seed)
-        self.p = _check_prob("p", p)
-        if not 0 <= degrees <= 180:
-            raise ValueError(f"degrees must be in [0, 180], got {degrees!r}")
+        self.p = check_float("p", p, 0.0, 1.0)
         lo, hi = (float(s) for s in scale)
         if not 0 < lo <= hi:
             raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
-        if not 0 <= translate < 1:
-            raise ValueError(f"translate must be in [0, 1), got {translate!r}")
-        self.degrees, self.scale, self.translate = float(degrees), (lo, hi), float(translate)
+        self.degrees, self.scale = check_float("degrees", degrees, 0.0, 180.0), (lo, hi)
+        self.translate = check_float("translate", translate, 0.0, 1.0, high_open=True)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
@@ -194,13 +187,10 @@ class IntensityJitter(_Random):
         seed: Optional[int] = None,
     ) -> None:
         super().__init__(seed)
-        self.p = _check_prob("p", p)
-        for name, v in (("brightness", brightness), ("contrast", contrast), ("noise_std", noise_std)):
-            if not v >= 0:
-                raise ValueError(f"{name} must be >= 0, got {v!r}")
-        if contrast >= 1:
-            raise ValueError(f"contrast must be < 1 (it scales by 1 +- contrast), got {contrast!r}")
-        self.brightness, self.contrast, self.noise_std = float(brightness), float(contrast), float(noise_std)
+        self.p = check_float("p", p, 0.0, 1.0)
+        self.brightness = check_float("brightness", brightness, 0.0)
+        self.noise_std = check_float("noise_std", noise_std, 0.0)
+        self.contrast = check_float("contrast", contrast, 0.0, 1.0, high_open=True)  # it scales by 1 +- contrast
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
