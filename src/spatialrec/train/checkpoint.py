@@ -216,21 +216,15 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _is_state_dict(v: object) -> bool:
-    return isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
-
-
-def _is_rng_list(v: object) -> bool:
-    keys = {"torch", "python", "numpy"}
-    return isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(r, Mapping) and keys <= set(r) for r in v)
-
-
-def _is_history(v: object) -> bool:
-    return isinstance(v, (list, tuple)) and all(isinstance(r, Mapping) and _is_number(r.get("epoch_time")) for r in v)
+def _is_list_of(v: object, ok: Callable[[Mapping], bool]) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(r, Mapping) and ok(r) for r in v)
 
 
 _ENTRY_CHECKS: dict[str, tuple[Any, str]] = {
-    "model": (_is_state_dict, "a state_dict (a dict of names to tensors)"),
+    "model": (
+        lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items()),
+        "a state_dict (a dict of names to tensors)",
+    ),
     "optimizer": (
         lambda v: isinstance(v, Mapping) and isinstance(v.get("state"), Mapping) and isinstance(v.get("param_groups"), (list, tuple)),
         "an optimizer state_dict (a dict with 'state' and 'param_groups')",
@@ -243,8 +237,14 @@ _ENTRY_CHECKS: dict[str, tuple[Any, str]] = {
         and _is_int(v.get("bad_epochs")),
         "a dict with 'best_val_loss' (number), 'best_epoch' and 'bad_epochs' (ints)",
     ),
-    "rng": (_is_rng_list, "a non-empty list of RNG snapshots (dicts with 'torch', 'python', 'numpy')"),
-    "history": (_is_history, "a list of metric rows (dicts with a number 'epoch_time')"),
+    "rng": (
+        lambda v: _is_list_of(v, lambda r: {"torch", "python", "numpy"} <= set(r)) and len(v) > 0,
+        "a non-empty list of RNG snapshots (dicts with 'torch', 'python', 'numpy')",
+    ),
+    "history": (
+        lambda v: _is_list_of(v, lambda r: _is_number(r.get("epoch_time"))),
+        "a list of metric rows (dicts with a number 'epoch_time')",
+    ),
     "train_time": (_is_number, "a number of seconds"),
     "config": (lambda v: isinstance(v, Mapping), "a dict of settings"),
 }  # fmt: skip
@@ -460,14 +460,10 @@ def resume_training(
         _restore(path, "scaler", scaler.load_state_dict, ckpt["scaler"])
     es = ckpt["early_stopping"]
     state = TrainState(
-        epoch=int(ckpt["epoch"]),
-        history=list(ckpt["history"]),
-        best_val_loss=float(es["best_val_loss"]),
-        best_epoch=int(es["best_epoch"]),
-        bad_epochs=int(es["bad_epochs"]),
-        train_time=float(ckpt.get("train_time", 0.0)),
-        last_checkpoint=path,
-    )
+        epoch=int(ckpt["epoch"]), history=list(ckpt["history"]), best_val_loss=float(es["best_val_loss"]),
+        best_epoch=int(es["best_epoch"]), bad_epochs=int(es["bad_epochs"]),
+        train_time=float(ckpt.get("train_time", 0.0)), last_checkpoint=path,
+    )  # fmt: skip
     changed = {k: (ckpt["config"].get(k), v) for k, v in config.items() if ckpt["config"].get(k) != v}
     if changed:
         logger.warning("resuming %s with changed settings (checkpoint -> now): %s", path, changed)

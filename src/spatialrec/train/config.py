@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..checks import check_float, check_int
+from ..losses import DiceLoss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -103,11 +104,7 @@ def resolve_amp_dtype(amp: bool, amp_dtype: "Optional[Union[str, torch.dtype]]",
 
 def default_loss() -> LossFn:
     """The paper's loss: sigmoid soft Dice per channel, from :mod:`spatialrec.losses`."""
-    try:
-        from .. import losses
-    except ImportError as err:
-        raise ImportError(f"spatialrec.losses is not available in this build ({err}); pass loss_fn explicitly") from err
-    return losses.DiceLoss()
+    return DiceLoss()
 
 
 @dataclass(frozen=True)
