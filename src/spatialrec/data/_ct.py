@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -158,7 +159,7 @@ class CTSliceDataset(SegmentationDataset):
             "labels_per_slice": [sorted(int(v) for v in np.unique(labels[z])) for z in range(labels.shape[0])],
         }
         for name, arr in (("image.npy", image), ("labels.npy", labels)):
-            atomic_write(folder / name, lambda f, a=arr: np.save(f, a))
+            atomic_write(folder / name, functools.partial(np.save, arr=arr))
         atomic_write(meta_path, lambda f: json.dump(meta, f), "w")  # last: it marks the entry complete
         return folder, meta
 

@@ -89,7 +89,8 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], what: str, mode
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+        text = "b" not in mode
+        with open(tmp, mode, encoding="utf-8" if text else None, newline="" if text else None) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

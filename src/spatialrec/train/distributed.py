@@ -83,34 +83,24 @@ def resolve_device(device: "str | torch.device") -> torch.device:
 
 
 def setup(device: "str | torch.device" = "auto") -> DistContext:
-    """Join the data-parallel run this process belongs to, starting the process group if needed.
+    """The :class:`DistContext` of this process, starting the process group if needed (see the module docstring).
 
     In a single process (no ``WORLD_SIZE`` > 1 in the environment and no process group yet) this
-    only resolves ``device``. Under ``torchrun`` it initialises ``torch.distributed`` with the
-    ``nccl`` backend when training on CUDA and ``gloo`` on CPU, and on CUDA trains on
-    ``cuda:LOCAL_RANK``. A process group started here is destroyed at interpreter exit.
-
-    Args:
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` (``cuda:LOCAL_RANK`` under torchrun) or a device.
-
-    Returns:
-        The :class:`DistContext` of this process.
+    only resolves ``device`` (``"auto"``, ``"cpu"``, ``"cuda"`` or a device). A process group
+    started here is destroyed at interpreter exit.
     """
     dev = resolve_device(device)
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         local_rank = _env_int("LOCAL_RANK", rank)
     else:
-        world = _env_int("WORLD_SIZE", 1)
-        rank = _env_int("RANK", 0)
-        local_rank = _env_int("LOCAL_RANK", 0)
+        world, rank, local_rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
         if world > 1:
             if not dist.is_available():
                 raise RuntimeError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed support")
             backend = "nccl" if dev.type == "cuda" else "gloo"
             if dev.type == "cuda":
-                # NCCL needs the device bound before the group starts.
-                torch.cuda.set_device(local_rank)
+                torch.cuda.set_device(local_rank)  # NCCL needs the device bound before the group starts
             dist.init_process_group(backend=backend)
             atexit.register(cleanup)
             logger.info("started process group: backend=%s rank=%d world_size=%d", backend, rank, world)

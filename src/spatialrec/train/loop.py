@@ -7,14 +7,7 @@ append a row to ``metrics.csv`` and save ``last.pt`` (and ``best.pt`` when the v
 improved). After the last epoch the best weights are put back and, when a test set is given,
 :func:`~spatialrec.train.evaluate` writes per-class test Dice, IoU and HD95 to ``metrics.json``.
 
-``fit`` only orchestrates; the pieces live beside it:
-
-- :mod:`~spatialrec.train.config`: every argument checked before anything starts (``FitConfig``);
-- :mod:`~spatialrec.train.checkpoint`: finding, checking and restoring the checkpoint to resume
-  from (``TrainState``), and writing checkpoints;
-- :mod:`~spatialrec.train.steps`: one training epoch and one validation pass;
-- :mod:`~spatialrec.train.runfiles`: ``metrics.csv``, checkpoints and ``metrics.json`` in ``out_dir``;
-- :mod:`~spatialrec.train.evaluation`: the test (its result format is :mod:`spatialrec.summary`).
+``fit`` only orchestrates; the pieces live beside it (listed in :mod:`spatialrec.train`).
 
 Under ``torchrun`` the same code runs data-parallel (see :mod:`spatialrec.train.distributed`):
 every process trains on its share of each global batch, gradients are averaged by
@@ -169,10 +162,6 @@ def _decide_stop(state: TrainState, cfg: FitConfig, ctx: D.DistContext, epoch_ti
     return D.broadcast_object(reason, ctx)
 
 
-def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in D.unwrap(model).state_dict().items()}
-
-
 def _run_epoch(
     parts: _Parts,
     state: TrainState,
@@ -214,7 +203,7 @@ def _run_epoch(
     improved = val_loss < state.best_val_loss - cfg.min_delta
     if improved:
         state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
-        state.best_weights = _state_dict_cpu(parts.net)
+        state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in parts.net.state_dict().items()}
     else:
         state.bad_epochs += 1
     epoch_time = time.perf_counter() - t0
@@ -231,13 +220,6 @@ def _run_epoch(
         "  (best)" if improved else "",
     )  # fmt: skip
     return row, improved
-
-
-def _restore_best(net: nn.Module, state: TrainState) -> None:
-    if state.best_weights is not None:
-        net.load_state_dict(state.best_weights)
-    elif state.history:
-        logger.warning("the best weights (epoch %d) are not available; keeping the last weights", state.best_epoch)
 
 
 def _run_summary(
@@ -400,8 +382,10 @@ def fit(
         if cfg.on_epoch_end is not None:
             cfg.on_epoch_end(dict(row))
 
-    if cfg.restore_best:
-        _restore_best(parts.net, state)
+    if cfg.restore_best and state.best_weights is not None:
+        parts.net.load_state_dict(state.best_weights)
+    elif cfg.restore_best and state.history:
+        logger.warning("the best weights (epoch %d) are not available; keeping the last weights", state.best_epoch)
     test_metrics = None
     if test_data is not None:
         test_metrics = evaluate(
