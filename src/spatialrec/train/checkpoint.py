@@ -151,15 +151,8 @@ def content_digest(state: Mapping[str, Any]) -> str:
 
 
 def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
-
-    Args:
-        state: the checkpoint dict (see the module docstring); ``"format"`` and ``"checksum"``
-            are filled in.
-        path: destination file; its folder is created if needed.
-
-    Returns:
-        The destination path.
+    """Write the checkpoint dict ``state`` (see the module docstring; ``"format"`` and ``"checksum"``
+    are filled in) to ``path`` with :func:`atomic_write`, creating its folder; return ``path``.
 
     Raises:
         OSError: writing failed (e.g. ``ENOSPC``, a full disk); the error keeps its ``errno`` and
