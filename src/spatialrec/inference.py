@@ -205,10 +205,7 @@ def evaluate_volumes(
     with ``patch_size=None``, by one forward pass; thresholded (``sigmoid(logits) >
     threshold``) and compared with its mask by :func:`spatialrec.summary.case_metrics`, HD95 in
     millimetres with the item's ``"spacing"`` (voxels when it has none). The result has the
-    format of :func:`spatialrec.summary.summarise`, the same as :func:`spatialrec.train.evaluate`:
-    per class the mean and std over the cases where the metric is finite, and the number of
-    cases where HD95 is infinite (one of prediction and ground truth empty) or undefined (both
-    empty).
+    format of :func:`spatialrec.summary.summarise`, the same as :func:`spatialrec.train.evaluate`.
 
     Args:
         model: maps ``(N, C, *patch)`` to logits ``(N, K, *patch)``; it is put in ``eval()`` mode

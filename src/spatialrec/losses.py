@@ -97,12 +97,8 @@ def _mask_tolerance(dtype: torch.dtype) -> float:
 
 
 def _checked_mask(target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``target`` as ``dtype`` after checking its values are in [0, 1] (0/1 masks or soft labels).
-
-    One ``aminmax`` per call: a 0/255 mask, a -1 "ignore" value, inf or NaN fail here instead of
-    giving a plausible but wrong (even negative) loss. Rounding noise within
-    :func:`_mask_tolerance` of [0, 1] is clipped, so the losses stay non-negative.
-    """
+    """``target`` as ``dtype`` after checking its values are in [0, 1] (see the module docstring);
+    rounding noise within :func:`_mask_tolerance` of [0, 1] is clipped, so the losses stay non-negative."""
     if target.dtype == torch.bool or target.numel() == 0:
         return target.to(dtype)
     if target.is_complex():
@@ -124,11 +120,7 @@ def _checked_mask(target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _target_as_onehot(logits: torch.Tensor, target: object, activation: Optional[str]) -> torch.Tensor:
-    """Return the target as a float mask shaped like ``logits``; label maps only with softmax.
-
-    Mask targets must hold values in [0, 1]; label maps integer classes in ``[0, C - 1]``. Either
-    check costs one ``aminmax`` (one host sync), so bad targets fail with the range found.
-    """
+    """The target, checked (see the module docstring), as a float mask shaped like ``logits``; label maps only with softmax."""
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     spatial = logits.shape[2:]

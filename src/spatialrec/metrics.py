@@ -266,10 +266,8 @@ def hausdorff_distance(
     percentile: Optional[float] = None,
     spacing: SpacingLike = None,
 ) -> torch.Tensor:
-    """Symmetric Hausdorff distance between the surfaces of ``pred`` and ``target``.
-
-    ``max(max d(P->T), max d(T->P))``, or with ``percentile=q`` the larger of the two directed
-    q-th percentiles (linear interpolation), as MONAI's ``HausdorffDistanceMetric``.
+    """Symmetric Hausdorff distance between the surfaces of ``pred`` and ``target`` (or its
+    ``percentile`` variant), defined in the module docstring, as MONAI's ``HausdorffDistanceMetric``.
 
     Args:
         pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
@@ -318,11 +316,7 @@ def average_surface_distance(
     spacing: SpacingLike = None,
     symmetric: bool = True,
 ) -> torch.Tensor:
-    """Average surface distance.
-
-    Symmetric (default): the mean over both directions' distances pooled,
-    ``mean(concat(d(P->T), d(T->P)))`` (MONAI's ``SurfaceDistanceMetric(symmetric=True)``);
-    otherwise ``mean d(P->T)``.
+    """Average surface distance (module docstring): symmetric by default, otherwise ``mean d(P->T)``.
 
     Args:
         pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.

@@ -39,10 +39,8 @@ def evaluate(
     """Test a segmentation model: per-case Dice, IoU and HD95, and their summary per class.
 
     The prediction is ``sigmoid(model(image)) > threshold`` per class; each item is a case (an
-    image, or a volume for 3D models). A class's mean and std are taken over the cases where
-    the metric is finite: HD95 is NaN when prediction and ground truth are both empty (counted
-    in ``"undefined"``) and infinite when exactly one of them is (counted in ``"infinite"``; a
-    missed or hallucinated structure, look at this count next to the mean). HD95 is in
+    image, or a volume for 3D models). Means and stds are taken over the cases where a metric is
+    finite, nan/inf HD95 values are counted (see :mod:`spatialrec.summary`); HD95 is in
     millimetres when items carry ``"spacing"``, else in pixels. Under ``torchrun`` every process
     tests its share and the results are gathered, so every process returns the same, complete
     result.

@@ -97,11 +97,10 @@ class RunFiles:
         self.out_dir = out_dir
 
     def start(self, history: Sequence[dict[str, float]]) -> None:
-        """Create the folder, remove stale temporary files, write ``metrics.csv`` from ``history``.
+        """Create the folder, :func:`remove_stale_temp_files`, write ``metrics.csv`` from ``history``.
 
         The checkpoint's history is the truth: a row written after the last checkpoint (by a
-        run killed in between) is dropped. Temporary files of dead processes (saves cut short
-        by a kill) are removed (:func:`remove_stale_temp_files`).
+        run killed in between) is dropped.
         """
         if self.out_dir is None:
             return

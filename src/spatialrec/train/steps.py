@@ -37,16 +37,11 @@ def make_loader(
     data: Dataset, sampler: D.ShardedEpochSampler, batch_size: int, num_workers: int, device: torch.device, drop_last: bool
 ) -> DataLoader:
     """A DataLoader over ``sampler``'s indices with its own generator (reseeded by the caller)."""
+    # Its own generator, reseeded each epoch, so that worker seeds do not draw on global RNG.
     return DataLoader(
-        data,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=drop_last,
-        # Its own generator, reseeded each epoch, so that worker seeds do not draw on global RNG.
-        generator=torch.Generator(),
-    )
+        data, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda",
+        drop_last=drop_last, generator=torch.Generator(),
+    )  # fmt: skip
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:
