@@ -50,9 +50,10 @@ def _check_options(activation: Optional[str], reduction: str, allowed: tuple = _
 
 
 def _check_args(
-    logits: object, activation: Optional[str], reduction: str, smooth: float = 0.0, allowed: tuple = _ACTIVATIONS, ce: bool = False
+    logits: object, activation: Optional[str], reduction: str, smooth: float = 0.0, allowed: tuple = _ACTIVATIONS,
+    ce: bool = False,
 ) -> torch.Tensor:
-    """The checks every loss makes on its arguments; returns ``logits``. ``ce``: a softmax cross-entropy term follows."""
+    """The checks every loss makes on its arguments; returns ``logits``. ``ce``: a cross-entropy term follows."""
     _check_options(activation, reduction, allowed)
     if smooth < 0:
         raise ValueError(f"smooth must be >= 0, got {smooth}")
@@ -73,11 +74,7 @@ def _dice_dtype(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return x.mean()
-    if reduction == "sum":
-        return x.sum()
-    return x
+    return x.mean() if reduction == "mean" else x.sum() if reduction == "sum" else x
 
 
 def _value_range(target: torch.Tensor) -> tuple[float, float]:
@@ -120,7 +117,7 @@ def _checked_mask(target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _target_as_onehot(logits: torch.Tensor, target: object, activation: Optional[str]) -> torch.Tensor:
-    """The target, checked (see the module docstring), as a float mask shaped like ``logits``; label maps only with softmax."""
+    """The target, checked (module docstring), as a float mask shaped like ``logits``; label maps only with softmax."""
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     spatial = logits.shape[2:]
@@ -159,14 +156,6 @@ def _target_as_onehot(logits: torch.Tensor, target: object, activation: Optional
             + f", got {tuple(target.shape)}"
         )
     return _checked_mask(target, logits.dtype)
-
-
-def _probabilities(logits: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
-    if activation == "sigmoid":
-        return torch.sigmoid(logits)
-    if activation == "softmax":
-        return torch.softmax(logits, dim=1)
-    return logits
 
 
 def soft_dice_loss(
@@ -217,7 +206,7 @@ def _soft_dice(
     reduction: str,
 ) -> torch.Tensor:
     """:func:`soft_dice_loss` on checked inputs: ``onehot`` float, shaped like ``logits``."""
-    probs = _probabilities(logits, activation)
+    probs = logits if activation is None else torch.sigmoid(logits) if activation == "sigmoid" else logits.softmax(1)
     if activation == "softmax" and not include_background:
         if probs.shape[1] < 2:
             raise ValueError("include_background=False needs at least 2 softmax channels")

@@ -123,9 +123,7 @@ class RandomPatchDataset3d(Dataset):
             )
         pads = [max(0, p - s) for p, s in zip(self.patch_size, image.shape[1:])]
         if any(pads):
-            flat: list[int] = []
-            for p in reversed(pads):
-                flat += [p // 2, p - p // 2]
+            flat = [q for p in reversed(pads) for q in (p // 2, p - p // 2)]  # F.pad wants the last axis first
             image = F.pad(image, flat, value=self.pad_value)
             mask = F.pad(mask, flat, value=0.0)
         # Foreground voxel coordinates, found once per loaded volume.

@@ -117,11 +117,8 @@ def non_finite_state(net: nn.Module, ctx: D.DistContext) -> list[str]:
     returns the same list; ``[]`` when all are finite.
     """
     tensors = [(n, t) for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_floating_point()]
-    if tensors:
-        finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).cpu()
-        names = [n for (n, _), ok in zip(tensors, finite.tolist()) if not ok]
-    else:
-        names = []
+    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).tolist() if tensors else []
+    names = [n for (n, _), ok in zip(tensors, finite) if not ok]
     flag = D.all_reduce_max(torch.tensor([float(bool(names))], device=ctx.device), ctx)
     if flag.item() == 0:
         return []
