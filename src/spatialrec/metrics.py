@@ -115,9 +115,8 @@ def to_masks(
     if mode == "softmax":
         if x.dim() < 3 or x.shape[1] < 2:
             raise ValueError(f"mode='softmax' needs x of shape (B, C>=2, *spatial), got {tuple(x.shape)}")
-        onehot = F.one_hot(x.argmax(1), x.shape[1]).movedim(-1, 1).bool()
-        return onehot if include_background else onehot[:, 1:]
-    if mode == "labels":
+        labels, num_classes = x.argmax(1), x.shape[1]
+    elif mode == "labels":
         if num_classes is None or num_classes < 2:
             raise ValueError(f"mode='labels' needs num_classes >= 2 (including background), got {num_classes}")
         if x.dim() >= 4 and x.shape[1] == 1:
@@ -131,9 +130,10 @@ def to_masks(
             raise ValueError(
                 f"label values must be in [0, {num_classes - 1}], got range [{int(labels.min())}, {int(labels.max())}]"
             )
-        onehot = F.one_hot(labels, num_classes).movedim(-1, 1).bool()
-        return onehot if include_background else onehot[:, 1:]
-    raise ValueError(f"mode must be 'sigmoid', 'softmax', 'labels' or 'probabilities', got {mode!r}")
+    else:
+        raise ValueError(f"mode must be 'sigmoid', 'softmax', 'labels' or 'probabilities', got {mode!r}")
+    onehot = F.one_hot(labels, num_classes).movedim(-1, 1).bool()
+    return onehot if include_background else onehot[:, 1:]
 
 
 def _overlap_score(pred: object, target: object, ignore_empty: bool, jaccard: bool) -> torch.Tensor:

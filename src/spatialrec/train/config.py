@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..checks import check_float, check_int
+from ..checks import check_bool, check_float, check_int
 from ..losses import DiceLoss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -84,9 +84,7 @@ def resolve_amp_dtype(amp: bool, amp_dtype: "Optional[Union[str, torch.dtype]]",
 
     Default: bfloat16 on CPU; on CUDA bfloat16 where the GPU supports it, else float16.
     """
-    if not isinstance(amp, bool):
-        raise TypeError(f"amp must be a bool, got {type(amp).__name__}")
-    if not amp:
+    if not check_bool("amp", amp):
         return None
     if amp_dtype is None:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
