@@ -205,10 +205,7 @@ def evaluate_volumes(
     with ``patch_size=None``, by one forward pass; thresholded (``sigmoid(logits) >
     threshold``) and compared with its mask by :func:`spatialrec.summary.case_metrics`, HD95 in
     millimetres with the item's ``"spacing"`` (voxels when it has none). The result has the
-    format of :func:`spatialrec.summary.summarise`, the same as :func:`spatialrec.train.evaluate`:
-    per class the mean and std over the cases where the metric is finite, and the number of
-    cases where HD95 is infinite (one of prediction and ground truth empty) or undefined (both
-    empty).
+    format of :func:`spatialrec.summary.summarise`, the same as :func:`spatialrec.train.evaluate`.
 
     Args:
         model: maps ``(N, C, *patch)`` to logits ``(N, K, *patch)``; it is put in ``eval()`` mode
@@ -225,9 +222,7 @@ def evaluate_volumes(
         class_names: ``K`` names for the per-class entries (default ``"class_0"``, ...).
 
     Returns:
-        ``{"format", "case_kind": "volume" | "image", "num_cases", "class_names", "dice": S,
-        "iou": S, "hd95": S and "hd95_unit" (if hd95), "per_case": [{"id", "dice": [K], "iou": [K], "hd95": [K]},
-        ...]}``; ``S`` is described in :mod:`spatialrec.summary`.
+        The summary of :func:`spatialrec.summary.summarise` (format in :mod:`spatialrec.summary`).
     """
     from . import summary as Sm
 

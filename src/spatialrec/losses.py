@@ -42,32 +42,39 @@ _ACTIVATIONS = ("sigmoid", "softmax", None)
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_reduction(reduction: str) -> None:
+def _check_options(activation: Optional[str], reduction: str, allowed: tuple = _ACTIVATIONS) -> None:
+    if activation not in allowed:
+        raise ValueError(f"activation must be one of {allowed}, got {activation!r}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _check_activation(activation: Optional[str], allowed: tuple = _ACTIVATIONS) -> None:
-    if activation not in allowed:
-        raise ValueError(f"activation must be one of {allowed}, got {activation!r}")
-
-
-def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return x.mean()
-    if reduction == "sum":
-        return x.sum()
-    return x
-
-
-def _check_logits(logits: object) -> torch.Tensor:
+def _check_args(
+    logits: object, activation: Optional[str], reduction: str, smooth: float = 0.0, allowed: tuple = _ACTIVATIONS,
+    ce: bool = False,
+) -> torch.Tensor:
+    """The checks every loss makes on its arguments; returns ``logits``. ``ce``: a cross-entropy term follows."""
+    _check_options(activation, reduction, allowed)
+    if smooth < 0:
+        raise ValueError(f"smooth must be >= 0, got {smooth}")
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor (B, C, *spatial), got {type(logits).__name__}")
     if logits.dim() not in (4, 5):
         raise ValueError(f"logits must have shape (B, C, H, W) or (B, C, D, H, W), got {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise TypeError(f"logits must be floating point, got {logits.dtype}")
+    if ce and activation == "softmax" and logits.shape[1] < 2:
+        raise ValueError(f"ce_loss needs C >= 2 channels (background + classes), got {logits.shape[1]}")
     return logits
+
+
+def _dice_dtype(logits: torch.Tensor) -> torch.Tensor:
+    """Sums over many pixels lose too much in half precision (AMP): Dice is computed in float32."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
+    return x.mean() if reduction == "mean" else x.sum() if reduction == "sum" else x
 
 
 def _value_range(target: torch.Tensor) -> tuple[float, float]:
@@ -87,12 +94,8 @@ def _mask_tolerance(dtype: torch.dtype) -> float:
 
 
 def _checked_mask(target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``target`` as ``dtype`` after checking its values are in [0, 1] (0/1 masks or soft labels).
-
-    One ``aminmax`` per call: a 0/255 mask, a -1 "ignore" value, inf or NaN fail here instead of
-    giving a plausible but wrong (even negative) loss. Rounding noise within
-    :func:`_mask_tolerance` of [0, 1] is clipped, so the losses stay non-negative.
-    """
+    """``target`` as ``dtype`` after checking its values are in [0, 1] (see the module docstring);
+    rounding noise within :func:`_mask_tolerance` of [0, 1] is clipped, so the losses stay non-negative."""
     if target.dtype == torch.bool or target.numel() == 0:
         return target.to(dtype)
     if target.is_complex():
@@ -114,11 +117,7 @@ def _checked_mask(target: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _target_as_onehot(logits: torch.Tensor, target: object, activation: Optional[str]) -> torch.Tensor:
-    """Return the target as a float mask shaped like ``logits``; label maps only with softmax.
-
-    Mask targets must hold values in [0, 1]; label maps integer classes in ``[0, C - 1]``. Either
-    check costs one ``aminmax`` (one host sync), so bad targets fail with the range found.
-    """
+    """The target, checked (module docstring), as a float mask shaped like ``logits``; label maps only with softmax."""
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     spatial = logits.shape[2:]
@@ -159,14 +158,6 @@ def _target_as_onehot(logits: torch.Tensor, target: object, activation: Optional
     return _checked_mask(target, logits.dtype)
 
 
-def _probabilities(logits: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
-    if activation == "sigmoid":
-        return torch.sigmoid(logits)
-    if activation == "softmax":
-        return torch.softmax(logits, dim=1)
-    return logits
-
-
 def soft_dice_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -200,13 +191,7 @@ def soft_dice_loss(
     Returns:
         The loss (scalar, or per image and channel with ``reduction="none"``).
     """
-    _check_logits(logits)
-    _check_activation(activation)
-    _check_reduction(reduction)
-    if smooth < 0:
-        raise ValueError(f"smooth must be >= 0, got {smooth}")
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # sums over many pixels lose too much in half precision (AMP)
+    logits = _dice_dtype(_check_args(logits, activation, reduction, smooth))
     onehot = _target_as_onehot(logits, target, activation)
     return _soft_dice(logits, onehot, activation, smooth, include_background, batch_dice, reduction)
 
@@ -221,7 +206,7 @@ def _soft_dice(
     reduction: str,
 ) -> torch.Tensor:
     """:func:`soft_dice_loss` on checked inputs: ``onehot`` float, shaped like ``logits``."""
-    probs = _probabilities(logits, activation)
+    probs = logits if activation is None else torch.sigmoid(logits) if activation == "sigmoid" else logits.softmax(1)
     if activation == "softmax" and not include_background:
         if probs.shape[1] < 2:
             raise ValueError("include_background=False needs at least 2 softmax channels")
@@ -254,8 +239,7 @@ def bce_loss(
     Returns:
         The loss.
     """
-    _check_logits(logits)
-    _check_reduction(reduction)
+    _check_args(logits, "sigmoid", reduction)
     onehot = _target_as_onehot(logits, target, "sigmoid")
     return _bce(logits, onehot, pos_weight, reduction)
 
@@ -295,16 +279,9 @@ def ce_loss(
     Returns:
         The loss.
     """
-    _check_logits(logits)
-    _check_reduction(reduction)
-    _check_ce_channels(logits)
+    _check_args(logits, "softmax", reduction, ce=True)
     onehot = _target_as_onehot(logits, target, "softmax")
     return _ce(logits, onehot, class_weight, reduction)
-
-
-def _check_ce_channels(logits: torch.Tensor) -> None:
-    if logits.shape[1] < 2:
-        raise ValueError(f"ce_loss needs C >= 2 channels (background + classes), got {logits.shape[1]}")
 
 
 def _ce(
@@ -346,17 +323,11 @@ def dice_ce_loss(
     Returns:
         The loss.
     """
-    _check_activation(activation, ("sigmoid", "softmax"))
-    _check_reduction(reduction)
     if dice_weight < 0 or ce_weight < 0:
         raise ValueError(f"dice_weight and ce_weight must be >= 0, got {dice_weight} and {ce_weight}")
-    _check_logits(logits)
-    if smooth < 0:
-        raise ValueError(f"smooth must be >= 0, got {smooth}")
-    if activation == "softmax":
-        _check_ce_channels(logits)
-    # The target is checked once (one aminmax) and shared by both terms; Dice sums in float32 under AMP.
-    dice_logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    _check_args(logits, activation, reduction, smooth, ("sigmoid", "softmax"), ce=True)
+    # The target is checked once (one aminmax) and shared by both terms.
+    dice_logits = _dice_dtype(logits)
     onehot = _target_as_onehot(dice_logits, target, activation)
     dice = _soft_dice(dice_logits, onehot, activation, smooth, include_background, False, "none").mean(1)
     if activation == "sigmoid":
@@ -382,13 +353,9 @@ class DiceLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        _check_activation(activation)
-        _check_reduction(reduction)
-        self.activation = activation
-        self.smooth = smooth
-        self.include_background = include_background
-        self.batch_dice = batch_dice
-        self.reduction = reduction
+        _check_options(activation, reduction)
+        self.activation, self.smooth, self.reduction = activation, smooth, reduction
+        self.include_background, self.batch_dice = include_background, batch_dice
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``logits: (B, C, *spatial)``, ``target`` as in :func:`soft_dice_loss`."""
@@ -410,24 +377,13 @@ class DiceCELoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        _check_activation(activation, ("sigmoid", "softmax"))
-        _check_reduction(reduction)
-        self.activation = activation
-        self.dice_weight = dice_weight
-        self.ce_weight = ce_weight
-        self.smooth = smooth
-        self.include_background = include_background
-        self.reduction = reduction
+        _check_options(activation, reduction, ("sigmoid", "softmax"))
+        self.activation, self.dice_weight, self.ce_weight = activation, dice_weight, ce_weight
+        self.smooth, self.include_background, self.reduction = smooth, include_background, reduction
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``logits: (B, C, *spatial)``, ``target`` as in :func:`dice_ce_loss`."""
         return dice_ce_loss(
-            logits,
-            target,
-            self.activation,
-            self.dice_weight,
-            self.ce_weight,
-            self.smooth,
-            self.include_background,
+            logits, target, self.activation, self.dice_weight, self.ce_weight, self.smooth, self.include_background,
             self.reduction,
-        )
+        )  # fmt: skip

@@ -38,7 +38,7 @@ target is empty, to be skipped by ``nanmean``); the default ``False`` reproduces
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -115,9 +115,8 @@ def to_masks(
     if mode == "softmax":
         if x.dim() < 3 or x.shape[1] < 2:
             raise ValueError(f"mode='softmax' needs x of shape (B, C>=2, *spatial), got {tuple(x.shape)}")
-        onehot = F.one_hot(x.argmax(1), x.shape[1]).movedim(-1, 1).bool()
-        return onehot if include_background else onehot[:, 1:]
-    if mode == "labels":
+        labels, num_classes = x.argmax(1), x.shape[1]
+    elif mode == "labels":
         if num_classes is None or num_classes < 2:
             raise ValueError(f"mode='labels' needs num_classes >= 2 (including background), got {num_classes}")
         if x.dim() >= 4 and x.shape[1] == 1:
@@ -131,15 +130,22 @@ def to_masks(
             raise ValueError(
                 f"label values must be in [0, {num_classes - 1}], got range [{int(labels.min())}, {int(labels.max())}]"
             )
-        onehot = F.one_hot(labels, num_classes).movedim(-1, 1).bool()
-        return onehot if include_background else onehot[:, 1:]
-    raise ValueError(f"mode must be 'sigmoid', 'softmax', 'labels' or 'probabilities', got {mode!r}")
+    else:
+        raise ValueError(f"mode must be 'sigmoid', 'softmax', 'labels' or 'probabilities', got {mode!r}")
+    onehot = F.one_hot(labels, num_classes).movedim(-1, 1).bool()
+    return onehot if include_background else onehot[:, 1:]
 
 
-def _overlap(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dims = tuple(range(2, pred.dim()))
-    inter = (pred & target).sum(dims).double()
-    return inter, pred.sum(dims).double(), target.sum(dims).double()
+def _overlap_score(pred: object, target: object, ignore_empty: bool, jaccard: bool) -> torch.Tensor:
+    """Dice (or IoU with ``jaccard``) per image and class, float32 ``(B, C)``; see :func:`dice`."""
+    p, t = _check_pair(pred, target)
+    dims = tuple(range(2, p.dim()))
+    inter, sp, st = (p & t).sum(dims).double(), p.sum(dims).double(), t.sum(dims).double()
+    num, den = (inter, sp + st - inter) if jaccard else (2 * inter, sp + st)
+    out = torch.where(den > 0, num / den.clamp_min(1), torch.ones_like(den))
+    if ignore_empty:
+        out = torch.where(st > 0, out, torch.full_like(out, float("nan")))
+    return out.float()
 
 
 def dice(pred: torch.Tensor, target: torch.Tensor, ignore_empty: bool = False) -> torch.Tensor:
@@ -153,13 +159,7 @@ def dice(pred: torch.Tensor, target: torch.Tensor, ignore_empty: bool = False) -
     Returns:
         float32 ``(B, C)``.
     """
-    p, t = _check_pair(pred, target)
-    inter, sp, st = _overlap(p, t)
-    denom = sp + st
-    out = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
-    if ignore_empty:
-        out = torch.where(st > 0, out, torch.full_like(out, float("nan")))
-    return out.float()
+    return _overlap_score(pred, target, ignore_empty, jaccard=False)
 
 
 def iou(pred: torch.Tensor, target: torch.Tensor, ignore_empty: bool = False) -> torch.Tensor:
@@ -173,13 +173,7 @@ def iou(pred: torch.Tensor, target: torch.Tensor, ignore_empty: bool = False) ->
     Returns:
         float32 ``(B, C)``.
     """
-    p, t = _check_pair(pred, target)
-    inter, sp, st = _overlap(p, t)
-    union = sp + st - inter
-    out = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
-    if ignore_empty:
-        out = torch.where(st > 0, out, torch.full_like(out, float("nan")))
-    return out.float()
+    return _overlap_score(pred, target, ignore_empty, jaccard=True)
 
 
 def _surface(mask: torch.Tensor) -> torch.Tensor:
@@ -272,10 +266,8 @@ def hausdorff_distance(
     percentile: Optional[float] = None,
     spacing: SpacingLike = None,
 ) -> torch.Tensor:
-    """Symmetric Hausdorff distance between the surfaces of ``pred`` and ``target``.
-
-    ``max(max d(P->T), max d(T->P))``, or with ``percentile=q`` the larger of the two directed
-    q-th percentiles (linear interpolation), as MONAI's ``HausdorffDistanceMetric``.
+    """Symmetric Hausdorff distance between the surfaces of ``pred`` and ``target`` (or its
+    ``percentile`` variant), defined in the module docstring, as MONAI's ``HausdorffDistanceMetric``.
 
     Args:
         pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
@@ -288,31 +280,32 @@ def hausdorff_distance(
     """
     if percentile is not None and not (0.0 <= float(percentile) <= 100.0):
         raise ValueError(f"percentile must be None or in [0, 100], got {percentile}")
-    sets = surface_distances(pred, target, spacing)
+    if percentile is None:
+        return _per_case(pred, target, spacing, lambda a, b: torch.maximum(a.max(), b.max()))
+    q = float(percentile) / 100.0
+    return _per_case(pred, target, spacing, lambda a, b: torch.maximum(torch.quantile(a, q), torch.quantile(b, q)))
+
+
+def _per_case(
+    pred: torch.Tensor, target: torch.Tensor, spacing: SpacingLike, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``fn(d(P->T), d(T->P))`` per image and class, float32 ``(B, C)``: nan where both masks are
+    empty, inf where exactly one is."""
     out = torch.empty(*pred.shape[:2], dtype=torch.float64)  # (B, C) also for B = 0, like dice
-    for i, row in enumerate(sets):
+    for i, row in enumerate(surface_distances(pred, target, spacing)):
         for k, (d_pt, d_tp) in enumerate(row):
-            if d_pt.numel() == 0 and d_tp.numel() == 0:
-                out[i, k] = float("nan")
-            elif d_pt.numel() == 0 or d_tp.numel() == 0:
-                out[i, k] = float("inf")
-            elif percentile is None:
-                out[i, k] = torch.maximum(d_pt.max(), d_tp.max()).cpu()
+            if d_pt.numel() == 0 or d_tp.numel() == 0:
+                out[i, k] = float("nan") if d_pt.numel() == d_tp.numel() else float("inf")
             else:
-                q = float(percentile) / 100.0
-                out[i, k] = torch.maximum(torch.quantile(d_pt, q), torch.quantile(d_tp, q)).cpu()
+                out[i, k] = fn(d_pt, d_tp).cpu()
     return out.float().to(pred.device)
 
 
 def hd95(pred: torch.Tensor, target: torch.Tensor, spacing: SpacingLike = None) -> torch.Tensor:
     """95th-percentile Hausdorff distance: :func:`hausdorff_distance` with ``percentile=95``.
 
-    Args:
-        pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
-        spacing: pixel size per spatial axis (mm), see :func:`hausdorff_distance`.
-
-    Returns:
-        float32 ``(B, C)``; nan where both masks are empty, inf where exactly one is.
+    ``pred, target: (B, C, H, W)`` or ``(B, C, D, H, W)`` -> float32 ``(B, C)`` (nan where both
+    masks are empty, inf where exactly one is); ``spacing`` as for :func:`hausdorff_distance`.
     """
     return hausdorff_distance(pred, target, percentile=95, spacing=spacing)
 
@@ -323,11 +316,7 @@ def average_surface_distance(
     spacing: SpacingLike = None,
     symmetric: bool = True,
 ) -> torch.Tensor:
-    """Average surface distance.
-
-    Symmetric (default): the mean over both directions' distances pooled,
-    ``mean(concat(d(P->T), d(T->P)))`` (MONAI's ``SurfaceDistanceMetric(symmetric=True)``);
-    otherwise ``mean d(P->T)``.
+    """Average surface distance (module docstring): symmetric by default, otherwise ``mean d(P->T)``.
 
     Args:
         pred, target: binary masks ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
@@ -337,15 +326,4 @@ def average_surface_distance(
     Returns:
         float32 ``(B, C)``; nan where both masks are empty, inf where exactly one is.
     """
-    sets = surface_distances(pred, target, spacing)
-    out = torch.empty(*pred.shape[:2], dtype=torch.float64)  # (B, C) also for B = 0, like dice
-    for i, row in enumerate(sets):
-        for k, (d_pt, d_tp) in enumerate(row):
-            if d_pt.numel() == 0 and d_tp.numel() == 0:
-                out[i, k] = float("nan")
-            elif d_pt.numel() == 0 or d_tp.numel() == 0:
-                out[i, k] = float("inf")
-            else:
-                d = torch.cat([d_pt, d_tp]) if symmetric else d_pt
-                out[i, k] = d.mean().cpu()
-    return out.float().to(pred.device)
+    return _per_case(pred, target, spacing, lambda a, b: (torch.cat([a, b]) if symmetric else a).mean())

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ._io import (
-    DatasetError,
-    SegmentationDataset,
-    SizeLike,
-    Transform,
-    align_labels_to_image,
-    logger,
-    read_nifti,
-    read_nifti_grid,
-    require_nibabel,
+    DatasetError, SegmentationDataset, SizeLike, Transform, align_labels_to_image, atomic_write, logger,
+    read_nifti, read_nifti_grid, require_nibabel, resize_pair
 )
 from .splits import assign_splits, check_split
 
@@ -70,6 +62,11 @@ class CTSliceDataset(SegmentationDataset):
 
     Slices are taken as ``volume[:, :, z].T`` (rows = the second voxel axis, columns = the first),
     i.e. the usual radiological display of a NIfTI in RAS/LPS orientation, up to flips.
+
+    ``label_alignment``: ``"check"`` (default): compare the image and label headers, reorient
+    labels stored with other axis order / flips, refuse other misfits (see the docs);
+    ``"as_stored"``: take label voxel (i, j, k) as image voxel (i, j, k), checking only the
+    shapes, for labels whose header is known to be wrong.
     """
 
     allowed_labels: tuple[int, ...] = ()
@@ -160,16 +157,9 @@ class CTSliceDataset(SegmentationDataset):
             "spacing": [float(s) for s in spacing],
             "labels_per_slice": [sorted(int(v) for v in np.unique(labels[z])) for z in range(labels.shape[0])],
         }
-        # Write to temporary names and rename, so a reader in another process never sees half a file.
         for name, arr in (("image.npy", image), ("labels.npy", labels)):
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, arr)
-            os.replace(tmp, folder / name)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f)
-        os.replace(tmp, meta_path)
+            atomic_write(folder / name, functools.partial(np.save, arr=arr))
+        atomic_write(meta_path, lambda f: json.dump(meta, f), "w")  # last: it marks the entry complete
         return folder, meta
 
     def _preprocess(self, vol: VolumeRecord) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
@@ -206,14 +196,10 @@ class CTSliceDataset(SegmentationDataset):
         h0, w0 = img.shape[1:]
         spacing = (zooms[1], zooms[0])
         if self.size is not None and (h0, w0) != self.size:
-            chunks_i, chunks_l = [], []
-            for z in range(0, img.shape[0], 32):
-                xi = img[z : z + 32, None]
-                chunks_i.append(F.interpolate(xi, size=self.size, mode="bilinear", align_corners=False, antialias=True))
-                xl = lab_t[z : z + 32, None].float()
-                chunks_l.append(F.interpolate(xl, size=self.size, mode="nearest-exact"))
-            img = torch.cat(chunks_i)[:, 0]
-            lab_t = torch.cat(chunks_l)[:, 0].round().to(torch.uint8)
+            # 32 slices at a time, as channels: the same per-slice resize as a 2D reader's, bounded memory.
+            chunks = [resize_pair(img[z : z + 32], lab_t[z : z + 32].float(), self.size) for z in range(0, img.shape[0], 32)]
+            img = torch.cat([c[0] for c in chunks])
+            lab_t = torch.cat([c[1] for c in chunks]).round().to(torch.uint8)
             spacing = (spacing[0] * h0 / self.size[0], spacing[1] * w0 / self.size[1])
         image_np = img.numpy().astype(np.float16 if self.scale else np.float32)
         return image_np, np.ascontiguousarray(lab_t.numpy()), spacing

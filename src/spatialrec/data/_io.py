@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import IO, Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -47,19 +50,46 @@ def require_dir(path: Path, what: str, layout: str) -> Path:
     return path
 
 
+def subfolders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder``, sorted, without hidden ones and macOS ``__MACOSX`` archive debris."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+
+
+def atomic_write(path: Path, write: Callable[[IO[Any]], object], mode: str = "wb") -> None:
+    """``write(f)`` to a temporary file beside ``path``, then rename: another process never reads half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@contextmanager
+def reading(what: str, path: Path) -> Iterator[None]:
+    """Report any error but a missing file as ``DatasetError("cannot read <what> <path>: ...")``.
+
+    Pillow and nibabel raise many types for damaged files.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise DatasetError(f"cannot read {what} {str(path)!r}: {type(e).__name__}: {e}") from e
+
+
 def read_image(path: Path, mode: Optional[str] = None) -> np.ndarray:
     """Read a PNG/TIFF/... with Pillow: ``(H, W)`` or ``(H, W, C)``, optionally converted to ``mode``."""
     image_mod = require_pillow()
-    try:
-        with image_mod.open(path) as im:
-            im.load()
-            if mode is not None and im.mode != mode:
-                im = im.convert(mode)
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # Pillow raises several types for corrupt files
-        raise DatasetError(f"cannot read image file {str(path)!r}: {type(e).__name__}: {e}") from e
+    with reading("image file", path), image_mod.open(path) as im:
+        im.load()
+        if mode is not None and im.mode != mode:
+            im = im.convert(mode)
+        arr = np.asarray(im)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     return arr
@@ -72,14 +102,10 @@ def read_nifti(path: Path, as_float32: bool = False) -> tuple[np.ndarray, tuple[
     default, which matters for 512 x 512 x 900 CT volumes); otherwise the stored values are returned.
     """
     nib = require_nibabel()
-    try:
+    with reading("NIfTI file", path):
         img = nib.load(str(path))
         data = img.get_fdata(dtype=np.float32) if as_float32 else np.asanyarray(img.dataobj)
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise DatasetError(f"cannot read NIfTI file {str(path)!r}: {type(e).__name__}: {e}") from e
     if data.ndim != 3:
         raise DatasetError(f"NIfTI file {str(path)!r} must hold a 3-D volume, got shape {data.shape}")
     return data, zooms
@@ -110,7 +136,7 @@ class NiftiGrid:
 def read_nifti_grid(path: Path) -> NiftiGrid:
     """Read a NIfTI file's voxel grid (shape, affine) from its header only."""
     nib = require_nibabel()
-    try:
+    with reading("the NIfTI header of", path):
         img = nib.load(str(path))
         affine = np.asarray(img.affine, dtype=np.float64)
         try:
@@ -118,10 +144,6 @@ def read_nifti_grid(path: Path) -> NiftiGrid:
         except (KeyError, ValueError):
             oriented = False
         shape = tuple(int(n) for n in img.shape)
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise DatasetError(f"cannot read the NIfTI header of {str(path)!r}: {type(e).__name__}: {e}") from e
     return NiftiGrid(shape[:3], affine, oriented and bool(np.all(np.isfinite(affine))))
 
 

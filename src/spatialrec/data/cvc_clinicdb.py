@@ -9,14 +9,8 @@ from typing import Optional, Union
 import numpy as np
 
 from ._io import (
-    DatasetError,
-    SegmentationDataset,
-    SizeLike,
-    Transform,
-    logger,
-    read_image,
-    require_dir,
-    require_pillow,
+    DatasetError, SegmentationDataset, SizeLike, Transform, logger, read_image, require_dir, require_pillow,
+    subfolders
 )
 from .splits import assign_splits, check_split
 
@@ -31,7 +25,6 @@ _FRAME_COLUMNS = ("frame", "frame_id", "image", "image_id", "id", "filename", "f
 _SEQUENCE_COLUMNS = ("sequence", "sequence_id", "video", "seq", "video_id")
 # Several editions side by side (the common mirror holds TIF/ and PNG/): the publisher's TIFF first.
 _EDITION_PREFERENCE = ("tif", "tiff")
-_SKIP_FOLDERS = ("__MACOSX",)
 
 
 def _is_edition(folder: Path) -> bool:
@@ -43,12 +36,6 @@ def _find_edition(root: Path) -> Path:
     levels below it (a mirror's ``TIF/`` and ``PNG/``, an archive's ``CVC-ClinicDB/``), logged."""
     if (root / "Original").is_dir() or (root / "Ground Truth").is_dir():
         return root  # the documented layout (a missing half is reported by the caller)
-
-    def subfolders(folder: Path) -> list[Path]:
-        return sorted(
-            p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in _SKIP_FOLDERS
-        )
-
     found = [d for d in subfolders(root) if _is_edition(d)]
     if not found:
         found = [d for sub in subfolders(root) for d in subfolders(sub) if _is_edition(d)]
@@ -72,11 +59,8 @@ def _find_edition(root: Path) -> Path:
     others = ", ".join(str(d) for d in found if d != chosen)
     logger.info(
         "CVC-ClinicDB: %s holds several editions; reading the TIFF one, %s (the publisher's format). Pass %s as "
-        "root to read that one instead.",
-        root,
-        chosen,
-        others,
-    )
+        "root to read that one instead.", root, chosen, others,
+    )  # fmt: skip
     return chosen
 
 

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
 from ._io import (
-    DatasetError,
-    SegmentationDataset,
-    SizeLike,
-    Transform,
-    logger,
-    read_image,
-    require_dir,
-    require_pillow,
+    DatasetError, SegmentationDataset, SizeLike, Transform, atomic_write, logger, read_image, require_dir,
+    require_pillow, subfolders
 )
 from .splits import assign_splits, check_split
 
@@ -34,20 +26,13 @@ _LAYOUT = """\
   holding stage1_train/stage1_train/: the sample folders are looked for up to two levels down."""
 _MASK_CACHE_VERSION = 1
 _CacheEntry = tuple[str, tuple[int, ...], np.ndarray]  # (key, mask shape, np.packbits of the mask)
-_SKIP_FOLDERS = ("__MACOSX",)
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in _SKIP_FOLDERS
-    )
 
 
 def _sample_folders_kind(folder: Path) -> Optional[str]:
     """``"train"`` if ``folder`` holds Kaggle sample folders ``<id>/images/<id>.png`` with ``masks/``,
     ``"test"`` if its samples have no masks (the competition's stage1_test), else None. Looks only
     until the first sample, so a folder of 670 samples costs a few stats."""
-    for d in _subfolders(folder):
+    for d in subfolders(folder):
         if (d / "images" / f"{d.name}.png").is_file():
             return "train" if (d / "masks").is_dir() else "test"
     return None
@@ -55,11 +40,11 @@ def _sample_folders_kind(folder: Path) -> Optional[str]:
 
 def _find_kaggle_samples(root: Path) -> Path:
     """The folder of Kaggle sample folders: ``root`` or one found up to two levels below it (logged)."""
-    if _sample_folders_kind(root) is not None or not _subfolders(root):
+    if _sample_folders_kind(root) is not None or not subfolders(root):
         return root  # the documented layout, or an empty folder: the caller reports what is wrong
     found: dict[Path, str] = {}
     for level in range(2):
-        folders = _subfolders(root) if level == 0 else [g for f in _subfolders(root) for g in _subfolders(f)]
+        folders = subfolders(root) if level == 0 else [g for f in subfolders(root) for g in subfolders(f)]
         found.update({f: kind for f in folders if (kind := _sample_folders_kind(f)) is not None})
         if any(kind == "train" for kind in found.values()):
             break
@@ -268,13 +253,5 @@ class DSB2018(SegmentationDataset):
         if self.cache_dir is None:
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        # Temporary name, then rename: another worker never reads half a file.
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, shape=np.asarray(mask.shape, dtype=np.int64), bits=bits)
-            os.replace(tmp, self.cache_dir / f"{sample_id}-{key}.npz")
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        shape = np.asarray(mask.shape, dtype=np.int64)
+        atomic_write(self.cache_dir / f"{sample_id}-{key}.npz", lambda f: np.savez(f, shape=shape, bits=bits))

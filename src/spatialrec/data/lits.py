@@ -59,10 +59,7 @@ class LiTS(CTSliceDataset):
         val_fraction, test_fraction: fractions of volumes in validation / test (default 0.1 / 0.2).
         seed: seed of the split.
         transform: optional ``(image, mask) -> (image, mask)``.
-        label_alignment: ``"check"`` (default): compare the image and label headers, reorient
-            labels stored with other axis order / flips, refuse other misfits (see the docs);
-            ``"as_stored"``: take label voxel (i, j, k) as image voxel (i, j, k), checking only the
-            shapes, for labels whose header is known to be wrong.
+        label_alignment: ``"check"`` (default) or ``"as_stored"``, see :class:`~spatialrec.data._ct.CTSliceDataset`.
 
     Items: ``{"image": float32 (1, H, W), "mask": float32 (K, H, W) 0/1, "id": "volume-<n>/slice<z>"
     (MSD: "liver_<n>/slice<z>"),
@@ -94,19 +91,9 @@ class LiTS(CTSliceDataset):
         self.target = "tumour" if target == "tumor" else target
         self.num_classes = _TARGETS[target]
         super().__init__(
-            root,
-            split,
-            size,
-            hu_window,
-            scale,
-            slice_filter,
-            cache_dir,
-            val_fraction,
-            test_fraction,
-            seed,
-            transform,
+            root, split, size, hu_window, scale, slice_filter, cache_dir, val_fraction, test_fraction, seed, transform,
             label_alignment,
-        )
+        )  # fmt: skip
 
     def _scan(self) -> list[VolumeRecord]:
         require_dir(self.root, "LiTS root", _LAYOUT)
@@ -136,17 +123,10 @@ class LiTS(CTSliceDataset):
                 logger.warning(
                     "LiTS: %s holds LiTS volume-<n>/segmentation-<n> files and also Medical Segmentation Decathlon "
                     "Task03_Liver files (e.g. %s); reading the LiTS files and ignoring the Task03_Liver ones. Pass "
-                    "the folder of one copy to choose.",
-                    self.root,
-                    next(iter((msd_images or msd_labels).values())),
-                )
-            return self._pair(
-                vols,
-                segs,
-                ("volume", "segmentation"),
-                ("volume-{n}.nii[.gz]", "segmentation-{n}.nii[.gz]"),
-                "volume-{n}",
-            )
+                    "the folder of one copy to choose.", self.root, next(iter((msd_images or msd_labels).values())),
+                )  # fmt: skip
+            kinds = ("volume", "segmentation")
+            return self._pair(vols, segs, kinds, ("volume-{n}.nii[.gz]", "segmentation-{n}.nii[.gz]"), "volume-{n}")
         if not has_msd:
             raise DatasetError(
                 f"LiTS: no volume-<n>.nii[.gz] files (nor Task03_Liver imagesTr/liver_<n>.nii.gz) under "
@@ -155,16 +135,10 @@ class LiTS(CTSliceDataset):
         if msd_test:
             logger.info(
                 "LiTS: skipping %d unlabelled Task03_Liver test volumes in imagesTs (e.g. %s)",
-                len(msd_test),
-                next(iter(msd_test.values())),
-            )
-        return self._pair(
-            msd_images,
-            msd_labels,
-            ("image", "labels"),
-            ("image imagesTr/liver_{n}.nii[.gz]", "labels labelsTr/liver_{n}.nii[.gz]"),
-            "liver_{n}",
-        )
+                len(msd_test), next(iter(msd_test.values())),
+            )  # fmt: skip
+        partners = ("image imagesTr/liver_{n}.nii[.gz]", "labels labelsTr/liver_{n}.nii[.gz]")
+        return self._pair(msd_images, msd_labels, ("image", "labels"), partners, "liver_{n}")
 
     @staticmethod
     def _pair(

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..checks import check_float
+
 SizeArg3 = Union[int, Sequence[int]]
 
 
@@ -83,16 +85,10 @@ class RandomPatchDataset3d(Dataset):
         for name, v in (("samples_per_volume", samples_per_volume), ("cache_size", cache_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if isinstance(foreground_ratio, bool) or not isinstance(foreground_ratio, (int, float)):
-            raise TypeError(f"foreground_ratio must be a number in [0, 1], got {foreground_ratio!r}")
-        if not 0.0 <= foreground_ratio <= 1.0:
-            raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
+        self.foreground_ratio = check_float("foreground_ratio", foreground_ratio, 0.0, 1.0)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        self.samples_per_volume = samples_per_volume
-        self.foreground_ratio = float(foreground_ratio)
-        self.seed = seed
-        self.cache_size = cache_size
+        self.samples_per_volume, self.seed, self.cache_size = samples_per_volume, seed, cache_size
         self.pad_value = float(pad_value)
         self.epoch = 0
         self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
@@ -127,9 +123,7 @@ class RandomPatchDataset3d(Dataset):
             )
         pads = [max(0, p - s) for p, s in zip(self.patch_size, image.shape[1:])]
         if any(pads):
-            flat: list[int] = []
-            for p in reversed(pads):
-                flat += [p // 2, p - p // 2]
+            flat = [q for p in reversed(pads) for q in (p // 2, p - p // 2)]  # F.pad wants the last axis first
             image = F.pad(image, flat, value=self.pad_value)
             mask = F.pad(mask, flat, value=0.0)
         # Foreground voxel coordinates, found once per loaded volume.

@@ -46,10 +46,7 @@ class SegTHOR(CTSliceDataset):
         val_fraction, test_fraction: fractions of patients in validation / test (default 0.1 / 0.2).
         seed: seed of the split.
         transform: optional ``(image, mask) -> (image, mask)``.
-        label_alignment: ``"check"`` (default): compare the image and label headers, reorient
-            labels stored with other axis order / flips, refuse other misfits (see the docs);
-            ``"as_stored"``: take label voxel (i, j, k) as image voxel (i, j, k), checking only the
-            shapes, for labels whose header is known to be wrong.
+        label_alignment: ``"check"`` (default) or ``"as_stored"``, see :class:`~spatialrec.data._ct.CTSliceDataset`.
 
     Items: ``{"image": float32 (1, H, W), "mask": float32 (K, H, W) 0/1, "id": "Patient_<nn>/slice<z>",
     "spacing": float32 (2,) mm (row, col) after resizing}``, ``K = 1`` (4 for ``"all"``).
@@ -81,19 +78,9 @@ class SegTHOR(CTSliceDataset):
         self.organ = organ
         self.num_classes = 4 if organ == "all" else 1
         super().__init__(
-            root,
-            split,
-            size,
-            hu_window,
-            scale,
-            slice_filter,
-            cache_dir,
-            val_fraction,
-            test_fraction,
-            seed,
-            transform,
+            root, split, size, hu_window, scale, slice_filter, cache_dir, val_fraction, test_fraction, seed, transform,
             label_alignment,
-        )
+        )  # fmt: skip
 
     def _scan(self) -> list[VolumeRecord]:
         require_dir(self.root, "SegTHOR root", _LAYOUT)

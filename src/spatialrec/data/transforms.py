@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_float
+
 __all__ = [
     "Compose",
     "IntensityJitter",
@@ -37,18 +39,27 @@ def _check_pair(image: torch.Tensor, mask: torch.Tensor) -> None:
         raise ValueError(f"image and mask sizes differ: {tuple(image.shape)} vs {tuple(mask.shape)}")
 
 
-def _check_prob(name: str, p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {p!r}")
-    return float(p)
-
-
 class _Random:
-    def __init__(self, seed: Optional[int]) -> None:
+    """Base of the random transforms: with probability ``p`` (the first of ``draws`` uniform numbers
+    ``u``), ``_apply(image, mask, u)``; otherwise the pair unchanged."""
+
+    draws = 1
+
+    def __init__(self, p: float = 0.5, seed: Optional[int] = None) -> None:
+        self.p = check_float("p", p, 0.0, 1.0)
         self.generator = None if seed is None else torch.Generator().manual_seed(int(seed))
 
     def _rand(self, *shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
+        _check_pair(image, mask)
+        u = self._rand(self.draws)
+        return self._apply(image, mask, u) if u[0] < self.p else (image, mask)
+
+    def _apply(self, image: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
 
 class Compose:
@@ -82,8 +93,7 @@ class RandomFlip(_Random):
     def __init__(
         self, p: float = 0.5, horizontal: bool = True, vertical: bool = True, seed: Optional[int] = None
     ) -> None:
-        super().__init__(seed)
-        self.p = _check_prob("p", p)
+        super().__init__(p, seed)
         self.horizontal, self.vertical = bool(horizontal), bool(vertical)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,16 +116,9 @@ class RandomRot90(_Random):
     Non-square images are only rotated by 0 or 180 degrees, so their size never changes.
     """
 
-    def __init__(self, p: float = 0.5, seed: Optional[int] = None) -> None:
-        super().__init__(seed)
-        self.p = _check_prob("p", p)
+    draws = 2
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
-        _check_pair(image, mask)
-        u = self._rand(2)
-        if u[0] >= self.p:
-            return image, mask
+    def _apply(self, image: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         square = image.shape[-1] == image.shape[-2]
         k = int(u[1] * 3) + 1 if square else 2  # 1..3 quarter turns
         return torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
@@ -135,6 +138,8 @@ class RandomAffine(_Random):
         seed: optional seed of a private generator.
     """
 
+    draws = 5
+
     def __init__(
         self,
         p: float = 0.5,
@@ -143,23 +148,14 @@ class RandomAffine(_Random):
         translate: float = 0.05,
         seed: Optional[int] = None,
     ) -> None:
-        super().__init__(seed)
-        self.p = _check_prob("p", p)
-        if not 0 <= degrees <= 180:
-            raise ValueError(f"degrees must be in [0, 180], got {degrees!r}")
+        super().__init__(p, seed)
         lo, hi = (float(s) for s in scale)
         if not 0 < lo <= hi:
             raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
-        if not 0 <= translate < 1:
-            raise ValueError(f"translate must be in [0, 1), got {translate!r}")
-        self.degrees, self.scale, self.translate = float(degrees), (lo, hi), float(translate)
+        self.degrees, self.scale = check_float("degrees", degrees, 0.0, 180.0), (lo, hi)
+        self.translate = check_float("translate", translate, 0.0, 1.0, high_open=True)
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
-        _check_pair(image, mask)
-        u = self._rand(5)
-        if u[0] >= self.p:
-            return image, mask
+    def _apply(self, image: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         angle = math.radians((2 * float(u[1]) - 1) * self.degrees)
         s = self.scale[0] + float(u[2]) * (self.scale[1] - self.scale[0])
         tx, ty = ((2 * float(u[3]) - 1) * 2 * self.translate, (2 * float(u[4]) - 1) * 2 * self.translate)
@@ -185,6 +181,8 @@ class IntensityJitter(_Random):
     unchanged.
     """
 
+    draws = 4
+
     def __init__(
         self,
         p: float = 0.5,
@@ -193,21 +191,12 @@ class IntensityJitter(_Random):
         noise_std: float = 0.0,
         seed: Optional[int] = None,
     ) -> None:
-        super().__init__(seed)
-        self.p = _check_prob("p", p)
-        for name, v in (("brightness", brightness), ("contrast", contrast), ("noise_std", noise_std)):
-            if not v >= 0:
-                raise ValueError(f"{name} must be >= 0, got {v!r}")
-        if contrast >= 1:
-            raise ValueError(f"contrast must be < 1 (it scales by 1 +- contrast), got {contrast!r}")
-        self.brightness, self.contrast, self.noise_std = float(brightness), float(contrast), float(noise_std)
+        super().__init__(p, seed)
+        self.brightness = check_float("brightness", brightness, 0.0)
+        self.noise_std = check_float("noise_std", noise_std, 0.0)
+        self.contrast = check_float("contrast", contrast, 0.0, 1.0, high_open=True)  # it scales by 1 +- contrast
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``image (C, H, W)``, ``mask (K, H, W)`` -> the same shapes."""
-        _check_pair(image, mask)
-        u = self._rand(4)
-        if u[0] >= self.p:
-            return image, mask
+    def _apply(self, image: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = 1 + (2 * float(u[1]) - 1) * self.contrast
         b = (2 * float(u[2]) - 1) * self.brightness
         mean = image.mean()

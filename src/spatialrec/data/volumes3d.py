@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ._io import DatasetError, require_nibabel
+
 
 class CTVolumes(Dataset):
     """The volumes of a CT slice reader's split, one item per volume.
@@ -53,12 +55,10 @@ class CTVolumes(Dataset):
         return len(self.reader.volumes)
 
     def _slice_spacing(self, path: Path) -> float:
-        from ._io import DatasetError, require_nibabel
-
         nib = require_nibabel()
         try:
             zooms = nib.load(str(path)).header.get_zooms()
-        except Exception as e:  # nibabel raises several types for unreadable headers
+        except Exception as e:  # nibabel raises several types for unreadable headers (a missing file too)
             raise DatasetError(f"cannot read the NIfTI header of {str(path)!r}: {e}") from e
         if len(zooms) < 3 or not float(zooms[2]) > 0:
             raise DatasetError(f"{str(path)!r} has no positive slice spacing in its header (zooms {zooms})")
@@ -67,8 +67,6 @@ class CTVolumes(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} is out of range for {len(self)} volumes")
-        from ._io import DatasetError
-
         vol = self.reader.volumes[index]
         folder, meta = self.reader._cached(vol)
         try:

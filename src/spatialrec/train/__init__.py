@@ -20,7 +20,8 @@ from .config import FitConfig
 from .distributed import DistContext, ShardedEpochSampler
 from .errors import NonFiniteLossError, NonFiniteStateError, TrainingDivergedError
 from .evaluation import evaluate
-from .loop import CSV_COLUMNS, FitResult, fit
+from .loop import FitResult, fit
+from .runfiles import CSV_COLUMNS
 
 __all__ = [
     "CHECKPOINT_FORMAT",

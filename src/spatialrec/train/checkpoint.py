@@ -30,6 +30,7 @@ after the checkpoint's epoch, into a :class:`TrainState`; the best weights come 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -37,7 +38,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import IO, Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -74,6 +75,39 @@ def write_error(err: OSError, path: Path, what: str) -> OSError:
         out.filename = str(path)
         return out
     return OSError(err.errno, message, str(path))
+
+
+def atomic_write(path: Path, write: Callable[[IO[Any]], object], what: str, mode: str = "wb") -> Path:
+    """``write(f)`` to ``.<name>.tmp-<pid>`` beside ``path``, flushed to disk, then renamed over ``path``.
+
+    A reader sees the old file or the new one, never a part; the folder is created if needed.
+
+    Raises:
+        OSError: writing failed (e.g. ``ENOSPC``, a full disk); it keeps its ``errno`` and names
+            ``path`` and ``what`` (:func:`write_error`); the previous file at ``path`` is intact.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "b" not in mode
+        with open(tmp, mode, encoding="utf-8" if text else None, newline="" if text else None) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk, a lost mount...: say which file
+        tmp.unlink(missing_ok=True)
+        raise write_error(err, path, what) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable; not every platform lets a folder be opened
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return path
 
 
 def _feed(h: Any, obj: Any) -> None:
@@ -117,15 +151,8 @@ def content_digest(state: Mapping[str, Any]) -> str:
 
 
 def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
-
-    Args:
-        state: the checkpoint dict (see the module docstring); ``"format"`` and ``"checksum"``
-            are filled in.
-        path: destination file; its folder is created if needed.
-
-    Returns:
-        The destination path.
+    """Write the checkpoint dict ``state`` (see the module docstring; ``"format"`` and ``"checksum"``
+    are filled in) to ``path`` with :func:`atomic_write`, creating its folder; return ``path``.
 
     Raises:
         OSError: writing failed (e.g. ``ENOSPC``, a full disk); the error keeps its ``errno`` and
@@ -136,32 +163,8 @@ def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
     path = Path(path)
     state = {**state, "format": CHECKPOINT_FORMAT}
     state["checksum"] = {"algorithm": "sha256", "digest": content_digest(state)}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:  # a full disk, a lost mount...: say which file
-        tmp.unlink(missing_ok=True)
-        raise write_error(err, path, f"the checkpoint (through {tmp.name}; the previous {path.name}, if any, is intact)") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable; not every platform lets a folder be opened.
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return path
+    what = f"the checkpoint (through .{path.name}.tmp-{os.getpid()}; the previous {path.name}, if any, is intact)"
+    return atomic_write(path, lambda f: torch.save(state, f), what)
 
 
 def _read(path: Path, map_location: "str | torch.device") -> dict[str, Any]:
@@ -207,21 +210,15 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _is_state_dict(v: object) -> bool:
-    return isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
-
-
-def _is_rng_list(v: object) -> bool:
-    keys = {"torch", "python", "numpy"}
-    return isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(r, Mapping) and keys <= set(r) for r in v)
-
-
-def _is_history(v: object) -> bool:
-    return isinstance(v, (list, tuple)) and all(isinstance(r, Mapping) and _is_number(r.get("epoch_time")) for r in v)
+def _is_list_of(v: object, ok: Callable[[Mapping], bool]) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(r, Mapping) and ok(r) for r in v)
 
 
 _ENTRY_CHECKS: dict[str, tuple[Any, str]] = {
-    "model": (_is_state_dict, "a state_dict (a dict of names to tensors)"),
+    "model": (
+        lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items()),
+        "a state_dict (a dict of names to tensors)",
+    ),
     "optimizer": (
         lambda v: isinstance(v, Mapping) and isinstance(v.get("state"), Mapping) and isinstance(v.get("param_groups"), (list, tuple)),
         "an optimizer state_dict (a dict with 'state' and 'param_groups')",
@@ -234,8 +231,14 @@ _ENTRY_CHECKS: dict[str, tuple[Any, str]] = {
         and _is_int(v.get("bad_epochs")),
         "a dict with 'best_val_loss' (number), 'best_epoch' and 'bad_epochs' (ints)",
     ),
-    "rng": (_is_rng_list, "a non-empty list of RNG snapshots (dicts with 'torch', 'python', 'numpy')"),
-    "history": (_is_history, "a list of metric rows (dicts with a number 'epoch_time')"),
+    "rng": (
+        lambda v: _is_list_of(v, lambda r: {"torch", "python", "numpy"} <= set(r)) and len(v) > 0,
+        "a non-empty list of RNG snapshots (dicts with 'torch', 'python', 'numpy')",
+    ),
+    "history": (
+        lambda v: _is_list_of(v, lambda r: _is_number(r.get("epoch_time"))),
+        "a list of metric rows (dicts with a number 'epoch_time')",
+    ),
     "train_time": (_is_number, "a number of seconds"),
     "config": (lambda v: isinstance(v, Mapping), "a dict of settings"),
 }  # fmt: skip
@@ -451,14 +454,10 @@ def resume_training(
         _restore(path, "scaler", scaler.load_state_dict, ckpt["scaler"])
     es = ckpt["early_stopping"]
     state = TrainState(
-        epoch=int(ckpt["epoch"]),
-        history=list(ckpt["history"]),
-        best_val_loss=float(es["best_val_loss"]),
-        best_epoch=int(es["best_epoch"]),
-        bad_epochs=int(es["bad_epochs"]),
-        train_time=float(ckpt.get("train_time", 0.0)),
-        last_checkpoint=path,
-    )
+        epoch=int(ckpt["epoch"]), history=list(ckpt["history"]), best_val_loss=float(es["best_val_loss"]),
+        best_epoch=int(es["best_epoch"]), bad_epochs=int(es["bad_epochs"]),
+        train_time=float(ckpt.get("train_time", 0.0)), last_checkpoint=path,
+    )  # fmt: skip
     changed = {k: (ckpt["config"].get(k), v) for k, v in config.items() if ckpt["config"].get(k) != v}
     if changed:
         logger.warning("resuming %s with changed settings (checkpoint -> now): %s", path, changed)
@@ -510,6 +509,7 @@ __all__ = [
     "CheckpointError",
     "LAST_CHECKPOINT",
     "TrainState",
+    "atomic_write",
     "capture_rng_state",
     "content_digest",
     "find_resume_checkpoint",

@@ -10,6 +10,7 @@ expected. The data-set checks (:func:`check_dataset`) and the mixed-precision dt
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from ..checks import check_bool, check_float, check_int
+from ..losses import DiceLoss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -63,13 +67,8 @@ def check_positive(name: str, value: object, kind: type = int, allow_none: bool 
     """``value`` if it is a positive int (``kind=int``) or number (``kind=float``), or ``None`` when allowed."""
     if value is None and allow_none:
         return None
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok:
-        raise TypeError(f"{name} must be {'a number' if kind is float else 'an int'}, got {type(value).__name__} {value!r}")
-    if value <= 0:  # type: ignore[operator]
+    number = check_float(name, value, -math.inf) if kind is float else check_int(name, value, None)
+    if not number > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return value
 
@@ -85,9 +84,7 @@ def resolve_amp_dtype(amp: bool, amp_dtype: "Optional[Union[str, torch.dtype]]",
 
     Default: bfloat16 on CPU; on CUDA bfloat16 where the GPU supports it, else float16.
     """
-    if not isinstance(amp, bool):
-        raise TypeError(f"amp must be a bool, got {type(amp).__name__}")
-    if not amp:
+    if not check_bool("amp", amp):
         return None
     if amp_dtype is None:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -105,11 +102,7 @@ def resolve_amp_dtype(amp: bool, amp_dtype: "Optional[Union[str, torch.dtype]]",
 
 def default_loss() -> LossFn:
     """The paper's loss: sigmoid soft Dice per channel, from :mod:`spatialrec.losses`."""
-    try:
-        from .. import losses
-    except ImportError as err:
-        raise ImportError(f"spatialrec.losses is not available in this build ({err}); pass loss_fn explicitly") from err
-    return losses.DiceLoss()
+    return DiceLoss()
 
 
 @dataclass(frozen=True)
@@ -160,27 +153,24 @@ class FitConfig:
             TypeError, ValueError: an argument of the wrong type or out of range; the message
                 names it, the value and what is expected.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in arguments.items() if k in names}
-        check_positive("epochs", kw.get("epochs", 300))
-        check_positive("batch_size", kw.get("batch_size", 8))
-        check_positive("lr", kw.get("lr", 1e-4), float)
-        check_positive("patience", kw.get("patience", 30), int, allow_none=True)
-        check_positive("grad_clip", kw.get("grad_clip"), float, allow_none=True)
-        check_positive("time_budget", kw.get("time_budget"), float, allow_none=True)
-        eval_bs = check_positive("eval_batch_size", kw.get("eval_batch_size"), int, allow_none=True)
-        kw["eval_batch_size"] = eval_bs or kw.get("batch_size", 8)
-        threshold = kw.get("threshold", 0.5)
-        if not 0.0 < float(threshold) < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        seed = kw.get("seed", 0)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in arguments.items() if k in defaults}
+        a = {**defaults, **kw, "eval_batch_size": kw.get("eval_batch_size")}  # what is checked
+        for name, kind, allow_none in (
+            ("epochs", int, False), ("batch_size", int, False), ("lr", float, False), ("patience", int, True),
+            ("grad_clip", float, True), ("time_budget", float, True), ("eval_batch_size", int, True),
+        ):  # fmt: skip
+            check_positive(name, a[name], kind, allow_none)
+        kw["eval_batch_size"] = a["eval_batch_size"] or a["batch_size"]
+        if not 0.0 < float(a["threshold"]) < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {a['threshold']}")
+        seed = a["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
-            value = kw.get(name, cls.__dataclass_fields__[name].default)
-            if not isinstance(value, str) or value.lower() not in allowed:
-                raise ValueError(f"{name}={value!r} is not supported; expected one of {allowed}")
-        resume, out_dir = kw.get("resume", False), kw.get("out_dir")
+            if not isinstance(a[name], str) or a[name].lower() not in allowed:
+                raise ValueError(f"{name}={a[name]!r} is not supported; expected one of {allowed}")
+        resume, out_dir = a["resume"], a["out_dir"]
         if resume is not False and resume is not None and out_dir is None and not isinstance(resume, (str, os.PathLike)):
             raise ValueError("resume=True needs out_dir (it continues from out_dir/last.pt)")
         kw["out_dir"] = Path(out_dir) if out_dir is not None else None

@@ -49,7 +49,7 @@ class DistContext:
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
-    if value is None or value == "":
+    if not value:
         return default
     try:
         return int(value)
@@ -83,34 +83,24 @@ def resolve_device(device: "str | torch.device") -> torch.device:
 
 
 def setup(device: "str | torch.device" = "auto") -> DistContext:
-    """Join the data-parallel run this process belongs to, starting the process group if needed.
+    """The :class:`DistContext` of this process, starting the process group if needed (see the module docstring).
 
     In a single process (no ``WORLD_SIZE`` > 1 in the environment and no process group yet) this
-    only resolves ``device``. Under ``torchrun`` it initialises ``torch.distributed`` with the
-    ``nccl`` backend when training on CUDA and ``gloo`` on CPU, and on CUDA trains on
-    ``cuda:LOCAL_RANK``. A process group started here is destroyed at interpreter exit.
-
-    Args:
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` (``cuda:LOCAL_RANK`` under torchrun) or a device.
-
-    Returns:
-        The :class:`DistContext` of this process.
+    only resolves ``device`` (``"auto"``, ``"cpu"``, ``"cuda"`` or a device). A process group
+    started here is destroyed at interpreter exit.
     """
     dev = resolve_device(device)
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         local_rank = _env_int("LOCAL_RANK", rank)
     else:
-        world = _env_int("WORLD_SIZE", 1)
-        rank = _env_int("RANK", 0)
-        local_rank = _env_int("LOCAL_RANK", 0)
+        world, rank, local_rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
         if world > 1:
             if not dist.is_available():
                 raise RuntimeError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed support")
             backend = "nccl" if dev.type == "cuda" else "gloo"
             if dev.type == "cuda":
-                # NCCL needs the device bound before the group starts.
-                torch.cuda.set_device(local_rank)
+                torch.cuda.set_device(local_rank)  # NCCL needs the device bound before the group starts
             dist.init_process_group(backend=backend)
             atexit.register(cleanup)
             logger.info("started process group: backend=%s rank=%d world_size=%d", backend, rank, world)
@@ -203,17 +193,9 @@ class ShardedEpochSampler(DistributedSampler):
             raise ValueError(f"the data set is empty (length {length}); it needs at least one sample")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        # DistributedSampler sets rank, shuffle, seed, epoch = 0 and set_epoch.
         super().__init__(range(length), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-        self.length = length
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.pad = pad
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.length, self.world_size, self.pad = length, world_size, pad
 
     def _indices(self) -> list[int]:
         if self.shuffle:

@@ -6,18 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 
-def _kept(checkpoint: Optional[Path]) -> str:
-    if checkpoint is not None:
-        return f"the last good checkpoint {checkpoint} was kept"
-    return "no checkpoint had been written yet"
-
-
 class TrainingDivergedError(FloatingPointError):
     """A run diverged: the loss (:class:`NonFiniteLossError`) or the model's parameters or buffers
     (:class:`NonFiniteStateError`) became NaN or infinite. Training stopped; no checkpoint holds
     the non-finite values.
 
-    Attributes:
+    Attributes (of both):
         epoch: 1-based epoch in which it happened.
         checkpoint: the last good checkpoint (left untouched), or ``None`` if none was written.
     """
@@ -26,14 +20,16 @@ class TrainingDivergedError(FloatingPointError):
     checkpoint: Optional[Path]
 
 
+def _kept(checkpoint: Optional[Path]) -> str:
+    return f"the last good checkpoint {checkpoint} was kept" if checkpoint is not None else "no checkpoint had been written yet"
+
+
 class NonFiniteLossError(TrainingDivergedError):
     """The loss became NaN or infinite; training stopped before the bad step changed any weight.
 
-    Attributes:
-        epoch: 1-based epoch in which it happened.
+    Attributes (besides ``epoch`` and ``checkpoint``):
         step: 1-based step within the epoch, or ``None`` when the validation loss was non-finite.
         value: the offending loss value.
-        checkpoint: the last good checkpoint (left untouched), or ``None`` if none was written.
     """
 
     def __init__(self, epoch: int, step: Optional[int], value: float, checkpoint: Optional[Path]) -> None:
@@ -42,10 +38,7 @@ class NonFiniteLossError(TrainingDivergedError):
             f"non-finite loss ({value}) at {where}; training stopped and {_kept(checkpoint)}. Try a lower learning "
             "rate, gradient clipping (grad_clip) or training without mixed precision."
         )
-        self.epoch = epoch
-        self.step = step
-        self.value = value
-        self.checkpoint = checkpoint
+        self.epoch, self.step, self.value, self.checkpoint = epoch, step, value, checkpoint
 
 
 class NonFiniteStateError(TrainingDivergedError):
@@ -55,10 +48,9 @@ class NonFiniteStateError(TrainingDivergedError):
     overflows to inf while normalising by it keeps the outputs, and so the loss, finite. Found
     after an epoch's training steps, before that epoch's checkpoint is written.
 
-    Attributes:
-        epoch: 1-based epoch after whose training steps the values were found.
+    Attributes (besides ``epoch``, here the epoch after whose training steps the values were found,
+    and ``checkpoint``):
         names: the non-finite tensors (``state_dict`` names), over all processes.
-        checkpoint: the last good checkpoint (left untouched), or ``None`` if none was written.
     """
 
     def __init__(self, epoch: int, names: list[str], checkpoint: Optional[Path]) -> None:
@@ -68,9 +60,7 @@ class NonFiniteStateError(TrainingDivergedError):
             f"the loss stayed finite; training stopped and {_kept(checkpoint)}. The run diverged: try a lower "
             "learning rate or gradient clipping (grad_clip)."
         )
-        self.epoch = epoch
-        self.names = list(names)
-        self.checkpoint = checkpoint
+        self.epoch, self.names, self.checkpoint = epoch, list(names), checkpoint
 
 
 __all__ = ["NonFiniteLossError", "NonFiniteStateError", "TrainingDivergedError"]

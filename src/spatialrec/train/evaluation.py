@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from .. import summary as S
 from . import distributed as D
 from .config import LossFn, check_dataset, check_positive, resolve_amp_dtype
-from .steps import autocast, batch_to, check_output, make_loader, progress_bar
+from .steps import forward, make_loader, progress_bar
 
 
 @torch.no_grad()
@@ -39,10 +39,8 @@ def evaluate(
     """Test a segmentation model: per-case Dice, IoU and HD95, and their summary per class.
 
     The prediction is ``sigmoid(model(image)) > threshold`` per class; each item is a case (an
-    image, or a volume for 3D models). A class's mean and std are taken over the cases where
-    the metric is finite: HD95 is NaN when prediction and ground truth are both empty (counted
-    in ``"undefined"``) and infinite when exactly one of them is (counted in ``"infinite"``; a
-    missed or hallucinated structure, look at this count next to the mean). HD95 is in
+    image, or a volume for 3D models). Means and stds are taken over the cases where a metric is
+    finite, nan/inf HD95 values are counted (see :mod:`spatialrec.summary`); HD95 is in
     millimetres when items carry ``"spacing"``, else in pixels. Under ``torchrun`` every process
     tests its share and the results are gathered, so every process returns the same, complete
     result.
@@ -63,11 +61,8 @@ def evaluate(
         progress: show a tqdm bar (needs ``spatialrec[data]``).
 
     Returns:
-        The summary of :func:`spatialrec.summary.summarise`: ``{"format", "case_kind",
-        "num_cases", "class_names", "dice": S, "iou": S, "hd95": S and "hd95_unit" (if hd95),
-        "loss" (if loss_fn), "per_case": [{"id", "dice": [K], "iou": [K], "hd95": [K]}, ...]}`` with each
-        ``S = {"mean", "std", "per_class", "per_class_std", "per_class_count", "infinite",
-        "per_class_infinite", "undefined", "per_class_undefined"}``.
+        The summary of :func:`spatialrec.summary.summarise` (format in :mod:`spatialrec.summary`),
+        with ``"loss"`` when ``loss_fn`` is given.
     """
     data = check_dataset("data", data)
     check_positive("batch_size", batch_size)
@@ -86,18 +81,16 @@ def evaluate(
     loss_sum, with_spacing = 0.0, 0
     try:
         for batch in loader:
-            image, mask = batch_to(batch, dev)
-            with autocast(dev, dtype):
-                logits = net(image)
-            logits = check_output(logits, mask).float()
+            logits, mask = forward(net, batch, dev, dtype)
+            n = mask.shape[0]
             if loss_fn is not None:
-                loss_sum += float(loss_fn(logits, mask)) * image.shape[0]
+                loss_sum += float(loss_fn(logits, mask)) * n
             values = S.case_metrics(
                 (torch.sigmoid(logits) > threshold).cpu(), (mask > 0.5).cpu(), spacing=batch.get("spacing"), hd95=hd95
             )
-            with_spacing += image.shape[0] if batch.get("spacing") is not None else 0
-            idx = [next(indices) for _ in range(image.shape[0])]
-            ids = batch.get("id", [None] * image.shape[0])
+            with_spacing += n if batch.get("spacing") is not None else 0
+            idx = [next(indices) for _ in range(n)]
+            ids = batch.get("id", [None] * n)
             names = [str(i) if case_id is None else case_id for i, case_id in zip(idx, ids)]
             rows.extend(zip(idx, S.case_rows(names, values)))
             if bar is not None:

@@ -7,14 +7,7 @@ append a row to ``metrics.csv`` and save ``last.pt`` (and ``best.pt`` when the v
 improved). After the last epoch the best weights are put back and, when a test set is given,
 :func:`~spatialrec.train.evaluate` writes per-class test Dice, IoU and HD95 to ``metrics.json``.
 
-``fit`` only orchestrates; the pieces live beside it:
-
-- :mod:`~spatialrec.train.config`: every argument checked before anything starts (``FitConfig``);
-- :mod:`~spatialrec.train.checkpoint`: finding, checking and restoring the checkpoint to resume
-  from (``TrainState``), and writing checkpoints;
-- :mod:`~spatialrec.train.steps`: one training epoch and one validation pass;
-- :mod:`~spatialrec.train.runfiles`: ``metrics.csv``, checkpoints and ``metrics.json`` in ``out_dir``;
-- :mod:`~spatialrec.train.evaluation`: the test (its result format is :mod:`spatialrec.summary`).
+``fit`` only orchestrates; the pieces live beside it (listed in :mod:`spatialrec.train`).
 
 Under ``torchrun`` the same code runs data-parallel (see :mod:`spatialrec.train.distributed`):
 every process trains on its share of each global batch, gradients are averaged by
@@ -36,19 +29,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as D
-from .checkpoint import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    TrainState,
-    capture_rng_state,
-    find_resume_checkpoint,
-    resume_training,
-    training_checkpoint,
-)
-from .config import LR_SCHEDULES, OPTIMIZERS, FitConfig, LossFn, check_dataset, default_loss, resolve_amp_dtype
-from .errors import NonFiniteLossError, NonFiniteStateError, TrainingDivergedError
+from .checkpoint import TrainState, capture_rng_state, find_resume_checkpoint, resume_training, training_checkpoint
+from .config import FitConfig, LossFn, check_dataset, resolve_amp_dtype
+from .errors import NonFiniteLossError, NonFiniteStateError
 from .evaluation import evaluate
-from .runfiles import CSV_COLUMNS, METRICS_CSV, METRICS_JSON, RunFiles
+from .runfiles import CSV_COLUMNS, RunFiles
 from .steps import make_loader, non_finite_state, progress_bar, require_tqdm, seed_everything, train_epoch, validate
 
 logger = logging.getLogger("spatialrec.train")
@@ -84,13 +69,8 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------------------------
-# the pieces of a run
-
-
 def _make_optimizer(name: str, params: Any, lr: float, weight_decay: Optional[float]) -> torch.optim.Optimizer:
-    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
-        raise ValueError(f"optimizer={name!r} is not supported; expected one of {OPTIMIZERS}")
+    """``name`` is checked by :class:`FitConfig` (one of ``OPTIMIZERS``, any case)."""
     if name.lower() == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=0.0 if weight_decay is None else weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.01 if weight_decay is None else weight_decay)
@@ -99,9 +79,7 @@ def _make_optimizer(name: str, params: Any, lr: float, weight_decay: Optional[fl
 def _make_scheduler(
     name: str, optimizer: torch.optim.Optimizer, epochs: int, patience: Optional[int]
 ) -> Optional[Any]:
-    if not isinstance(name, str) or name.lower() not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule={name!r} is not supported; expected one of {LR_SCHEDULES}")
-    name = name.lower()
+    name = name.lower()  # checked by FitConfig: one of LR_SCHEDULES
     if name == "constant":
         return None
     if name == "cosine":
@@ -168,36 +146,20 @@ def _loaders(train_data: Dataset, val_data: Dataset, cfg: FitConfig, ctx: D.Dist
     return train_loader, val_loader
 
 
-def _stop_reason(
-    epoch: int,
-    epochs: int,
-    bad_epochs: int,
-    patience: Optional[int],
-    train_time: float,
-    epoch_time: float,
-    time_budget: Optional[float],
-) -> Optional[str]:
-    """Why training stops after ``epoch`` completed epochs, or ``None`` to go on."""
-    if patience is not None and bad_epochs >= patience:
-        return "early_stopping"
-    if epoch >= epochs:
-        return "max_epochs"
-    if time_budget is not None and train_time + epoch_time > time_budget:
-        return "time_budget"
-    return None
-
-
 def _decide_stop(state: TrainState, cfg: FitConfig, ctx: D.DistContext, epoch_time: float) -> Optional[str]:
-    """:func:`_stop_reason` decided by rank 0 for all: clocks differ, and a process that stopped
-    alone would leave the others waiting forever."""
-    reason = _stop_reason(
-        state.epoch, cfg.epochs, state.bad_epochs, cfg.patience, state.train_time, epoch_time, cfg.time_budget
-    )
+    """Why training stops after ``state.epoch`` completed epochs, or ``None`` to go on.
+
+    Decided by rank 0 for all: clocks differ, and a process that stopped alone would leave the
+    others waiting forever.
+    """
+    reason = None
+    if cfg.patience is not None and state.bad_epochs >= cfg.patience:
+        reason = "early_stopping"
+    elif state.epoch >= cfg.epochs:
+        reason = "max_epochs"
+    elif cfg.time_budget is not None and state.train_time + epoch_time > cfg.time_budget:
+        reason = "time_budget"
     return D.broadcast_object(reason, ctx)
-
-
-def _state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in D.unwrap(model).state_dict().items()}
 
 
 def _run_epoch(
@@ -241,7 +203,7 @@ def _run_epoch(
     improved = val_loss < state.best_val_loss - cfg.min_delta
     if improved:
         state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
-        state.best_weights = _state_dict_cpu(parts.net)
+        state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in parts.net.state_dict().items()}
     else:
         state.bad_epochs += 1
     epoch_time = time.perf_counter() - t0
@@ -260,13 +222,6 @@ def _run_epoch(
     return row, improved
 
 
-def _restore_best(net: nn.Module, state: TrainState) -> None:
-    if state.best_weights is not None:
-        net.load_state_dict(state.best_weights)
-    elif state.history:
-        logger.warning("the best weights (epoch %d) are not available; keeping the last weights", state.best_epoch)
-
-
 def _run_summary(
     cfg: FitConfig, state: TrainState, ctx: D.DistContext, net: nn.Module, test: Optional[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -280,10 +235,6 @@ def _run_summary(
     if test is not None:
         summary["test"] = {k: v for k, v in test.items() if k != "per_case"}
     return summary
-
-
-# --------------------------------------------------------------------------------------------
-# fit
 
 
 def fit(
@@ -431,8 +382,10 @@ def fit(
         if cfg.on_epoch_end is not None:
             cfg.on_epoch_end(dict(row))
 
-    if cfg.restore_best:
-        _restore_best(parts.net, state)
+    if cfg.restore_best and state.best_weights is not None:
+        parts.net.load_state_dict(state.best_weights)
+    elif cfg.restore_best and state.history:
+        logger.warning("the best weights (epoch %d) are not available; keeping the last weights", state.best_epoch)
     test_metrics = None
     if test_data is not None:
         test_metrics = evaluate(
@@ -450,20 +403,4 @@ def fit(
     )  # fmt: skip
 
 
-__all__ = [
-    "BEST_CHECKPOINT",
-    "CSV_COLUMNS",
-    "FitResult",
-    "LAST_CHECKPOINT",
-    "LR_SCHEDULES",
-    "METRICS_CSV",
-    "METRICS_JSON",
-    "NonFiniteLossError",
-    "NonFiniteStateError",
-    "OPTIMIZERS",
-    "TrainingDivergedError",
-    "default_loss",
-    "evaluate",
-    "fit",
-    "resolve_amp_dtype",
-]
+__all__ = ["CSV_COLUMNS", "FitResult", "fit"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..summary import json_safe
-from .checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, save_checkpoint, write_error
+from .checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, atomic_write, save_checkpoint, write_error
 
 CSV_COLUMNS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "epoch_time", "train_time")
 """The columns of ``metrics.csv`` and the keys of each row of ``FitResult.history``."""
@@ -76,24 +76,8 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` atomically: a reader sees the old file or the new one, never a part.
-
-    Raises:
-        OSError: writing failed (e.g. a full disk); it names ``path`` and keeps its ``errno``.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise write_error(err, path, f"{path.name} (the previous one, if any, is intact)") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Replace ``path`` by ``text`` atomically (:func:`~spatialrec.train.checkpoint.atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text), f"{path.name} (the previous one, if any, is intact)", "w")
 
 
 def csv_text(rows: Sequence[dict[str, float]], header: bool = True) -> str:
@@ -113,11 +97,10 @@ class RunFiles:
         self.out_dir = out_dir
 
     def start(self, history: Sequence[dict[str, float]]) -> None:
-        """Create the folder, remove stale temporary files, write ``metrics.csv`` from ``history``.
+        """Create the folder, :func:`remove_stale_temp_files`, write ``metrics.csv`` from ``history``.
 
         The checkpoint's history is the truth: a row written after the last checkpoint (by a
-        run killed in between) is dropped. Temporary files of dead processes (saves cut short
-        by a kill) are removed (:func:`remove_stale_temp_files`).
+        run killed in between) is dropped.
         """
         if self.out_dir is None:
             return

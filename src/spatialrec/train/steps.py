@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .. import metrics as M
 from . import distributed as D
 from .errors import NonFiniteLossError
 
@@ -36,16 +37,11 @@ def make_loader(
     data: Dataset, sampler: D.ShardedEpochSampler, batch_size: int, num_workers: int, device: torch.device, drop_last: bool
 ) -> DataLoader:
     """A DataLoader over ``sampler``'s indices with its own generator (reseeded by the caller)."""
+    # Its own generator, reseeded each epoch, so that worker seeds do not draw on global RNG.
     return DataLoader(
-        data,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=drop_last,
-        # Its own generator, reseeded each epoch, so that worker seeds do not draw on global RNG.
-        generator=torch.Generator(),
-    )
+        data, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda",
+        drop_last=drop_last, generator=torch.Generator(),
+    )  # fmt: skip
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:
@@ -57,10 +53,8 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManag
 
 def batch_to(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``(image, mask)`` of a collated batch, float32 on ``device``."""
-    non_blocking = device.type == "cuda"
-    image = batch["image"].to(device, non_blocking=non_blocking).float()
-    mask = batch["mask"].to(device, non_blocking=non_blocking).float()
-    return image, mask
+    nb = device.type == "cuda"
+    return batch["image"].to(device, non_blocking=nb).float(), batch["mask"].to(device, non_blocking=nb).float()
 
 
 def check_output(logits: object, mask: torch.Tensor) -> torch.Tensor:
@@ -75,6 +69,17 @@ def check_output(logits: object, mask: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def forward(
+    model: nn.Module, batch: dict[str, Any], device: torch.device, dtype: Optional[torch.dtype]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, mask)`` of a collated batch, float32 on ``device``: the model run under :func:`autocast`,
+    its output checked against the masks (:func:`check_output`)."""
+    image, mask = batch_to(batch, device)
+    with autocast(device, dtype):
+        logits = model(image)
+    return check_output(logits, mask).float(), mask
+
+
 def hard_dice_sums(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> tuple[float, int]:
     """Sum over images of the per-image Dice (mean over classes) of the thresholded prediction.
 
@@ -83,12 +88,7 @@ def hard_dice_sums(logits: torch.Tensor, target: torch.Tensor, threshold: float)
     per-epoch validation Dice; the final test metrics come from :func:`~spatialrec.train.evaluate`.
     """
     with torch.no_grad():
-        pred = torch.sigmoid(logits.float()) > threshold
-        tgt = target > 0.5
-        dims = tuple(range(2, pred.dim()))
-        inter = (pred & tgt).sum(dims).double()
-        total = (pred.sum(dims) + tgt.sum(dims)).double()
-        dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+        dice = M.dice(torch.sigmoid(logits.float()) > threshold, target > 0.5).double()
         return float(dice.mean(dim=1).sum()), int(dice.shape[0])
 
 
@@ -117,11 +117,8 @@ def non_finite_state(net: nn.Module, ctx: D.DistContext) -> list[str]:
     returns the same list; ``[]`` when all are finite.
     """
     tensors = [(n, t) for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_floating_point()]
-    if tensors:
-        finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).cpu()
-        names = [n for (n, _), ok in zip(tensors, finite.tolist()) if not ok]
-    else:
-        names = []
+    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).tolist() if tensors else []
+    names = [n for (n, _), ok in zip(tensors, finite) if not ok]
     flag = D.all_reduce_max(torch.tensor([float(bool(names))], device=ctx.device), ctx)
     if flag.item() == 0:
         return []
@@ -189,12 +186,9 @@ def train_epoch(
     sums = torch.zeros(3, dtype=torch.float64)  # loss * n, dice sum, n
     dev = ctx.device
     for step, batch in enumerate(loader):
-        image, mask = batch_to(batch, dev)
         if check_masks and step == 0:
-            check_binary_masks(mask, ctx)
-        with autocast(dev, dtype):
-            logits = train_model(image)
-        logits = check_output(logits, mask).float()
+            check_binary_masks(batch_to(batch, dev)[1], ctx)
+        logits, mask = forward(train_model, batch, dev, dtype)
         loss = loss_fn(logits, mask)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', type(loss).__name__)}")
@@ -211,8 +205,7 @@ def train_epoch(
             nn.utils.clip_grad_norm_(net.parameters(), float(grad_clip))
         scaler.step(optimizer)
         scaler.update()
-        n = image.shape[0]
-        dsum, _ = hard_dice_sums(logits, mask, threshold)
+        dsum, n = hard_dice_sums(logits, mask, threshold)
         sums += torch.tensor([float(loss.detach()) * n, dsum, n], dtype=torch.float64)
         if bar is not None:
             bar.update(1)
@@ -230,12 +223,8 @@ def validate(
     loader.generator.manual_seed(0)  # type: ignore[union-attr]
     sums = torch.zeros(3, dtype=torch.float64)
     for batch in loader:
-        image, mask = batch_to(batch, ctx.device)
-        with autocast(ctx.device, dtype):
-            logits = net(image)
-        logits = check_output(logits, mask).float()
-        n = image.shape[0]
-        dsum, _ = hard_dice_sums(logits, mask, threshold)
+        logits, mask = forward(net, batch, ctx.device, dtype)
+        dsum, n = hard_dice_sums(logits, mask, threshold)
         sums += torch.tensor([float(loss_fn(logits, mask)) * n, dsum, n], dtype=torch.float64)
     sums = D.all_reduce_sum(sums.to(ctx.device), ctx).cpu()
     return float(sums[0] / sums[2]), float(sums[1] / sums[2])
@@ -246,6 +235,7 @@ __all__ = [
     "batch_to",
     "check_binary_masks",
     "check_output",
+    "forward",
     "hard_dice_sums",
     "make_loader",
     "non_finite_state",
