@@ -12,11 +12,11 @@ import atexit
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, cast
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 logger = logging.getLogger("spatialrec.train")
 
@@ -194,7 +194,8 @@ class ShardedEpochSampler(DistributedSampler):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         # DistributedSampler sets rank, shuffle, seed, epoch = 0 and set_epoch.
-        super().__init__(range(length), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        # Only the length of the data set matters here: a range is a map-style stand-in.
+        super().__init__(cast(Dataset, range(length)), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
         self.length, self.world_size, self.pad = length, world_size, pad
 
     def _indices(self) -> list[int]:
