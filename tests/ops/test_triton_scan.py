@@ -95,7 +95,9 @@ def test_triton_bfloat16_input_returns_bfloat16():
     y = directional_gru_scan(x.bfloat16(), *params, "up", backend="triton")
     assert y.dtype == torch.bfloat16
     ref = directional_gru_scan(x.bfloat16().float(), *params, "up", backend="reference")
-    torch.testing.assert_close(y.float(), ref, rtol=0, atol=1e-2)
+    # bfloat16 inputs feed the dots with bf16-rounded operands (tensor cores), float32 accumulation
+    # and gate arithmetic: a few bf16 roundings (2^-8 relative) per line. docs/kernels.md.
+    torch.testing.assert_close(y.float(), ref, rtol=0, atol=2e-2)
 
 
 def test_triton_refuses_cpu_tensors_outside_the_interpreter(monkeypatch):
