@@ -90,11 +90,16 @@ def resolve_backend(backend: str, x: Optional[torch.Tensor] = None) -> str:
                 raise ValueError(f"{BACKEND_ENV_VAR}={env!r} is not a backend; expected one of {BACKENDS} or 'auto'")
             name = env
         else:
-            usable = x is not None and x.is_cuda and triton_available() and _TRITON_FAILURE is None
+            usable = x is not None and _triton_device(x) and triton_available() and _TRITON_FAILURE is None
             name = "triton" if usable else "fused"
     elif name not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not a backend; expected one of {BACKENDS} or 'auto'")
     return name
+
+
+def _triton_device(x: torch.Tensor) -> bool:
+    """Whether ``"auto"`` may run Triton kernels on ``x``'s device (CUDA only; never the interpreter)."""
+    return x.is_cuda
 
 
 # The first Triton compile/launch error "auto" met in this process, if any: from then on "auto"

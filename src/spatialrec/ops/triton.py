@@ -244,15 +244,15 @@ def launch_config(m: int, s: int, mode: int, nslot: int) -> LaunchConfig:
     """The tiles for a line of ``m`` positions, state size ``s``, dot ``mode``, ``nslot`` neighbours.
 
     Chosen so that no kernel spills registers or exceeds shared memory on sm_80/sm_90/sm_100
-    (checked by ``spatialrec.ops.aot`` in CI): the exact ``ieee`` float32 dot runs on CUDA cores
-    and holds three ``BLOCK_M x BLOCK_N`` float32 accumulators in registers, so it gets smaller
-    tiles than the tensor-core modes.
+    (checked by :mod:`spatialrec.ops.aot` in CI; table in ``docs/kernels.md``). Register
+    pressure, not shared memory, is the binding limit: every kernel holds up to three ``BLOCK_M x
+    BLOCK_N`` float32 accumulators plus ``BLOCK_K``-deep operand tiles (with their 64-bit
+    address tensors) per thread; with ``BLOCK_K = 32`` or two pipeline stages, 64x32 tiles
+    already spilled on sm_80 in float32 and bfloat16 alike, 64x32x16 with one stage does not.
     """
     block_m = min(64, max(16, triton.next_power_of_2(m)))
-    cap_n = 32 if mode == IEEE else 64
-    block_n = min(cap_n, max(16, triton.next_power_of_2(s)))
-    block_k = min(32, max(16, triton.next_power_of_2(s)))
-    return LaunchConfig(block_m, block_n, block_k, num_warps=4, num_stages=2)
+    block_n = min(32, max(16, triton.next_power_of_2(s)))
+    return LaunchConfig(block_m, block_n, block_k=16, num_warps=4, num_stages=1)
 
 
 def _acc(dtype: torch.dtype) -> Any:
