@@ -261,6 +261,31 @@ def format_table(results: Sequence[CompileResult]) -> str:
     return "\n".join(rows)
 
 
+def format_wide_table(results: Sequence[CompileResult]) -> str:
+    """The same as :func:`format_table` with one row per kernel and configuration and one
+    ``shared KiB / registers / spill bytes`` column per target (the layout of ``docs/kernels.md``)."""
+    archs = sorted({r.job.arch for r in results})
+    cells: dict[tuple[str, int, str, tuple[int, ...], Any], dict[int, CompileResult]] = {}
+    for r in results:
+        j = r.job
+        cells.setdefault((j.kernel, j.spatial_dims, j.dtype, j.state_sizes, j.config), {})[j.arch] = r
+    head = "| kernel | dims | dtype | S | tile (M x N x K, warps, stages) | " + " | ".join(f"sm_{a}: smem KiB / regs / spill B" for a in archs) + " |"
+    rows = [head, "|" + "---|" * (5 + len(archs))]
+    for (k, d, t, ss, c), by_arch in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2], kv[0][3])):
+        parts = []
+        for a in archs:
+            r = by_arch.get(a)
+            if r is None:
+                parts.append("-")
+            elif not r.ok:
+                parts.append("FAILED")
+            else:
+                flag = "" if not r.problems else " **over**"
+                parts.append(f"{r.shared / 1024:.0f} / {r.registers} / {r.local}{flag}")
+        rows.append(f"| {k} | {d}D | {t} | {','.join(map(str, ss))} | {c.block_m}x{c.block_n}x{c.block_k}, {c.num_warps}, {c.num_stages} | " + " | ".join(parts) + " |")
+    return "\n".join(rows)
+
+
 __all__ = [
     "DTYPES",
     "MAX_REGISTERS",
@@ -272,6 +297,7 @@ __all__ = [
     "compile_matrix",
     "compiled_module",
     "format_table",
+    "format_wide_table",
     "jobs",
     "parse_arch",
     "supported_archs",
