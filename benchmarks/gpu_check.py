@@ -322,6 +322,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\n## Forward+backward of the two sweeps (right, down)\n")
         print(format_timing(timing))
         report.update(correctness=corr, timing=timing)
+        # After all that, "auto" must still pick triton on the GPU: no kernel failed and fell back.
+        from spatialrec.ops import resolve_backend
+        from spatialrec.ops import scan as scan_module
+
+        report["auto"] = {"resolves_to": resolve_backend("auto", torch.zeros(1, 1, 1, 1, device=device)), "triton_failure": scan_module._TRITON_FAILURE}
+        print(f"\nbackend='auto' resolves to {report['auto']['resolves_to']!r}; Triton failure seen by 'auto': {report['auto']['triton_failure']}")
+        if device.type == "cuda" and report["auto"]["resolves_to"] != "triton":
+            failed = True
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return 1 if failed else 0
