@@ -65,8 +65,9 @@ class CompileJob:
 @dataclass
 class CompileResult:
     """What compiling a :class:`CompileJob` gave. ``shared`` in bytes (dynamic shared memory Triton
-    requests at launch), ``registers`` per thread, ``local`` bytes of local memory per thread
-    (ptxas stack frame: register spills; 0 when none), ``seconds`` of compile time."""
+    requests at launch), ``registers`` per thread, ``local`` bytes of stack frame (local memory)
+    per thread, ``spill_stores`` bytes of register spill stores per thread as ``ptxas -v`` reports
+    them (read only when there is a stack frame), ``seconds`` of compile time."""
 
     job: CompileJob
     ok: bool
@@ -75,6 +76,7 @@ class CompileResult:
     local: int = 0
     seconds: float = 0.0
     error: str = ""
+    spill_stores: int = 0
 
     @property
     def problems(self) -> list[str]:
@@ -87,8 +89,8 @@ class CompileResult:
             out.append(f"shared memory {self.shared} B > {limit} B limit of sm_{self.job.arch}")
         if self.registers > MAX_REGISTERS:
             out.append(f"{self.registers} registers > {MAX_REGISTERS}")
-        if self.local > 0:
-            out.append(f"{self.local} B local memory (register spills)")
+        if self.spill_stores > 0:
+            out.append(f"{self.spill_stores} B register spill stores ({self.local} B stack frame)")
         return out
 
 
@@ -177,6 +179,25 @@ def _resource_usage(cubin: bytes, tool: str) -> tuple[int, int]:
     return regs, stack
 
 
+def _spill_stores(ptx: str, arch: int) -> int:
+    """Bytes of register spill stores ``ptxas -v`` reports for ``ptx`` (Triton's own ptxas flags)."""
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability  # type: ignore[import-untyped]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        cmd = [get_ptxas(arch).path, "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={sm_arch_from_capability(arch)}", src, "-o", os.path.join(tmp, "k.o")]
+        log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    stores = 0
+    for line in log.splitlines():
+        if "spill stores" in line:
+            # "    24 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"
+            parts = [p.strip() for p in line.split(",")]
+            stores = max(stores, int(next(p for p in parts if p.endswith("spill stores")).split()[0]))
+    return stores
+
+
 def compile_job(job: CompileJob) -> CompileResult:
     """Compile one job for its target; never raises for a compile error (see ``ok``/``error``)."""
     import triton  # type: ignore[import-untyped]
@@ -206,7 +227,9 @@ def compile_job(job: CompileJob) -> CompileResult:
         )
         tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
         regs, stack = _resource_usage(compiled.asm["cubin"], tool)
-        return CompileResult(job, True, int(compiled.metadata.shared), regs, stack, time.perf_counter() - t0)
+        # A stack frame is not necessarily spilling (ptxas also puts some locals there): ask ptxas.
+        spills = _spill_stores(compiled.asm["ptx"], job.arch) if stack > 0 else 0
+        return CompileResult(job, True, int(compiled.metadata.shared), regs, stack, time.perf_counter() - t0, spill_stores=spills)
     except Exception as err:  # noqa: BLE001 - reported, the caller decides
         msg = " ".join(f"{type(err).__name__}: {err}".split())
         return CompileResult(job, False, seconds=time.perf_counter() - t0, error=msg[:500])
@@ -247,7 +270,7 @@ def supported_archs(candidates: Sequence[int] = (80, 90, 100)) -> tuple[int, ...
 
 def format_table(results: Sequence[CompileResult]) -> str:
     """A Markdown table of ``results`` (one row per kernel, configuration and target)."""
-    head = "| kernel | dims | dtype | S | tile (M x N x K, warps, stages) | target | shared KiB (limit) | regs | spills (local B) | status |"
+    head = "| kernel | dims | dtype | S | tile (M x N x K, warps, stages) | target | shared KiB (limit) | regs | stack / spill stores B | status |"
     rows = [head, "|" + "---|" * 10]
     for r in sorted(results, key=lambda r: (r.job.spatial_dims, r.job.kernel, r.job.dtype, r.job.state_sizes, r.job.arch)):
         j, c = r.job, r.job.config
@@ -256,7 +279,7 @@ def format_table(results: Sequence[CompileResult]) -> str:
         rows.append(
             f"| {j.kernel} | {j.spatial_dims}D | {j.dtype} | {','.join(map(str, j.state_sizes))} | "
             f"{c.block_m}x{c.block_n}x{c.block_k}, {c.num_warps}, {c.num_stages} | sm_{j.arch} | "
-            f"{r.shared / 1024:.0f} ({'-' if limit is None else limit // 1024}) | {r.registers} | {r.local} | {status} |"
+            f"{r.shared / 1024:.0f} ({'-' if limit is None else limit // 1024}) | {r.registers} | {r.local} / {r.spill_stores} | {status} |"
         )
     return "\n".join(rows)
 
@@ -269,7 +292,7 @@ def format_wide_table(results: Sequence[CompileResult]) -> str:
     for r in results:
         j = r.job
         cells.setdefault((j.kernel, j.spatial_dims, j.dtype, j.state_sizes, j.config), {})[j.arch] = r
-    head = "| kernel | dims | dtype | S | tile (M x N x K, warps, stages) | " + " | ".join(f"sm_{a}: smem KiB / regs / spill B" for a in archs) + " |"
+    head = "| kernel | dims | dtype | S | tile (M x N x K, warps, stages) | " + " | ".join(f"sm_{a}: smem KiB / regs / stack B / spill B" for a in archs) + " |"
     rows = [head, "|" + "---|" * (5 + len(archs))]
     for (k, d, t, ss, c), by_arch in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2], kv[0][3])):
         parts = []
@@ -281,7 +304,7 @@ def format_wide_table(results: Sequence[CompileResult]) -> str:
                 parts.append("FAILED")
             else:
                 flag = "" if not r.problems else " **over**"
-                parts.append(f"{r.shared / 1024:.0f} / {r.registers} / {r.local}{flag}")
+                parts.append(f"{r.shared / 1024:.0f} / {r.registers} / {r.local} / {r.spill_stores}{flag}")
         rows.append(f"| {k} | {d}D | {t} | {','.join(map(str, ss))} | {c.block_m}x{c.block_n}x{c.block_k}, {c.num_warps}, {c.num_stages} | " + " | ".join(parts) + " |")
     return "\n".join(rows)
 

@@ -249,10 +249,12 @@ def launch_config(m: int, s: int, mode: int, nslot: int) -> LaunchConfig:
     BLOCK_N`` float32 accumulators plus ``BLOCK_K``-deep operand tiles (with their 64-bit
     address tensors) per thread; with ``BLOCK_K = 32`` or two pipeline stages, 64x32 tiles
     already spilled on sm_80 in float32 and bfloat16 alike, 64x32x16 with one stage does not.
+    The 3D kernels (nine neighbour slots, unrolled) spilled a few bytes with 4 warps on sm_80
+    (tensor-core modes) and sm_100; 8 warps halve the per-thread tile and spill nowhere.
     """
     block_m = min(64, max(16, triton.next_power_of_2(m)))
     block_n = min(32, max(16, triton.next_power_of_2(s)))
-    return LaunchConfig(block_m, block_n, block_k=16, num_warps=4, num_stages=1)
+    return LaunchConfig(block_m, block_n, block_k=16, num_warps=8 if nslot > 3 else 4, num_stages=1)
 
 
 def _acc(dtype: torch.dtype) -> Any:
