@@ -190,7 +190,6 @@ def _gru_fn(h: torch.Tensor) -> Callable[[], None]:
 
 def _sdpa_fn(h: torch.Tensor, dtype: torch.dtype) -> Callable[[], None]:
     """Self-attention over all H*W positions, S channels, one head (q = k = v = the state)."""
-    b, s, hh, w = h.shape
 
     def run() -> None:
         x = h.detach().to(dtype).requires_grad_(True)

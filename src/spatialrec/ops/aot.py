@@ -23,10 +23,8 @@ Usage::
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -106,32 +104,22 @@ def parse_arch(text: str) -> int:
     return int(t)
 
 
-def compiled_module() -> ModuleType:
-    """:mod:`spatialrec.ops.triton` with real (JIT, not interpreted) kernels.
+def kernel_module() -> ModuleType:
+    """:mod:`spatialrec.ops.triton` (its launcher choices, kernel names and dot modes).
 
-    Under ``TRITON_INTERPRET=1`` the kernels of the imported module are interpreter objects that
-    cannot be compiled; a private copy of the module is then loaded with the interpreter off.
+    Its kernels are compilable only when the module was imported without the Triton interpreter
+    (``TRITON_INTERPRET=1`` makes ``triton.jit`` return interpreter objects): :func:`compile_job`
+    checks that, and :func:`compile_matrix` compiles in fresh worker processes without it.
     """
-    from triton.runtime.jit import JITFunction  # type: ignore[import-untyped]
-
     from . import triton as mod
 
-    if isinstance(mod._fwd_line, JITFunction):
-        return mod
-    name = "spatialrec.ops._triton_compiled"
-    if name in sys.modules:
-        return sys.modules[name]
-    saved = os.environ.pop("TRITON_INTERPRET", None)
-    try:
-        spec = importlib.util.spec_from_file_location(name, mod.__file__)
-        assert spec is not None and spec.loader is not None
-        copy = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(copy)
-    finally:
-        if saved is not None:
-            os.environ["TRITON_INTERPRET"] = saved
-    sys.modules[name] = copy
-    return copy
+    return mod
+
+
+def _interpreted(mod: ModuleType) -> bool:
+    from triton.runtime.jit import JITFunction  # type: ignore[import-untyped]
+
+    return not isinstance(mod.KERNELS["_fwd_line"], JITFunction)
 
 
 def _mode(mod: ModuleType, dtype: str) -> int:
@@ -151,7 +139,7 @@ def jobs(
 ) -> list[CompileJob]:
     """The distinct compilations the launcher's choices need (state sizes sharing a configuration
     are grouped into one job)."""
-    mod = compiled_module()
+    mod = kernel_module()
     names = tuple(kernels) if kernels is not None else tuple(mod.KERNELS)
     grouped: dict[tuple[str, int, str, int, Any], list[int]] = {}
     for dims in spatial_dims:
@@ -199,13 +187,21 @@ def _spill_stores(ptx: str, arch: int) -> int:
 
 
 def compile_job(job: CompileJob) -> CompileResult:
-    """Compile one job for its target; never raises for a compile error (see ``ok``/``error``)."""
+    """Compile one job for its target in this process; never raises for a compile error (see
+    ``ok``/``error``).
+
+    Raises:
+        RuntimeError: this process imported the kernels under the Triton interpreter (use
+            :func:`compile_matrix`, which compiles in clean worker processes).
+    """
     import triton  # type: ignore[import-untyped]
     import triton.language as tl  # type: ignore[import-untyped]
     from triton.backends.compiler import GPUTarget  # type: ignore[import-untyped]
     from triton.compiler import ASTSource  # type: ignore[import-untyped]
 
-    mod = compiled_module()
+    mod = kernel_module()
+    if _interpreted(mod):
+        raise RuntimeError("spatialrec.ops.triton was imported with TRITON_INTERPRET=1: its kernels cannot be compiled in this process; use compile_matrix()")
     fn = mod.KERNELS[job.kernel]
     cfg = job.config
     constexprs: dict[str, Any] = {
@@ -243,14 +239,20 @@ def compile_matrix(
     kernels: Optional[Iterable[str]] = None,
     workers: int = 1,
 ) -> list[CompileResult]:
-    """Compile every job of :func:`jobs` (in ``workers`` processes when > 1)."""
-    todo = jobs(archs, dtypes, state_sizes, spatial_dims, kernels)
-    if workers <= 1:
-        return [compile_job(j) for j in todo]
+    """Compile every job of :func:`jobs` in ``workers`` fresh processes (spawned, without
+    ``TRITON_INTERPRET``, so that the kernels are compilable whatever this process imported)."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    todo = jobs(archs, dtypes, state_sizes, spatial_dims, kernels)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx, initializer=_clean_worker) as pool:
         return list(pool.map(compile_job, todo))
+
+
+def _clean_worker() -> None:
+    os.environ.pop("TRITON_INTERPRET", None)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, without its warning
 
 
 def supported_archs(candidates: Sequence[int] = (80, 90, 100)) -> tuple[int, ...]:
@@ -262,9 +264,10 @@ def supported_archs(candidates: Sequence[int] = (80, 90, 100)) -> tuple[int, ...
     for arch in candidates:
         try:
             CUDABackend(GPUTarget("cuda", arch, 32))
-        except Exception:  # noqa: BLE001
-            continue
-        out.append(arch)
+        except Exception:  # noqa: BLE001 - this Triton does not know the target
+            pass
+        else:
+            out.append(arch)
     return tuple(out)
 
 
@@ -297,14 +300,14 @@ def format_wide_table(results: Sequence[CompileResult]) -> str:
     for (k, d, t, ss, c), by_arch in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2], kv[0][3])):
         parts = []
         for a in archs:
-            r = by_arch.get(a)
-            if r is None:
+            cell = by_arch.get(a)
+            if cell is None:
                 parts.append("-")
-            elif not r.ok:
+            elif not cell.ok:
                 parts.append("FAILED")
             else:
-                flag = "" if not r.problems else " **over**"
-                parts.append(f"{r.shared / 1024:.0f} / {r.registers} / {r.local} / {r.spill_stores}{flag}")
+                flag = "" if not cell.problems else " **over**"
+                parts.append(f"{cell.shared / 1024:.0f} / {cell.registers} / {cell.local} / {cell.spill_stores}{flag}")
         rows.append(f"| {k} | {d}D | {t} | {','.join(map(str, ss))} | {c.block_m}x{c.block_n}x{c.block_k}, {c.num_warps}, {c.num_stages} | " + " | ".join(parts) + " |")
     return "\n".join(rows)
 
@@ -318,7 +321,7 @@ __all__ = [
     "CompileResult",
     "compile_job",
     "compile_matrix",
-    "compiled_module",
+    "kernel_module",
     "format_table",
     "format_wide_table",
     "jobs",

@@ -150,7 +150,7 @@ def _fwd_line(prev_ptr, out_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSL
     mask_m = offs_m < M
     mask_n = offs_n < S
     rows_p = _padded_rows(offs_m, A, Bb, NSLOT)
-    r, z, n, gh_n = _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
+    _r, z, n, _gh_n = _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
     mask = mask_m[:, None] & mask_n[None, :]
     s_off = rows_p[:, None] * S + offs_n[None, :]
     p = tl.load(x_ptr + s_off, mask=mask, other=0.0)
