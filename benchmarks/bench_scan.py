@@ -22,7 +22,7 @@ of the total; the backward counted as twice the forward), whatever work it recom
 The ``3d_*`` configurations (``--3d`` runs only those) measure one
 :class:`spatialrec.SpatialDependencyLayer3d` on a volume the same way, with the naive strategy
 carried to 3D (every plane written in place; see ``benchmarks/bench_scan3d.py``) and the 3D GEMM
-shapes (per plane ``(B*plane, 9S) x (9S, 3S)``); ``triton`` is not run there (no 3D kernels).
+shapes (per plane ``(B*plane, 9S) x (9S, 3S)``); ``triton`` runs there too on CUDA (the N-d kernels).
 
 Figures: forward time (no grad), forward+backward time (median of ``--repeats`` runs after
 ``--warmup``, each run alternated with a run of the GEMM ceiling; process CPU time beside wall time), peak extra memory of one forward+backward (CPU: process peak RSS above the level
@@ -210,12 +210,11 @@ def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], 
     torch.manual_seed(0)
     if "depth" in cfg:
         # A 3D configuration: its layer, input, FLOP counts, GEMM shapes and naive strategy come
-        # from bench_scan3d; Triton is not run (3D has no Triton kernels, it would run fused).
+        # from bench_scan3d.
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from bench_scan3d import bench_scan_parts3d
 
         layer, x, flops, sflops, gemm, forward = bench_scan_parts3d(cfg, device)
-        backends = [b for b in backends if b != "triton"]
     else:
         layer = SpatialDependencyLayer(cfg["channels"], cfg["channels"], state_size=cfg["state"], directions=cfg["directions"]).to(device)
         x = torch.randn(cfg["batch"], cfg["channels"], cfg["height"], cfg["width"], device=device)

@@ -10,7 +10,7 @@ On the same inputs and parameters of one :class:`spatialrec.SpatialDependencyLay
 
 - ``naive``: the published 2D strategy carried to 3D: every plane is written in place into the
   state tensor (zero padding and the 9 neighbours by ``torch.cat``), autograd through all of it;
-- ``reference`` and ``fused`` from :mod:`spatialrec.ops` (``auto``/``triton`` run ``fused`` in 3D).
+- ``reference`` and ``fused`` from :mod:`spatialrec.ops` (``triton`` on CUDA: see ``bench_scan.py``).
 
 Figures: forward time (no grad) and forward+backward time (median of ``--repeats`` runs after
 ``--warmup``), and the memory autograd keeps for the backward pass (the bytes of the distinct

@@ -8,9 +8,9 @@ by name and number of spatial dimensions (:mod:`spatialrec.ops.scan`):
 - ``"reference"``: :mod:`spatialrec.ops.reference`, readable, the ground truth for the others;
 - ``"fused"``: :mod:`spatialrec.ops.fused` (2D) and :mod:`spatialrec.ops.fused3d` (3D), custom
   autograd functions (CPU and CUDA);
-- ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels for 2D (imported on first use);
-- ``"auto"``: ``SPATIALREC_BACKEND`` when set, else triton for 2D CUDA tensors when Triton is
-  importable, else fused.
+- ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels for 2D and 3D (imported on first use);
+- ``"auto"``: ``SPATIALREC_BACKEND`` when set, else triton for CUDA tensors when Triton is
+  importable (falling back to fused, with one warning, if a Triton kernel fails), else fused.
 
 Every backend sweeps the canonical direction of a view of the input
 (:mod:`spatialrec.ops.directions`), computes the gates in at least float32

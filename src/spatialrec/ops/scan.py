@@ -8,17 +8,22 @@
 - ``"fused"``: custom autograd functions with hand-written backwards (CPU and CUDA):
   :mod:`spatialrec.ops.fused` (2D: line-major GEMMs) and :mod:`spatialrec.ops.fused3d` (3D: one
   convolution per plane). The algorithms differ, so each dimension has its own kernel.
-- ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels for 2D, imported on first use. There
-  are no 3D Triton kernels: in 3D ``"triton"`` runs ``"fused"``.
+- ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels for 2D and 3D (one N-d kernel set),
+  imported on first use.
 - ``"auto"``: the environment variable ``SPATIALREC_BACKEND`` when set, else ``"triton"`` for
-  2D CUDA tensors when Triton is importable, else ``"fused"``.
+  CUDA tensors when Triton is importable, else ``"fused"``. When ``"auto"`` chose ``"triton"``
+  and compiling or launching a Triton kernel fails (a driver, toolchain or resource error), it
+  warns once, naming the error, and runs ``"fused"`` on the same device from then on
+  (:func:`_run_triton_or_fallback`); an explicit ``backend="triton"`` raises instead.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Callable, Optional
 
@@ -66,10 +71,10 @@ def available_backends() -> tuple[str, ...]:
 def resolve_backend(backend: str, x: Optional[torch.Tensor] = None) -> str:
     """Turn ``backend`` (possibly ``"auto"``) into the backend that runs for tensor ``x``.
 
-    ``"auto"`` reads ``SPATIALREC_BACKEND`` first; without it: ``"triton"`` when ``x`` is a 2D
-    CUDA tensor and Triton is importable, else ``"fused"``. For a 3D ``x`` (5 dims),
-    ``"triton"`` resolves to ``"fused"`` (no 3D Triton kernels). Without ``x`` only the name is
-    checked and resolved.
+    ``"auto"`` reads ``SPATIALREC_BACKEND`` first; without it: ``"triton"`` when ``x`` is a CUDA
+    tensor, Triton is importable and no Triton kernel has failed in this process (see
+    :func:`_run_triton_or_fallback`), else ``"fused"``. Without ``x`` only the name is checked
+    and resolved.
 
     Raises:
         TypeError: ``backend`` is not a string.
@@ -85,12 +90,55 @@ def resolve_backend(backend: str, x: Optional[torch.Tensor] = None) -> str:
                 raise ValueError(f"{BACKEND_ENV_VAR}={env!r} is not a backend; expected one of {BACKENDS} or 'auto'")
             name = env
         else:
-            name = "triton" if x is not None and x.is_cuda and x.dim() == 4 and triton_available() else "fused"
+            usable = x is not None and _triton_device(x) and triton_available() and _TRITON_FAILURE is None
+            name = "triton" if usable else "fused"
     elif name not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not a backend; expected one of {BACKENDS} or 'auto'")
-    if name == "triton" and x is not None and x.dim() == 5:
-        return "fused"
     return name
+
+
+def _triton_device(x: torch.Tensor) -> bool:
+    """Whether ``"auto"`` may run Triton kernels on ``x``'s device (CUDA only; never the interpreter)."""
+    return x.is_cuda
+
+
+# The first Triton compile/launch error "auto" met in this process, if any: from then on "auto"
+# runs "fused" without retrying (a failed compile is slow, and it would fail again).
+_TRITON_FAILURE: Optional[str] = None
+_log = logging.getLogger(__name__)
+
+
+def _auto_without_override(backend: str) -> bool:
+    """Whether ``backend`` is ``"auto"`` left to choose by itself (``SPATIALREC_BACKEND`` unset):
+    only then may a failing Triton kernel fall back; a named backend is the caller's decision."""
+    env = os.environ.get(BACKEND_ENV_VAR, "").strip().lower()
+    return backend.strip().lower() == "auto" and env in ("", "auto")
+
+
+def _run_triton_or_fallback(fn: ScanFn, fallback: ScanFn, args: tuple) -> torch.Tensor:
+    """Run a Triton kernel that ``"auto"`` chose; if it fails to compile or launch, warn once and
+    run ``fallback`` (the ``fused`` kernel) on the same device instead.
+
+    Input errors (``ValueError``, ``TypeError``) are not Triton failures and propagate. A failure
+    in the backward pass cannot be caught here; the Triton function therefore compiles its
+    backward kernels during the forward (see :mod:`spatialrec.ops.triton`).
+    """
+    global _TRITON_FAILURE
+    try:
+        return fn(*args)
+    except (ValueError, TypeError):
+        raise
+    except Exception as err:  # noqa: BLE001 - any compiler/driver error; re-raised by backend="triton"
+        if _TRITON_FAILURE is None:
+            _TRITON_FAILURE = f"{type(err).__name__}: {err}"
+            warnings.warn(
+                f"spatialrec: the Triton scan kernel failed ({_TRITON_FAILURE}); backend='auto' falls back "
+                "to backend='fused' for the rest of this process (pass backend='triton' to get the error)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            _log.warning("Triton scan failed, falling back to fused: %s", _TRITON_FAILURE)
+        return fallback(*args)
 
 
 def _kernel(name: str, spatial_dims: int) -> ScanFn:
@@ -148,10 +196,14 @@ def directional_gru_scan(
     """
     dims = check_scan_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh)
     name = normalize_direction(direction, dims)
-    fn = _kernel(resolve_backend(backend, x), dims)
+    resolved = resolve_backend(backend, x)
+    fn = _kernel(resolved, dims)
+    args = (x, weight_ih, weight_hh, bias_ih, bias_hh, name)
     # The gate precision is the op's business, not autocast's: run the backend outside autocast.
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return fn(x, weight_ih, weight_hh, bias_ih, bias_hh, name)
+        if resolved == "triton" and _auto_without_override(backend):
+            return _run_triton_or_fallback(fn, _kernel("fused", dims), args)
+        return fn(*args)
 
 
 def directional_gru_scan_sequence(
@@ -198,7 +250,8 @@ def directional_gru_scan_sequence(
         with torch.autocast(device_type=x.device.type, enabled=False):
             return fused_directional_gru_scan_sequence(x, [(p[0], p[1], p[2], p[3]) for p in params], names)
     for p, d in zip(params, names):
-        x = directional_gru_scan(x, *p, d, backend=name)
+        # "auto" stays "auto" for Triton, so that each sweep keeps its fallback.
+        x = directional_gru_scan(x, *p, d, backend=backend if name == "triton" else name)
     return x
 
 

@@ -1,42 +1,49 @@
-"""The Triton directional GRU scan: one fused kernel per line, forward and backward.
+"""The Triton directional GRU scan, 2D and 3D: one fused kernel per line, forward and backward.
 
 Same maths as :mod:`spatialrec.ops.reference` (``DESIGN.md``). Imported lazily by
 :func:`spatialrec.ops.directional_gru_scan`; needs ``pip install 'spatialrec[triton]'``. It runs
 on CUDA tensors, and on CPU tensors only under the Triton interpreter (``TRITON_INTERPRET=1``,
 set before this module is imported), which the tests use.
 
-Design. Every direction is the `down` sweep of a view; inside, everything is line-major with one
-zero column on each side of a line: priors, states, gradients are ``(H, B, W + 2, S)`` (``R = B *
-(W + 2)`` padded rows per line). With that padding the neighbour vector of column ``j`` is the
-``3S`` consecutive values of the previous line starting at padded column ``j``, so the kernels
-read it straight from the state buffer (no neighbour copy, no concatenation), and the padding
-rows turn the weight gradients into plain GEMMs over all lines.
+Design. Every direction is the canonical sweep (along dim 2, increasing) of a view; inside,
+everything is line-major with one zero position on each side of every remaining axis: priors,
+states, gradients are ``(L, B, PA, PB, S)``, where a 2D line ``(W,)`` is ``PA = 1`` row of
+``PB = W + 2`` padded columns and a 3D plane ``(A, Bb)`` is ``(A + 2) x (Bb + 2)``. One kernel
+set serves both: a position's neighbour in slot ``k`` (normative order,
+:func:`spatialrec.ops.directions.neighbour_offsets`) is the padded row ``q + off_k`` of the
+previous line, ``off_k = k - 1`` in 2D (3 slots) and ``off_k = (k // 3 - 1) PB + k % 3 - 1`` in
+3D (9 slots), so the kernels read neighbours straight from the state buffer (no gather, no
+copy) and the zero padding makes every shift branch-free.
 
 - Prior term, once: ``W_hh p + b_hh (+ b_ih for r, z)`` for all lines, one cuBLAS GEMM.
-- Forward, per line: ``_fwd_line`` computes ``a W_ih^T`` for an ``(BLOCK_M rows, BLOCK_N
-  state channels)`` tile of all three gates (three ``tl.dot`` accumulators over ``K = 3S``) and
-  applies the gate arithmetic in the epilogue, writing the new line into the state buffer. The
-  line is the unit of synchronisation: kernel boundaries order the lines.
+- Forward, per line: ``_fwd_line`` computes ``a W_ih^T`` for an ``(BLOCK_M positions, BLOCK_N
+  state channels)`` tile of all three gates (three ``tl.dot`` accumulators over ``K = kS``,
+  slot by slot) and applies the gate arithmetic in the epilogue, writing the new line into the
+  state buffer. Kernel boundaries order the lines.
 - Backward, per line from the last: ``_bwd_gates_line`` recomputes the gates the same way and
-  writes the gate gradients ``[dn | dr dz | dn * r]`` and the direct prior gradient ``dh (1 - z)``;
-  ``_bwd_prev_line`` pushes the gradient to the previous line, ``sum_k D[j + 1 - k] W_ih[:, k]``
-  over the three neighbour slots, as one GEMM-like kernel with the shifted rows read directly.
-- After the loop, off the critical path: ``dx += D_h W_hh``, ``dW_hh``, ``dW_ih`` (three shifted
-  GEMMs over all lines at once, thanks to the padding) and the bias sums, by cuBLAS.
+  writes the gate gradients ``[dn | dr dz | dn * r]`` and the direct prior gradient
+  ``dh (1 - z)``; ``_bwd_prev_line`` pushes the gradient to the previous line,
+  ``sum_k D[q - off_k] W_ih[:, kS:(k+1)S]``, reading the shifted rows directly.
+- After the loop, off the critical path: ``dx += D_h W_hh``, ``dW_hh``, ``dW_ih`` (one shifted
+  GEMM per slot over all lines at once, thanks to the padding) and the bias sums, by cuBLAS.
 
-Why per-line kernels and not a persistent kernel: a persistent kernel needs a grid-wide barrier
-between lines, which Triton does not offer portably (and which the interpreter cannot run);
-per-line launches are ~H launches per sweep in the forward and 2H in the backward, which a
-CUDA graph could replay (not done here). GEMM-like tiles use ``input_precision="ieee"`` so float32
-results match the reference to ~1e-6 (TF32 would not).
+Precision of the ``tl.dot`` tiles (:func:`dot_mode`): float32 inputs use ``"ieee"`` (exact
+float32 products, matches the reference to ~1e-6) unless ``SPATIALREC_TRITON_PRECISION=tf32``
+asks for TF32 tensor cores; bfloat16 / float16 inputs feed the dot with operands rounded to
+their own dtype (tensor cores), always accumulating in float32; gate arithmetic and the stored
+states are float32 in every mode. float64 inputs use float64 throughout.
 
-GPU speed: unmeasured in this project so far (no GPU was available when it was written); the
-kernels are checked for correctness in the interpreter only.
+Block shapes (:func:`launch_config`) are chosen per state size and dot mode; every configuration
+the launcher can choose is compiled ahead of time for sm_80/sm_90/sm_100 by
+:mod:`spatialrec.ops.aot` (CPU only, in CI), which checks shared memory and register spills.
+
+Why per-line kernels and not a persistent kernel: see ``docs/kernels.md`` (launch overhead).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -50,28 +57,28 @@ except ImportError as err:  # pragma: no cover - exercised only without triton
 from .directions import from_canonical_view, to_canonical_view
 from .gates import compute_dtype, fold_biases, permute_gates_ih, unpermute_gates_ih
 
+PRECISION_ENV_VAR = "SPATIALREC_TRITON_PRECISION"
+"""``ieee`` (default, exact float32) or ``tf32`` (TF32 tensor cores) for float32 inputs."""
+
+# Dot modes (a constexpr of every kernel).
+IEEE, TF32, BF16, FP16, BF16_EMULATED = 0, 1, 2, 3, 4
+MODE_NAMES = {IEEE: "ieee", TF32: "tf32", BF16: "bf16", FP16: "fp16", BF16_EMULATED: "bf16-emulated"}
+
 
 @triton.jit
-def _gate_dots(prev_ptr, wt_ptr, rows_p, mask_m, offs_n, mask_n, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """``a W_ih^T`` for a tile: a's row ``rows_p`` (padded index of column j) starts at ``(rows_p - 1) * S``."""
-    acc_r = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    acc_z = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_r.dtype)
-    acc_n = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_r.dtype)
-    offs_k = tl.arange(0, BLOCK_K)
-    a_base = (rows_p - 1) * S
-    for k0 in range(0, 3 * S, BLOCK_K):
-        kk = k0 + offs_k
-        mask_k = kk < 3 * S
-        a = tl.load(prev_ptr + a_base[:, None] + kk[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        w_off = kk[:, None] * (3 * S) + offs_n[None, :]
-        w_mask = mask_k[:, None] & mask_n[None, :]
-        w_r = tl.load(wt_ptr + w_off, mask=w_mask, other=0.0)
-        w_z = tl.load(wt_ptr + w_off + S, mask=w_mask, other=0.0)
-        w_n = tl.load(wt_ptr + w_off + 2 * S, mask=w_mask, other=0.0)
-        acc_r += tl.dot(a, w_r, input_precision="ieee")
-        acc_z += tl.dot(a, w_z, input_precision="ieee")
-        acc_n += tl.dot(a, w_n, input_precision="ieee")
-    return acc_r, acc_z, acc_n
+def _dot(a, b, acc, MODE: tl.constexpr):
+    if MODE == 1:
+        acc = tl.dot(a, b, acc, input_precision="tf32")
+    elif MODE == 2:
+        acc = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif MODE == 3:
+        acc = tl.dot(a.to(tl.float16), b.to(tl.float16), acc)
+    elif MODE == 4:
+        # bf16 operands, float32 products: the interpreter's own bf16 dot is wrong (Triton 3.9).
+        acc += tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+    else:
+        acc += tl.dot(a, b, input_precision="ieee")
+    return acc
 
 
 @triton.jit
@@ -81,16 +88,48 @@ def _tanh(x):
 
 
 @triton.jit
-def _fwd_line(prev_ptr, out_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, W, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """One line: ``out[rows] = p + z (n - p)``. Pointers are to line starts in padded layouts."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < S
-    rows_p = (offs_m // W) * (W + 2) + (offs_m % W) + 1
-    acc_r, acc_z, acc_n = _gate_dots(prev_ptr, wt_ptr, rows_p, mask_m, offs_n, mask_n, S, BLOCK_M, BLOCK_N, BLOCK_K, ACC)
+def _padded_rows(offs_m, A, Bb, NSLOT: tl.constexpr):
+    """Compact position ``m`` of a line (batch, a, b) -> its padded row index in ``(B, PA, PB)``."""
+    OFF_A: tl.constexpr = NSLOT // 9  # 1 in 3D (A is padded), 0 in 2D (A = 1, unpadded)
+    per = A * Bb
+    bi = offs_m // per
+    rem = offs_m % per
+    pb = Bb + 2
+    return bi * ((A + 2 * OFF_A) * pb) + (rem // Bb + OFF_A) * pb + rem % Bb + 1
+
+
+@triton.jit
+def _slot_offset(slot, Bb, NSLOT: tl.constexpr):
+    """Padded-row offset of neighbour slot ``slot`` (normative, row-major order)."""
+    OFF_A: tl.constexpr = NSLOT // 9
+    return (slot // 3 - 1) * (Bb + 2) * OFF_A + slot % 3 - 1
+
+
+@triton.jit
+def _gate_dots(prev_ptr, wt_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr):
+    """``a W_ih^T`` for a tile, one neighbour slot at a time (``wt``: ``(NSLOT S, 3S)``, gate columns r, z, n)."""
+    acc_r = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    acc_z = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    acc_n = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    offs_k = tl.arange(0, BLOCK_K)
+    for slot in tl.static_range(NSLOT):
+        src = rows_p + _slot_offset(slot, Bb, NSLOT)
+        for k0 in range(0, S, BLOCK_K):
+            kk = k0 + offs_k
+            mask_k = kk < S
+            a = tl.load(prev_ptr + src[:, None] * S + kk[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            w_off = (slot * S + kk)[:, None] * (3 * S) + offs_n[None, :]
+            w_mask = mask_k[:, None] & mask_n[None, :]
+            acc_r = _dot(a, tl.load(wt_ptr + w_off, mask=w_mask, other=0.0), acc_r, MODE)
+            acc_z = _dot(a, tl.load(wt_ptr + w_off + S, mask=w_mask, other=0.0), acc_z, MODE)
+            acc_n = _dot(a, tl.load(wt_ptr + w_off + 2 * S, mask=w_mask, other=0.0), acc_n, MODE)
+    return acc_r, acc_z, acc_n
+
+
+@triton.jit
+def _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr):
+    """``(r, z, n, W_hn p + b_hn)`` of a tile."""
+    acc_r, acc_z, acc_n = _gate_dots(prev_ptr, wt_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
     mask = mask_m[:, None] & mask_n[None, :]
     gh_off = rows_p[:, None] * (3 * S) + offs_n[None, :]
     gh_r = tl.load(gh_ptr + gh_off, mask=mask, other=0.0)
@@ -100,31 +139,34 @@ def _fwd_line(prev_ptr, out_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, W, S, BLOCK_M
     r = tl.sigmoid(acc_r + gh_r)
     z = tl.sigmoid(acc_z + gh_z)
     n = _tanh(acc_n + b_n[None, :] + r * gh_n)
+    return r, z, n, gh_n
+
+
+@triton.jit
+def _fwd_line(prev_ptr, out_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr):
+    """One line: ``out[q] = p + z (n - p)``. Pointers are to line starts in padded layouts."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < S
+    rows_p = _padded_rows(offs_m, A, Bb, NSLOT)
+    _r, z, n, _gh_n = _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
+    mask = mask_m[:, None] & mask_n[None, :]
     s_off = rows_p[:, None] * S + offs_n[None, :]
     p = tl.load(x_ptr + s_off, mask=mask, other=0.0)
     tl.store(out_ptr + s_off, p + z * (n - p), mask=mask)
 
 
 @triton.jit
-def _bwd_gates_line(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, dh_ptr, d_ptr, dxd_ptr, M, W, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr):
+def _bwd_gates_line(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, dh_ptr, d_ptr, dxd_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr):
     """One line's gate gradients ``d = [dn | dr dz | dn r]`` (rows of 4S) and ``dxd = dh (1 - z)``."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < S
-    rows_p = (offs_m // W) * (W + 2) + (offs_m % W) + 1
-    acc_r, acc_z, acc_n = _gate_dots(prev_ptr, wt_ptr, rows_p, mask_m, offs_n, mask_n, S, BLOCK_M, BLOCK_N, BLOCK_K, ACC)
+    rows_p = _padded_rows(offs_m, A, Bb, NSLOT)
+    r, z, n, gh_n = _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
     mask = mask_m[:, None] & mask_n[None, :]
-    gh_off = rows_p[:, None] * (3 * S) + offs_n[None, :]
-    gh_r = tl.load(gh_ptr + gh_off, mask=mask, other=0.0)
-    gh_z = tl.load(gh_ptr + gh_off + S, mask=mask, other=0.0)
-    gh_n = tl.load(gh_ptr + gh_off + 2 * S, mask=mask, other=0.0)
-    b_n = tl.load(bn_ptr + offs_n, mask=mask_n, other=0.0)
-    r = tl.sigmoid(acc_r + gh_r)
-    z = tl.sigmoid(acc_z + gh_z)
-    n = _tanh(acc_n + b_n[None, :] + r * gh_n)
     s_off = rows_p[:, None] * S + offs_n[None, :]
     p = tl.load(x_ptr + s_off, mask=mask, other=0.0)
     dh = tl.load(dh_ptr + s_off, mask=mask, other=0.0)
@@ -140,65 +182,142 @@ def _bwd_gates_line(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, dh_ptr, d_ptr, dxd_
 
 
 @triton.jit
-def _bwd_prev_line(d_ptr, w_ptr, dprev_ptr, M, W, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """``dprev[q] += sum_k D[q + 1 - k, :3S] W_ih_perm[:, kS:(k+1)S]`` (padded rows; pads of D are zero)."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+def _bwd_prev_line(d_ptr, w_ptr, dprev_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr):
+    """``dprev[q] += sum_k D[q - off_k, :3S] W_ih_perm[:, kS:(k+1)S]`` (padded rows; pads of D are zero)."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < S
-    rows_p = (offs_m // W) * (W + 2) + (offs_m % W) + 1
+    rows_p = _padded_rows(offs_m, A, Bb, NSLOT)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     offs_k = tl.arange(0, BLOCK_K)
-    for slot in range(3):
-        # Column q was slot `slot` of the neighbour vector of column q + 1 - slot.
-        src_rows = rows_p + 1 - slot
+    for slot in tl.static_range(NSLOT):
+        # Position q was slot `slot` of the neighbour vector of position q - off_slot.
+        src = rows_p - _slot_offset(slot, Bb, NSLOT)
         for k0 in range(0, 3 * S, BLOCK_K):
             kk = k0 + offs_k
             mask_k = kk < 3 * S
-            dg = tl.load(d_ptr + src_rows[:, None] * (4 * S) + kk[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-            w = tl.load(w_ptr + kk[:, None] * (3 * S) + slot * S + offs_n[None, :], mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            acc += tl.dot(dg, w, input_precision="ieee")
+            dg = tl.load(d_ptr + src[:, None] * (4 * S) + kk[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            w = tl.load(w_ptr + kk[:, None] * (NSLOT * S) + slot * S + offs_n[None, :], mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = _dot(dg, w, acc, MODE)
     mask = mask_m[:, None] & mask_n[None, :]
     off = rows_p[:, None] * S + offs_n[None, :]
     old = tl.load(dprev_ptr + off, mask=mask, other=0.0)
     tl.store(dprev_ptr + off, old + acc, mask=mask)
 
 
-def _blocks(m: int, s: int) -> tuple[int, int, int]:
+KERNELS = {"_fwd_line": _fwd_line, "_bwd_gates_line": _bwd_gates_line, "_bwd_prev_line": _bwd_prev_line}
+"""Every kernel the launcher runs, by name (compiled ahead of time by :mod:`spatialrec.ops.aot`)."""
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tile shape and launch options of every kernel of one scan."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+
+
+def dot_mode(x_dtype: torch.dtype, dtype: torch.dtype) -> int:
+    """The ``tl.dot`` mode for inputs of ``x_dtype`` computed in ``dtype`` (see the module docstring).
+
+    Raises:
+        ValueError: ``SPATIALREC_TRITON_PRECISION`` is set to something else than ``ieee``/``tf32``.
+    """
+    if dtype == torch.float64:
+        return IEEE
+    if x_dtype == torch.bfloat16:
+        # The interpreter (tests) gets the same rounding of the operands with a float32 dot.
+        return BF16_EMULATED if _interpreting() else BF16
+    if x_dtype == torch.float16:
+        return FP16
+    env = os.environ.get(PRECISION_ENV_VAR, "ieee").strip().lower() or "ieee"
+    if env not in ("ieee", "tf32"):
+        raise ValueError(f"{PRECISION_ENV_VAR}={env!r} is not a precision; expected 'ieee' (exact float32) or 'tf32'")
+    return TF32 if env == "tf32" else IEEE
+
+
+def launch_config(m: int, s: int, mode: int, nslot: int) -> LaunchConfig:
+    """The tiles for a line of ``m`` positions, state size ``s``, dot ``mode``, ``nslot`` neighbours.
+
+    Chosen so that no kernel spills registers or exceeds shared memory on sm_80/sm_90/sm_100
+    (checked by :mod:`spatialrec.ops.aot` in CI; table in ``docs/kernels.md``). Register
+    pressure, not shared memory, is the binding limit: every kernel holds up to three ``BLOCK_M x
+    BLOCK_N`` float32 accumulators plus ``BLOCK_K``-deep operand tiles (with their 64-bit
+    address tensors) per thread; with ``BLOCK_K = 32`` or two pipeline stages, 64x32 tiles
+    already spilled on sm_80 in float32 and bfloat16 alike, 64x32x16 with one stage does not.
+    The 3D kernels (nine neighbour slots, unrolled) spilled a few bytes with 4 warps on sm_80
+    (tensor-core modes) and sm_100; 8 warps halve the per-thread tile and spill nowhere, except
+    with 16-channel tiles on sm_100 (8 B, ptxas's choice at 48 registers), which get 32-row
+    tiles and 4 warps instead.
+    """
     block_m = min(64, max(16, triton.next_power_of_2(m)))
-    block_n = min(64, max(16, triton.next_power_of_2(s)))
-    block_k = min(32, max(16, triton.next_power_of_2(3 * s)))
-    return block_m, block_n, block_k
+    block_n = min(32, max(16, triton.next_power_of_2(s)))
+    if nslot > 3:
+        if block_n == 16:
+            return LaunchConfig(min(block_m, 32), block_n, block_k=16, num_warps=4, num_stages=1)
+        return LaunchConfig(block_m, block_n, block_k=16, num_warps=8, num_stages=1)
+    return LaunchConfig(block_m, block_n, block_k=16, num_warps=4, num_stages=1)
 
 
 def _acc(dtype: torch.dtype) -> Any:
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def _check_device(x: torch.Tensor) -> None:
-    if not x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
+    if not x.is_cuda and not _interpreting():
         raise ValueError(
             f"the triton backend needs CUDA tensors, got x on {x.device}; use backend='fused' on the CPU "
             "(CPU tensors run only under the Triton interpreter, TRITON_INTERPRET=1, for tests)"
         )
 
 
+@dataclass(frozen=True)
+class _Geometry:
+    """A line's shape: ``m`` positions, ``a`` x ``bb`` per batch element, ``nslot`` neighbours."""
+
+    m: int
+    a: int
+    bb: int
+    s: int
+    nslot: int
+
+
 def _padded_lines(x: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
-    """``x: (B, S, H, W)`` -> `down` view in line-major padded ``(H, B, W + 2, S)`` (zero pad columns)."""
+    """``x: (B, S, L, *rest)`` oriented -> canonical line-major padded ``(L, B, PA, PB, S)`` (zero pads)."""
     v = to_canonical_view(x, direction)
-    b, s, h, w = v.shape
-    out = torch.empty((h, b, w + 2, s), dtype=dtype, device=x.device)
-    out[:, :, 0].zero_()
-    out[:, :, -1].zero_()
-    out[:, :, 1:-1].copy_(v.permute(2, 0, 3, 1))
+    b, s, length = v.shape[:3]
+    if v.dim() == 4:
+        out = torch.zeros((length, b, 1, v.shape[3] + 2, s), dtype=dtype, device=x.device)
+        out[:, :, 0, 1:-1].copy_(v.permute(2, 0, 3, 1))
+    else:
+        out = torch.zeros((length, b, v.shape[3] + 2, v.shape[4] + 2, s), dtype=dtype, device=x.device)
+        out[:, :, 1:-1, 1:-1].copy_(v.permute(2, 0, 3, 4, 1))
     return out
 
 
-def _from_padded(lines: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
-    v = from_canonical_view(lines[:, :, 1:-1].permute(1, 3, 0, 2), direction)
+def _interior(lines: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    return lines[:, :, 0, 1:-1] if spatial_dims == 2 else lines[:, :, 1:-1, 1:-1]
+
+
+def _from_padded(lines: torch.Tensor, direction: str, dtype: torch.dtype, spatial_dims: int) -> torch.Tensor:
+    inner = _interior(lines, spatial_dims)
+    perm = (1, 3, 0, 2) if spatial_dims == 2 else (1, 4, 0, 2, 3)
+    v = from_canonical_view(inner.permute(*perm), direction)
     return v.to(dtype=dtype, memory_format=torch.contiguous_format)
+
+
+def _geometry(lines: torch.Tensor, spatial_dims: int) -> _Geometry:
+    _, b, pa, pb, s = lines.shape
+    a = 1 if spatial_dims == 2 else pa - 2
+    return _Geometry(m=b * a * (pb - 2), a=a, bb=pb - 2, s=s, nslot=3 ** (spatial_dims - 1))
 
 
 class _Params:
@@ -206,46 +325,63 @@ class _Params:
         s = weight_hh.shape[1]
         self.s = s
         w_ih = weight_ih.detach().to(dtype)
-        self.w_ih_t = w_ih.t().contiguous()  # (3S in, 3S out) gate order r, z, n along columns
-        self.w_ih_perm = permute_gates_ih(w_ih, s).contiguous()  # rows n, r, z
+        self.w_ih_t = w_ih.t().contiguous()  # (kS in, 3S out) gate order r, z, n along columns
+        self.w_ih_perm = permute_gates_ih(w_ih, s).contiguous()  # (3S, kS) rows n, r, z
         self.w_hh = weight_hh.detach().to(dtype).contiguous()
         self.b_prior, self.b_ih_n = fold_biases(bias_ih.detach().to(dtype), bias_hh.detach().to(dtype), s)
 
     def prior(self, xp: torch.Tensor) -> torch.Tensor:
-        """``xp: (H, B, W + 2, S)`` -> ``(H, B, W + 2, 3S)`` prior term, one GEMM."""
-        h, b, wp2, s = xp.shape
-        return torch.addmm(self.b_prior, xp.view(-1, s), self.w_hh.t()).view(h, b, wp2, 3 * s)
+        """``xp: (L, B, PA, PB, S)`` -> ``(L, B, PA, PB, 3S)`` prior term, one GEMM."""
+        s = xp.shape[-1]
+        return torch.addmm(self.b_prior, xp.view(-1, s), self.w_hh.t()).view(*xp.shape[:-1], 3 * s)
 
 
-def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _launch(kernel: Any, geo: _Geometry, cfg: LaunchConfig, mode: int, dtype: torch.dtype, *args: Any, warmup: bool = False) -> None:
+    grid = (triton.cdiv(geo.m, cfg.block_m), triton.cdiv(geo.s, cfg.block_n))
+    call_args = (*args, geo.m, geo.a, geo.bb, geo.s)
+    meta = dict(NSLOT=geo.nslot, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, ACC=_acc(dtype), MODE=mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if warmup:
+        kernel.warmup(*call_args, grid=grid, **meta)
+    else:
+        kernel[grid](*call_args, **meta)
+
+
+def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, mode: int, compile_backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    dims = x.dim() - 2
     xp = _padded_lines(x, direction, dtype)
-    h, b, wp2, s = xp.shape
-    w, m = wp2 - 2, b * (wp2 - 2)
+    geo = _geometry(xp, dims)
+    cfg = launch_config(geo.m, geo.s, mode, geo.nslot)
     states = torch.empty_like(xp)
-    states[:, :, 0].zero_()
-    states[:, :, -1].zero_()
     states[0].copy_(xp[0])
-    if h > 1:
+    length = xp.shape[0]
+    if length > 1:
+        # Pads must be zero: they are the neighbours outside the image.
+        states[1:].zero_()
         gh = params.prior(xp)
-        bm, bn, bk = _blocks(m, s)
-        grid = (triton.cdiv(m, bm), triton.cdiv(s, bn))
-        for i in range(1, h):
-            _fwd_line[grid](states[i - 1], states[i], gh[i], xp[i], params.w_ih_t, params.b_ih_n, m, w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, ACC=_acc(dtype))
-    return _from_padded(states, direction, x.dtype), states
+        for i in range(1, length):
+            _launch(_fwd_line, geo, cfg, mode, dtype, states[i - 1], states[i], gh[i], xp[i], params.w_ih_t, params.b_ih_n)
+        if compile_backward and not _interpreting():
+            # Compile the backward's kernels now, where a failure can still be caught by the
+            # dispatcher's fallback, instead of in the middle of autograd's backward pass.
+            d = torch.empty((1,), dtype=dtype, device=x.device)
+            _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[0], gh[1], xp[1], params.w_ih_t, params.b_ih_n, d, d, d, warmup=True)
+            _launch(_bwd_prev_line, geo, cfg, mode, dtype, d, params.w_ih_perm, d, warmup=True)
+    return _from_padded(states, direction, x.dtype, dims), states
 
 
-def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, need_params: bool) -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, ...]]]:
-    """Returns ``dx (H, B, W + 2, S)`` and, if asked, ``(dW_ih_perm, dW_hh, db_ih_perm, db_hh)``."""
+def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, mode: int, need_params: bool) -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, ...]]]:
+    """Returns ``dx (L, B, PA, PB, S)`` and, if asked, ``(dW_ih_perm, dW_hh, db_ih_perm, db_hh)``."""
+    dims = x.dim() - 2
     dh = _padded_lines(grad_y, direction, dtype)  # accumulates dL/dh line by line
-    h, b, wp2, s = dh.shape
-    w, m = wp2 - 2, b * (wp2 - 2)
+    geo = _geometry(dh, dims)
+    s, nslot, length = geo.s, geo.nslot, dh.shape[0]
     dx = torch.zeros_like(dh)
     grads = None
-    if h == 1:
+    if length == 1:
         dx.copy_(dh)
         if need_params:
             grads = (
-                torch.zeros((3 * s, 3 * s), dtype=dtype, device=x.device),
+                torch.zeros((3 * s, nslot * s), dtype=dtype, device=x.device),
                 torch.zeros((3 * s, s), dtype=dtype, device=x.device),
                 torch.zeros((3 * s,), dtype=dtype, device=x.device),
                 torch.zeros((3 * s,), dtype=dtype, device=x.device),
@@ -253,26 +389,26 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, param
         return dx, grads
     xp = _padded_lines(x, direction, dtype)
     gh = params.prior(xp)
-    d = torch.zeros((h, b, wp2, 4 * s), dtype=dtype, device=x.device)  # pad rows stay zero
-    bm, bn, bk = _blocks(m, s)
-    grid = (triton.cdiv(m, bm), triton.cdiv(s, bn))
-    for i in range(h - 1, 0, -1):
-        _bwd_gates_line[grid](states[i - 1], gh[i], xp[i], params.w_ih_t, params.b_ih_n, dh[i], d[i], dx[i], m, w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, ACC=_acc(dtype))
-        _bwd_prev_line[grid](d[i], params.w_ih_perm, dh[i - 1], m, w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, ACC=_acc(dtype))
+    d = torch.zeros((*dh.shape[:-1], 4 * s), dtype=dtype, device=x.device)  # pad rows stay zero
+    cfg = launch_config(geo.m, s, mode, nslot)
+    for i in range(length - 1, 0, -1):
+        _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[i - 1], gh[i], xp[i], params.w_ih_t, params.b_ih_n, dh[i], d[i], dx[i])
+        _launch(_bwd_prev_line, geo, cfg, mode, dtype, d[i], params.w_ih_perm, dh[i - 1])
     dx[0].copy_(dh[0])
     d_flat = d[1:].view(-1, 4 * s)
     d_h = d_flat[:, s:]  # (R, 3S) prior-side gate gradients, order r, z, n
     dx[1:].view(-1, s).addmm_(d_h, params.w_hh)
-    dx[:, :, 0].zero_()
-    dx[:, :, -1].zero_()
     if need_params:
         d_i = d_flat[:, : 3 * s]  # input-side gate gradients, order n, r, z
         h_flat = states[:-1].reshape(-1, s)
         rows = d_flat.shape[0]
-        dw_ih = torch.empty((3 * s, 3 * s), dtype=dtype, device=x.device)
-        for k in range(3):
-            # Padded row r of a line read padded row r - 1 + k of the previous line in slot k.
-            torch.mm(d_i[1 : rows - 1].t(), h_flat[k : rows - 2 + k], out=dw_ih[:, k * s : (k + 1) * s])
+        pb = dh.shape[3]
+        reach = pb + 1 if dims == 3 else 1  # largest |offset|: rows closer to the ends are pads
+        dw_ih = torch.empty((3 * s, nslot * s), dtype=dtype, device=x.device)
+        for k in range(nslot):
+            off = ((k // 3 - 1) * pb if dims == 3 else 0) + k % 3 - 1
+            # Padded row q of a line read padded row q + off of the previous line in slot k.
+            torch.mm(d_i[reach : rows - reach].t(), h_flat[reach + off : rows - reach + off], out=dw_ih[:, k * s : (k + 1) * s])
         dw_hh = d_h.t() @ xp[1:].reshape(-1, s)
         grads = (dw_ih, dw_hh, d_i.sum(0), d_h.sum(0))
     return dx, grads
@@ -284,10 +420,14 @@ class TritonDirectionalGRUScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor, direction: str) -> torch.Tensor:  # type: ignore[override]
         dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
-        y, states = _forward(x, _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype), direction, dtype)
+        mode = dot_mode(x.dtype, dtype)
+        params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight_ih, weight_hh, bias_ih, bias_hh))
+        y, states = _forward(x, params, direction, dtype, mode, compile_backward=needs_grad)
         ctx.save_for_backward(x, weight_ih, weight_hh, bias_ih, bias_hh, states)
         ctx.direction = direction
         ctx.dtype = dtype
+        ctx.mode = mode
         return y
 
     @staticmethod
@@ -299,8 +439,9 @@ class TritonDirectionalGRUScan(torch.autograd.Function):
             return None, None, None, None, None, None
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, ctx.dtype)
         s = params.s
-        dx, grads = _backward(grad_y.contiguous(), x, states, params, ctx.direction, ctx.dtype, need_params)
-        out: list[Optional[torch.Tensor]] = [_from_padded(dx, ctx.direction, x.dtype) if ctx.needs_input_grad[0] else None]
+        dims = x.dim() - 2
+        dx, grads = _backward(grad_y.contiguous(), x, states, params, ctx.direction, ctx.dtype, ctx.mode, need_params)
+        out: list[Optional[torch.Tensor]] = [_from_padded(dx, ctx.direction, x.dtype, dims) if ctx.needs_input_grad[0] else None]
         if grads is None:
             out += [None] * 4
         else:
@@ -323,18 +464,27 @@ def triton_directional_gru_scan(
     bias_hh: torch.Tensor,
     direction: str,
 ) -> torch.Tensor:
-    """Sweep ``x: (B, S, H, W)`` in ``direction`` (a canonical name) with the Triton kernels.
+    """Sweep ``x: (B, S, H, W)`` or ``(B, S, D, H, W)`` in ``direction`` (a canonical name) with the Triton kernels.
 
     Inputs are validated by the caller (:func:`spatialrec.ops.directional_gru_scan`). Weights
-    ``weight_ih (3S, 3S)``, ``weight_hh (3S, S)``, biases ``(3S,)``. CUDA tensors (CPU tensors
-    only under ``TRITON_INTERPRET=1``). Gates in float32 (float64 when any operand is float64);
-    returns ``(B, S, H, W)`` in ``x.dtype``. Differentiable once.
+    ``weight_ih (3S, 3S)`` (2D) or ``(3S, 9S)`` (3D), ``weight_hh (3S, S)``, biases ``(3S,)``.
+    CUDA tensors (CPU tensors only under ``TRITON_INTERPRET=1``). Gates in float32 (float64 when
+    any operand is float64); returns ``x``'s shape in ``x.dtype``. Differentiable once.
 
     Raises:
-        ValueError: ``x`` is not on a CUDA device and the Triton interpreter is not enabled.
+        ValueError: ``x`` is not on a CUDA device and the Triton interpreter is not enabled, or
+            ``SPATIALREC_TRITON_PRECISION`` is not ``ieee``/``tf32``.
     """
     _check_device(x)
     return TritonDirectionalGRUScan.apply(x, weight_ih, weight_hh, bias_ih, bias_hh, direction)
 
 
-__all__ = ["TritonDirectionalGRUScan", "triton_directional_gru_scan"]
+__all__ = [
+    "KERNELS",
+    "LaunchConfig",
+    "PRECISION_ENV_VAR",
+    "TritonDirectionalGRUScan",
+    "dot_mode",
+    "launch_config",
+    "triton_directional_gru_scan",
+]
