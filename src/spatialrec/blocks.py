@@ -265,7 +265,7 @@ class UpBlock(nn.Module):
 def set_sdn_backend(module: nn.Module, backend: str) -> int:
     """Set the scan backend of every SDN layer inside ``module``; return how many were set.
 
-    Volumetric SDN layers count too; in 3D ``"triton"`` runs the fused backend.
+    Volumetric SDN layers count too.
 
     Args:
         module: any module (a model, a block); searched recursively.

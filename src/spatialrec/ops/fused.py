@@ -320,7 +320,7 @@ def _backward_lines(
                 prev.add_(da[:, :, s : 2 * s])
                 prev[:, :-1].add_(da[:, 1:, :s])
                 prev[:, 1:].add_(da[:, :-1, 2 * s :])
-                if need_params:
+                if dw_ih is not None and dw_hh is not None and db is not None:
                     dw_ih.addmm_(d[:, : 3 * s].t(), a2)
                     dw_hh.addmm_(d[:, s:].t(), p)
                     db.add_(d.sum(dim=0))
@@ -358,7 +358,7 @@ class FusedDirectionalGRUScan(torch.autograd.Function):
         s = params.s
         # The gradient may stay a strided view of the line buffer: its consumers read it once, and
         # a contiguous copy would cost a full-size allocation at the backward's peak.
-        dx = _from_lines(dx_lines, ctx.direction, x.dtype, contiguous=False) if need_x else None
+        dx = _from_lines(dx_lines, ctx.direction, x.dtype, contiguous=False) if dx_lines is not None else None
         grads = _param_grads(dw_ih, dw_hh, db, s, (weight_ih, weight_hh, bias_ih, bias_hh), ctx.needs_input_grad[1:5])
         return (dx, *grads, None)
 

@@ -28,6 +28,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.nn.grad import conv2d_weight
 
 from .directions import sweep_dim
 from .gates import compute_dtype
@@ -150,7 +151,7 @@ class _FusedPlaneSweep(torch.autograd.Function):
             torch.mul(dh[cur_sl].reshape(nb, s, a, b), keep, out=dx[cur_sl].view(nb, s, a, b))
 
             dgi_flat = dgi.view(nb, 3 * s, a, b)
-            grad_kernel = torch.nn.grad.conv2d_weight(h_prev, kernel.shape, dgi_flat, padding=1)
+            grad_kernel = conv2d_weight(h_prev, kernel.shape, dgi_flat, padding=1)
             d_w_ih = _ih_kernel_grad_to_weight(grad_kernel, s)
             d_b_ih = dgi_flat.sum(dim=(0, 2, 3))
             # The prior-term gate gradients equal the neighbour-term ones except for n: dn_h = dn_i * r.
