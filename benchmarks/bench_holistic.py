@@ -38,6 +38,11 @@ The defaults (48 x 48, 300 steps of batch 8, lr 2e-3, 1200 training images, 60k 
 sized for a shared 2-core CPU in about an hour; they are short for these tasks: read the numbers
 as "what each model learns in 300 steps", and raise ``--steps`` where there is compute.
     python benchmarks/bench_holistic.py --tasks same_shape --seeds 0 1 --steps 1000 --workers 2
+
+    # The longer-training check in docs/holistic.md (settings fixed before it ran): seed 0 only,
+    # 4x the steps, 4000 training images (3.2 passes), one job per task in parallel.
+    PYTHONPATH=src nice -n 19 python benchmarks/bench_holistic.py --seeds 0 --steps 1200 \
+        --num-train 4000 --workers 5 --out benchmarks/results/long
 """
 
 from __future__ import annotations
