@@ -39,6 +39,9 @@ sized for a shared 2-core CPU in about an hour; they are short for these tasks: 
 as "what each model learns in 300 steps", and raise ``--steps`` where there is compute.
     python benchmarks/bench_holistic.py --tasks same_shape --seeds 0 1 --steps 1000 --workers 2
 
+    # Cost only: time per step interleaved over the models at 48, 96 and 192 px.
+    PYTHONPATH=src python benchmarks/bench_holistic.py --cost
+
     # The longer-training check in docs/holistic.md (settings fixed before it ran): seed 0 only,
     # 4x the steps, 4000 training images (3.2 passes), one job per task in parallel.
     PYTHONPATH=src nice -n 19 python benchmarks/bench_holistic.py --seeds 0 --steps 1200 \
@@ -118,6 +121,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--erf-seed", type=int, default=0, help="seed whose models the figures show")
     p.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results; --quick: runs/holistic_quick)")
+    p.add_argument("--cost", action="store_true",
+                   help="only measure time per training step, interleaved round-robin over the models at --cost-sizes "
+                   "(so that changing machine load hits every model alike); writes holistic_cost.json/.md")  # fmt: skip
+    p.add_argument("--cost-sizes", nargs="+", type=int, default=[48, 96, 192], help="image sides for --cost")
+    p.add_argument("--cost-rounds", type=int, default=5, help="timed steps per model and size for --cost")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: cue_any_side only, seed 0, 60 steps, 480 training and 32 test images")  # fmt: skip
     args = p.parse_args(argv)
@@ -508,11 +516,71 @@ def write_report(args: argparse.Namespace, config: dict[str, Any], specs: dict[s
     (args.out / "holistic.md").write_text(markdown(table, tg, config))
 
 
+def measure_cost(args: argparse.Namespace, specs: dict[str, dict[str, Any]]) -> int:
+    """Median time of one training step per model and image size, steps interleaved round-robin."""
+    device = torch.device(args.device)
+    loss_fn = DiceCELoss()
+    rows = []
+    for size in args.cost_sizes:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(args.batch_size, 1, size, size, generator=g).to(device)
+        y = (torch.rand(args.batch_size, 1, size, size, generator=g) > 0.9).float().to(device)
+        nets, opts, times = {}, {}, {}
+        for name in args.models:
+            torch.manual_seed(0)
+            nets[name] = build(name, size, specs[name]["args"][specs[name]["knob"]]).to(device).train()
+            opts[name] = torch.optim.Adam(nets[name].parameters(), lr=args.lr)
+            times[name] = []
+
+        def step(name: str) -> float:
+            t0 = time.perf_counter()
+            opts[name].zero_grad(set_to_none=True)
+            loss_fn(nets[name](x), y).backward()
+            opts[name].step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - t0
+
+        for name in args.models:  # warm-up (Adam state, allocator)
+            step(name)
+        for _ in range(args.cost_rounds):
+            for name in args.models:
+                times[name].append(step(name))
+        base = statistics.median(times[TIME_BASELINE]) if TIME_BASELINE in times else None
+        for name in args.models:
+            med = statistics.median(times[name])
+            rows.append({"size": size, "model": name, "params": count(nets[name]), "step_ms": 1000 * med,
+                         "vs_transunet": med / base if base else None})  # fmt: skip
+            print(f"  {size:>4}px  {name:<14} {1000 * med:8.0f} ms/step  x transunet {rows[-1]['vs_transunet'] or float('nan'):.2f}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": "bench_holistic --cost", "batch_size": args.batch_size, "rounds": args.cost_rounds,
+           "machine": machine(args), "rows": rows}  # fmt: skip
+    (args.out / "holistic_cost.json").write_text(json.dumps(doc, indent=1) + "\n")
+    lines = [
+        f"Time per training step (batch {args.batch_size}, median of {args.cost_rounds} steps interleaved round-robin "
+        "over the models; the same widths as the benchmark, transunet position embeddings laid out for each size):",
+        "",
+        "| image | " + " | ".join(args.models) + " |",
+        "|---|" + "---:|" * len(args.models),
+    ]
+    for size in args.cost_sizes:
+        cells = [r for r in rows if r["size"] == size]
+        lines.append(f"| {size} x {size} | " + " | ".join(
+            f"{r['step_ms']:.0f} ms ({r['vs_transunet']:.2f})" if r["vs_transunet"] else f"{r['step_ms']:.0f} ms" for r in cells
+        ) + " |")  # fmt: skip
+    lines.append("")
+    (args.out / "holistic_cost.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     specs = match_budget(args.models, args.image_size, args.params)
+    if args.cost:
+        return measure_cost(args, specs)
     rf = {}
     print(f"parameter budget {args.params:,} (+-10%):")
     for name, s in specs.items():
