@@ -46,7 +46,7 @@ as "what each model learns in 300 steps", and raise ``--steps`` where there is c
     # 4x the steps, 4000 training images (2.4 passes), one job per task in parallel. The 5-task
     # version was started and stopped (it slowed the main run past the time available); what
     # ran is the 3-task version: cue_any_side (where sdn_unet stayed at unet's level and the
-    # Transformers did not) and the two tasks where no model left the mark-everything level.
+    # Transformers did not) and the two tasks where almost no run left the mark-everything level.
     PYTHONPATH=src nice -n 19 python benchmarks/bench_holistic.py --seeds 0 --steps 1200 \
         --num-train 4000 --workers 3 --tasks cue_any_side same_shape minority_kind \
         --out benchmarks/results/long
