@@ -1,4 +1,4 @@
-"""Data sets: readers for DSB2018, CVC-ClinicDB, LiTS and SegTHOR, a synthetic long-range task,
+"""Data sets: readers for DSB2018, CVC-ClinicDB, LiTS and SegTHOR, synthetic long-range tasks,
 group-wise splits and joint image/mask augmentation.
 
 Every data set yields ``{"image": float32 (C, H, W), "mask": float32 (K, H, W) 0/1, "id": str}``
@@ -16,27 +16,45 @@ from .dsb2018 import DSB2018
 from .lits import LiTS
 from .segthor import SEGTHOR_ORGANS, SegTHOR
 from .splits import assign_splits, make_splits
-from .synthetic import SHAPE_KINDS, SyntheticLongRange, synthetic_splits
+from .synthetic import (
+    HOLISTIC_TASKS,
+    SHAPE_KINDS,
+    ConnectedToMarker,
+    InsideOutside,
+    MinorityKind,
+    SameShapeAsReference,
+    SyntheticLongRange,
+    make_task,
+    synthetic_splits,
+    task_splits,
+)
 from .transforms import Compose, IntensityJitter, RandomAffine, RandomFlip, RandomRot90, default_augmentation
 
 __all__ = [
     "CVCClinicDB",
     "Compose",
+    "ConnectedToMarker",
     "DSB2018",
     "DatasetError",
+    "HOLISTIC_TASKS",
+    "InsideOutside",
     "IntensityJitter",
     "LiTS",
+    "MinorityKind",
     "RandomAffine",
     "RandomFlip",
     "RandomRot90",
     "SEGTHOR_ORGANS",
     "SHAPE_KINDS",
+    "SameShapeAsReference",
     "SegTHOR",
     "SyntheticLongRange",
     "assign_splits",
     "default_augmentation",
     "make_splits",
+    "make_task",
     "synthetic_splits",
+    "task_splits",
 ]
 
 # Volumetric (3D) training: whole CT volumes and random patches of them.
