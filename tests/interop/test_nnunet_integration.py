@@ -208,6 +208,26 @@ def test_load_plain_weights_refuses_mismatches(nnunet: types.ModuleType, plans_f
         nnunet.load_plain_weights(other, other.state_dict())
 
 
+def test_plain_checkpoint_through_nnunets_pretrained_weights(nnunet: types.ModuleType, plans_file: Path, tmp_path: Path) -> None:
+    # docs/nnunet.md: a plain checkpoint converted with load_plain_weights and saved has the SDN
+    # network's keys, so `nnUNetv2_train ... -pretrained_weights` (load_pretrained_weights) takes it.
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    _, plans = nnunet.convert_plans(plans_file, ["2d"], sdn_state_size=4)
+    torch.manual_seed(0)
+    plain = _build(_plans()["configurations"]["2d"]["architecture"], True).eval()
+    converted = _build(plans["configurations"]["2d"]["architecture"], True)
+    nnunet.load_plain_weights(converted, plain.state_dict())
+    torch.save({"network_weights": converted.state_dict()}, tmp_path / "sdn_from_plain.pth")
+    fresh = _build(plans["configurations"]["2d"]["architecture"], True)
+    load_pretrained_weights(fresh, str(tmp_path / "sdn_from_plain.pth"))
+    fresh.eval()
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        # nnU-Net leaves the segmentation layers out of a transfer: compare the features before them.
+        assert torch.equal(fresh.encoder(x)[-1], plain.encoder(x)[-1])
+
+
 # ----------------------------------------------------------------------------- plans command
 
 
