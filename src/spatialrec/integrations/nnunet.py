@@ -292,29 +292,28 @@ def load_plain_weights(network: nn.Module, plain_state_dict: Mapping[str, torch.
     """
     if not isinstance(network, _SDNMixin):
         raise TypeError(f"network must be an SDNPlainConvUNet or SDNResidualEncoderUNet, got {type(network).__name__}")
-    layers = sdn_modules(network)
-    aliases = {name: layer for name, layer in network.named_modules(remove_duplicate=False) if isinstance(layer, ResidualSDN)}
+    # Every name a ResidualSDN is registered under (nnU-Net registers each conv twice, and the
+    # decoder holds the encoder), each mapped to where the plain network kept the replaced conv.
+    aliases = [name for name, m in network.named_modules(remove_duplicate=False) if isinstance(m, ResidualSDN)]
     state = dict(network.state_dict())
-    for key in list(state):
+    used: set[str] = set()
+    for key in state:
         prefix = next((n for n in aliases if key.startswith(n + ".")), None)
-        if prefix is not None:
-            rest = key[len(prefix) + 1 :]
-            if rest.startswith("conv."):
-                plain_key = f"{prefix}.{rest[len('conv.'):]}"
-                if plain_key not in plain_state_dict:
-                    raise RuntimeError(f"plain state_dict has no {plain_key!r} (for the SDN layer {prefix!r})")
-                state[key] = plain_state_dict[plain_key]
-            continue
-        if key not in plain_state_dict:
-            raise RuntimeError(f"plain state_dict has no {key!r}; was it saved from the same network?")
-        state[key] = plain_state_dict[key]
-    expected = set(state) - {k for k in state if any(k.startswith(n + ".") for n in aliases)}
-    expected |= {f"{n}.{k[len('conv.'):]}" for n, layer in aliases.items() for k in layer.state_dict() if k.startswith("conv.")}
-    unexpected = set(plain_state_dict) - expected
+        if prefix is None:
+            plain_key = key
+        elif key.startswith(prefix + ".conv."):
+            plain_key = prefix + key[len(prefix) + len(".conv") :]
+        else:
+            continue  # the SDN branch: reset below
+        if plain_key not in plain_state_dict:
+            raise RuntimeError(f"plain state_dict has no {plain_key!r}; was it saved from the plain twin of this network?")
+        state[key] = plain_state_dict[plain_key]
+        used.add(plain_key)
+    unexpected = sorted(set(plain_state_dict) - used)
     if unexpected:
-        raise RuntimeError(f"plain state_dict has keys the network does not: {sorted(unexpected)[:5]}")
+        raise RuntimeError(f"plain state_dict has keys the network does not: {unexpected[:5]}")
     network.load_state_dict(state, strict=True)
-    for layer in layers.values():
+    for layer in sdn_modules(network).values():
         assert isinstance(layer, ResidualSDN)
         _exact_start(layer, network.sdn_gate_init)
 
