@@ -113,7 +113,7 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> float:
     print("$", " ".join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd)), flush=True)
     start = time.perf_counter()
     with log.open("w") as out:
-        result = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        result = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])

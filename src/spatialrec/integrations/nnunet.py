@@ -64,7 +64,10 @@ from ..layers import ResidualSDN
 from ..ops import DirectionLike
 
 try:
-    from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+    from dynamic_network_architectures.architectures.unet import (
+        PlainConvUNet,
+        ResidualEncoderUNet,
+    )
 except ImportError as err:  # pragma: no cover - exercised in the environment without nnU-Net
     raise ImportError(
         "spatialrec.integrations.nnunet needs nnU-Net v2's networks (dynamic-network-architectures), "
