@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stages", type=int, nargs="+", default=None, help="SDN stages (default: the command's default)")
     p.add_argument("--state-size", type=int, default=16)
     p.add_argument("--timing-iterations", type=int, default=5, help="iterations timed per network (0: skip)")
+    p.add_argument("--timing-threads", type=int, default=1,
+                   help="torch threads while timing (default 1: on a shared CPU more threads measure the "
+                        "scheduler more than the networks)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)  # fmt: skip
 
@@ -137,37 +140,45 @@ def dice_of_folders(pred: Path, truth: Path) -> float:
     return float(np.mean(scores))
 
 
-def seconds_per_iteration(plans_file: Path, configuration: str, n: int) -> float:
-    """One nnU-Net training iteration (forward, deep-supervision loss, backward, SGD step) at the
-    plans' batch and patch size on random data, as nnU-Net builds the network; median of ``n``."""
+def seconds_per_iteration(plans_files: dict[str, Path], configuration: str, n: int) -> dict[str, float]:
+    """One nnU-Net training iteration (forward, deep-supervision Dice + CE loss, backward, SGD
+    step) at the plans' batch and patch size on random data, each network built as nnU-Net builds
+    it; the networks take turns, so a change of machine load hits all of them alike. Returns the
+    median over ``n`` iterations (after one warm-up) per key of ``plans_files``."""
     import torch
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans = PlansManager(str(plans_file))
-    config = plans.get_configuration(configuration)
-    torch.manual_seed(0)
-    net = _build(config)
-    net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
-    x = torch.randn(config.batch_size, 1, *config.patch_size)
-    y = torch.randint(0, 2, (config.batch_size, 1, *config.patch_size)).float()
-    with torch.no_grad():
-        targets = [torch.nn.functional.interpolate(y, size=o.shape[2:], mode="nearest") for o in net(x)]
-    n_out = len(targets)
-    weights = [1 / 2**i for i in range(n_out)]
-    loss_fn = DeepSupervisionWrapper(
-        DC_and_CE_loss({"batch_dice": config.batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}), [w / sum(weights) for w in weights]
-    )
-    times = []
-    for _ in range(n + 1):  # the first one warms up
-        start = time.perf_counter()
-        opt.zero_grad()
-        loss_fn(net(x), targets).backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times[1:]))
+    steps = {}
+    for label, plans_file in plans_files.items():
+        config = PlansManager(str(plans_file)).get_configuration(configuration)
+        torch.manual_seed(0)
+        net = _build(config)
+        net.train()
+        opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
+        x = torch.randn(config.batch_size, 1, *config.patch_size)
+        y = torch.randint(0, 2, (config.batch_size, 1, *config.patch_size)).float()
+        with torch.no_grad():
+            targets = [torch.nn.functional.interpolate(y, size=o.shape[2:], mode="nearest") for o in net(x)]
+        weights = [1 / 2**i for i in range(len(targets))]
+        dice_kwargs = {"batch_dice": config.batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": False}
+        loss_fn = DeepSupervisionWrapper(DC_and_CE_loss(dice_kwargs, {}), [w / sum(weights) for w in weights])
+
+        def step(net=net, opt=opt, x=x, targets=targets, loss_fn=loss_fn) -> None:
+            opt.zero_grad()
+            loss_fn(net(x), targets).backward()
+            opt.step()
+
+        steps[label] = step
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for i in range(n + 1):
+        for label, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if i > 0:  # the first one warms up
+                times[label].append(time.perf_counter() - start)
+    return {label: float(np.median(t)) for label, t in times.items()}
 
 
 def _build(config: object) -> object:
@@ -236,10 +247,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     report = {f"dice_{k}": v for k, v in scores.items()}
     if args.timing_iterations > 0:
-        sec = {
-            label: seconds_per_iteration(pre / DATASET_NAME / f"{p}.json", "2d", args.timing_iterations)
-            for label, p in (("plain", "nnUNetPlans"), ("sdn", "nnUNetPlans_SDN"))
-        }
+        import torch
+
+        torch.set_num_threads(args.timing_threads)
+        sec = seconds_per_iteration(
+            {label: pre / DATASET_NAME / f"{p}.json" for label, p in (("plain", "nnUNetPlans"), ("sdn", "nnUNetPlans_SDN"))},
+            "2d", args.timing_iterations,
+        )  # fmt: skip
         report.update({f"s_per_iteration_{k}": v for k, v in sec.items()})
         report["iteration_cost_ratio"] = sec["sdn"] / sec["plain"]
     report.update({f"seconds_{k}": v for k, v in times.items()})
