@@ -144,7 +144,9 @@ def seconds_per_iteration(plans_files: dict[str, Path], configuration: str, n: i
     """One nnU-Net training iteration (forward, deep-supervision Dice + CE loss, backward, SGD
     step) at the plans' batch and patch size on random data, each network built as nnU-Net builds
     it; the networks take turns, so a change of machine load hits all of them alike. Returns the
-    median over ``n`` iterations (after one warm-up) per key of ``plans_files``."""
+    median wall time over ``n`` iterations (after one warm-up) per key of ``plans_files``, and the
+    median CPU time of the process under ``<key>_cpu`` (on one thread, the work done: unlike the
+    wall time it does not grow when other processes share the cores)."""
     import torch
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
@@ -171,14 +173,18 @@ def seconds_per_iteration(plans_files: dict[str, Path], configuration: str, n: i
             opt.step()
 
         steps[label] = step
-    times: dict[str, list[float]] = {label: [] for label in steps}
+    wall: dict[str, list[float]] = {label: [] for label in steps}
+    cpu: dict[str, list[float]] = {label: [] for label in steps}
     for i in range(n + 1):
         for label, step in steps.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
             if i > 0:  # the first one warms up
-                times[label].append(time.perf_counter() - start)
-    return {label: float(np.median(t)) for label, t in times.items()}
+                wall[label].append(time.perf_counter() - start)
+                cpu[label].append(time.process_time() - start_cpu)
+    out = {label: float(np.median(t)) for label, t in wall.items()}
+    out.update({f"{label}_cpu": float(np.median(t)) for label, t in cpu.items()})
+    return out
 
 
 def _build(config: object) -> object:
@@ -256,6 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )  # fmt: skip
         report.update({f"s_per_iteration_{k}": v for k, v in sec.items()})
         report["iteration_cost_ratio"] = sec["sdn"] / sec["plain"]
+        report["iteration_cpu_cost_ratio"] = sec["sdn_cpu"] / sec["plain_cpu"]
     report.update({f"seconds_{k}": v for k, v in times.items()})
     report["seconds_total"] = time.perf_counter() - started
 
@@ -263,7 +270,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if "iteration_cost_ratio" in report:
         print(
             f"one training iteration: plain {report['s_per_iteration_plain'] * 1e3:.0f} ms, "
-            f"SDN {report['s_per_iteration_sdn'] * 1e3:.0f} ms (ratio {report['iteration_cost_ratio']:.2f})"
+            f"SDN {report['s_per_iteration_sdn'] * 1e3:.0f} ms (ratio {report['iteration_cost_ratio']:.2f}; "
+            f"CPU time ratio {report['iteration_cpu_cost_ratio']:.2f})"
         )
     print(f"total {report['seconds_total']:.0f} s")
     (work / "report.json").write_text(json.dumps(report, indent=2))
