@@ -16,7 +16,7 @@
 Needs ``pip install 'spatialrec[nnunet]'`` (nnU-Net v2 with a torch/torchvision pair that import
 together). Everything lives in ``--work-dir``; nothing else on disk is touched.
 
-    python examples/nnunet_sdn.py --work-dir /tmp/nnunet_sdn --epochs 2 --iterations 50
+    python examples/nnunet_sdn.py --work-dir /tmp/nnunet_sdn --epochs 3 --iterations 40 --val-iterations 3
 
 The run is a demonstration of the mechanics at a size a CPU finishes in minutes, not a benchmark;
 ``docs/nnunet.md`` has the measured numbers.
