@@ -88,7 +88,8 @@ def effective_receptive_field(
             for p, n in zip(point, out.shape[2:]):
                 if not -n <= p < n:
                     raise ValueError(f"point {point} is outside the output of spatial shape {tuple(out.shape[2:])}")
-            (grad,) = torch.autograd.grad(out[(0, channel, *point)], inp)
+            index = (0, channel, *point)
+            (grad,) = torch.autograd.grad(out[index], inp)
     finally:
         model.train(was_training)
     g = grad[0].float()

@@ -14,6 +14,7 @@ from ._io import DatasetError
 from .cvc_clinicdb import CVCClinicDB
 from .dsb2018 import DSB2018
 from .lits import LiTS
+from .patches3d import RandomPatchDataset3d  # volumetric training: random patches of whole CT volumes
 from .segthor import SEGTHOR_ORGANS, SegTHOR
 from .splits import assign_splits, make_splits
 from .synthetic import (
@@ -29,8 +30,10 @@ from .synthetic import (
     task_splits,
 )
 from .transforms import Compose, IntensityJitter, RandomAffine, RandomFlip, RandomRot90, default_augmentation
+from .volumes3d import CTVolumes
 
 __all__ = [
+    "CTVolumes",
     "CVCClinicDB",
     "Compose",
     "ConnectedToMarker",
@@ -43,6 +46,7 @@ __all__ = [
     "MinorityKind",
     "RandomAffine",
     "RandomFlip",
+    "RandomPatchDataset3d",
     "RandomRot90",
     "SEGTHOR_ORGANS",
     "SHAPE_KINDS",
@@ -57,8 +61,3 @@ __all__ = [
     "task_splits",
 ]
 
-# Volumetric (3D) training: whole CT volumes and random patches of them.
-from .patches3d import RandomPatchDataset3d  # noqa: E402
-from .volumes3d import CTVolumes  # noqa: E402
-
-__all__ += ["CTVolumes", "RandomPatchDataset3d"]

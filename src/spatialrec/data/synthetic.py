@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -371,7 +371,7 @@ def _check_int(name: str, value: object, low: int, high: Optional[int] = None) -
 
 def _check_range(name: str, value: object, low: float, high: float) -> tuple[float, float]:
     try:
-        lo, hi = (float(v) for v in value)  # type: ignore[union-attr]
+        lo, hi = (float(v) for v in cast(Iterable[Any], value))
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a pair (low, high), got {value!r}") from None
     if not low <= lo <= hi <= high:
@@ -810,6 +810,7 @@ class SameShapeAsReference(_SyntheticTask):
     def render(self, layout: ObjectsLayout) -> tuple[np.ndarray, np.ndarray]:
         """Draw a layout: image float32 ``(H, W)``, mask bool ``(H, W)``."""
         ref = layout.reference
+        assert ref is not None  # layouts of this task always name their reference object
         image, masks = _draw_objects(self, self.kinds, layout, lambda k: 1.0 if k == ref else 0.6)
         ref_kind = layout.objects[ref][3]
         mask = np.zeros(self.image_size, dtype=bool)

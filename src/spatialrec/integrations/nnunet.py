@@ -54,7 +54,7 @@ import pydoc
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import torch
 from torch import nn
@@ -153,6 +153,7 @@ def _exact_start(layer: ResidualSDN, gate_init: float) -> None:
     out = layer.out_channels
     with torch.no_grad():
         proj = layer.sdn.project_out
+        assert proj.bias is not None  # a 1x1 convolution built with a bias
         proj.weight.zero_()
         proj.bias.zero_()
         proj.bias[out:] = bias_value
@@ -167,7 +168,7 @@ class _SDNMixin:
     sdn_stages: tuple[int, ...]
     sdn_layer_names: list[str]
     sdn_gate_init: float
-    _nnunet_base: type[nn.Module]
+    _nnunet_base: Any  # the dynamic_network_architectures class this one extends
 
     def _add_sdn(
         self,
@@ -178,7 +179,7 @@ class _SDNMixin:
         sdn_backend: str,
     ) -> None:
         assert isinstance(self, nn.Module)
-        self.sdn_stages = _stage_indices(sdn_stages, len(self.encoder.stages))  # type: ignore[attr-defined]
+        self.sdn_stages = _stage_indices(sdn_stages, len(cast(Any, self).encoder.stages))
         names = sdn_conv_names(self, self.sdn_stages)
         # JSON gives lists; the layer wants a sequence of names or codes.
         directions = None if sdn_directions is None else tuple(sdn_directions)
