@@ -96,9 +96,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Te
         The padded tensor and the window ``((start, size), ...)`` of the original in it.
     """
     sizes = x.shape[2:]
-    pads = [(-s) % multiple for s in sizes]
+    # The padded side written as ``multiple * ceil(s / multiple)`` (not ``s + (-s) % multiple``,
+    # the same number): under torch.compile/export with symbolic sizes, the halvings of the
+    # encoder then simplify exactly and no floor expressions reach the decoder's padding.
+    pads = [multiple * -(-s // multiple) - s for s in sizes]
     starts = [p // 2 for p in pads]
-    if any(pads):
+    # Traced (compile, export): pad unconditionally, so that the program does not hold a guard
+    # "no padding needed" that would tie it to sizes that are multiples already.
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or any(pads):
         flat: list[int] = []
         for p, st in zip(reversed(pads), reversed(starts)):  # F.pad lists the last axis first
             flat += [st, p - st]
@@ -108,7 +113,15 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Te
 
 def crop_window(x: torch.Tensor, window: Window) -> torch.Tensor:
     """Cut ``window`` (from :func:`pad_to_multiple`) out of ``x: (B, C, *padded)``."""
-    return x[(..., *(slice(st, st + s) for st, s in window))]
+    if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+        return x[(..., *(slice(st, st + s) for st, s in window))]
+    # Traced: gather the window's indices instead of slicing. A traced slice asks whether it
+    # covers the whole axis and keeps the answer as a shape guard, which would tie a compiled or
+    # exported program to the example's size (multiples of 2**depth or not).
+    first = x.dim() - len(window)
+    for axis, (st, s) in enumerate(window):
+        x = x.index_select(first + axis, torch.arange(s, device=x.device) + st)
+    return x
 
 
 __all__ = [
