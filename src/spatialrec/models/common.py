@@ -99,21 +99,48 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Te
     # The padded side written as ``multiple * ceil(s / multiple)`` (not ``s + (-s) % multiple``,
     # the same number): under torch.compile/export with symbolic sizes, the halvings of the
     # encoder then simplify exactly and no floor expressions reach the decoder's padding.
-    pads = [multiple * -(-s // multiple) - s for s in sizes]
+    # (ceil written with a non-negative numerator: exported integer division truncates.)
+    pads = [multiple * ((s + multiple - 1) // multiple) - s for s in sizes]
     starts = [p // 2 for p in pads]
-    # Traced (compile, export): pad unconditionally, so that the program does not hold a guard
-    # "no padding needed" that would tie it to sizes that are multiples already.
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or any(pads):
-        flat: list[int] = []
-        for p, st in zip(reversed(pads), reversed(starts)):  # F.pad lists the last axis first
-            flat += [st, p - st]
-        x = F.pad(x, flat, mode=mode)
-    return x, tuple((st, s) for st, s in zip(starts, sizes))
+    window = tuple((st, s) for st, s in zip(starts, sizes))
+    if _tracing():
+        # Pad unconditionally (no guard "no padding needed" tying the program to multiples),
+        # and reflect/replicate by gathering indices: the ONNX exporter's reflection pad is
+        # wrong for unequal symbolic pads on the two sides.
+        return (_pad_by_gather(x, pads, starts, mode) if mode != "constant" else _pad(x, pads, starts, mode)), window
+    if any(pads):
+        x = _pad(x, pads, starts, mode)
+    return x, window
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+def _pad(x: torch.Tensor, pads: list[int], starts: list[int], mode: str) -> torch.Tensor:
+    flat: list[int] = []
+    for p, st in zip(reversed(pads), reversed(starts)):  # F.pad lists the last axis first
+        flat += [st, p - st]
+    return F.pad(x, flat, mode=mode)
+
+
+def _pad_by_gather(x: torch.Tensor, pads: list[int], starts: list[int], mode: str) -> torch.Tensor:
+    """``F.pad(x, ..., mode)`` for ``mode`` "reflect" or "replicate", as one gather per axis."""
+    first = x.dim() - len(pads)
+    for axis, (p, st) in enumerate(zip(pads, starts)):
+        n = x.shape[first + axis]
+        idx = torch.arange(n + p, device=x.device) - st
+        if mode == "reflect":
+            idx = (n - 1) - ((n - 1) - idx.abs()).abs()
+        else:
+            idx = idx.clamp(0, n - 1)
+        x = x.index_select(first + axis, idx)
+    return x
 
 
 def crop_window(x: torch.Tensor, window: Window) -> torch.Tensor:
     """Cut ``window`` (from :func:`pad_to_multiple`) out of ``x: (B, C, *padded)``."""
-    if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+    if not _tracing():
         return x[(..., *(slice(st, st + s) for st, s in window))]
     # Traced: gather the window's indices instead of slicing. A traced slice asks whether it
     # covers the whole axis and keeps the answer as a shape guard, which would tie a compiled or
