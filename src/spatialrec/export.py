@@ -208,6 +208,18 @@ def to_onnx(
         output_names=["output"],
         verbose=False,
     )
+    if dynamic:
+        # Dim.AUTO lets export specialise a size it cannot keep symbolic (e.g. a batch of 1);
+        # onnxruntime would then refuse other sizes. Say so now, naming the axes.
+        shape = program.model.graph.inputs[0].shape
+        axes = ([0] if dynamic_batch else []) + list(range(2, example.dim()))
+        fixed = [a for a in axes if isinstance(shape[a], int) and not (a == 0 and example.shape[0] == 1)]
+        if fixed:
+            raise ValueError(
+                f"the exported model has fixed sizes on input axes {fixed} (shape {list(shape)}): "
+                "some operation of the model needs them static; use dynamic=False to export for "
+                "this shape only"
+            )
     program.save(os.fspath(path))
     return program
 

@@ -74,6 +74,14 @@ def check_model_input(
         TypeError: ``x`` is not a floating-point tensor (of the model's dtype outside autocast).
         ValueError: wrong number of dims or channels, or a side smaller than ``2**depth``.
     """
+    if torch.jit.is_tracing():
+        # A trace records the padding to a multiple of 2**depth for the example's size only: at
+        # another size the traced model would return an output of the example's size, silently.
+        raise RuntimeError(
+            f"{model} cannot be traced by torch.jit.trace (nor exported with torch.onnx.export("
+            "dynamo=False)): its padding depends on the input size. Use torch.export.export with "
+            "dynamic_shapes, or spatialrec.export.to_onnx"
+        )
     x = check_input(x, in_channels, spatial_dims, what=f"{model} input", dtype=dtype)
     sizes = tuple(x.shape[2:])
     if min(sizes) < 2**depth:
