@@ -208,10 +208,13 @@ def to_onnx(
         output_names=["output"],
         verbose=False,
     )
+    if program is None:  # only without dynamo; kept for the type checker
+        raise RuntimeError("torch.onnx.export returned no program")
     if dynamic:
         # Dim.AUTO lets export specialise a size it cannot keep symbolic (e.g. a batch of 1);
         # onnxruntime would then refuse other sizes. Say so now, naming the axes.
         shape = program.model.graph.inputs[0].shape
+        assert shape is not None
         axes = ([0] if dynamic_batch else []) + list(range(2, example.dim()))
         fixed = [a for a in axes if isinstance(shape[a], int) and not (a == 0 and example.shape[0] == 1)]
         if fixed:

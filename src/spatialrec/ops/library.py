@@ -173,7 +173,9 @@ def scan_sequence(
             torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for p in params for t in p))
         )
     if not use_op:
-        return directional_gru_scan_sequence(x, params, directions, backend=backend)
+        y = directional_gru_scan_sequence(x, params, directions, backend=backend)
+        # Same memory format as the op (the 2D fused backend returns channels-last strides).
+        return y.contiguous() if x.is_contiguous() and not y.is_contiguous() else y
     flat = [t for p in params for t in p]
     dims = x.dim() - 2
     codes = directions_to_codes(normalize_directions(directions, dims))
