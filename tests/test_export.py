@@ -135,6 +135,16 @@ def test_compile_fullgraph_sdn_unet() -> None:
     _compile_check(model, _shapes(model, _sizes("sdn_unet")))
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_captures_as_one_graph(name: str) -> None:
+    """Dynamo alone (no inductor): one graph, no breaks, for a training forward of each model."""
+    model = _model(name).train()
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(torch.randn(_shapes(model, _sizes(name))[0]))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_compile_fullgraph_every_model(name: str) -> None:
