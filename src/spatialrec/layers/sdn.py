@@ -19,12 +19,11 @@ from ..checks import check_bool, check_choice, check_input, check_int, check_siz
 from ..ops import (
     DEFAULT_DIRECTIONS,
     DirectionLike,
-    directional_gru_scan,
-    directional_gru_scan_sequence,
     normalize_direction,
     normalize_directions,
     num_neighbours,
     resolve_backend,
+    scan_sequence,
 )
 from .nd import conv_cls
 
@@ -80,9 +79,9 @@ class DirectionalGRU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.state_size, self.spatial_dims, dtype=self.weight_hh.dtype)
-        return directional_gru_scan(
-            x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.direction, backend=self.backend
-        )
+        # Through the registered op (one node under compile/export), see spatialrec.ops.library.
+        params = [(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)]
+        return scan_sequence(x, params, (self.direction,), self.backend)
 
     def extra_repr(self) -> str:
         dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
@@ -227,7 +226,7 @@ class SpatialDependencyLayer(nn.Module):
         # tensor costs page faults.
         h = self.project_in(x).tanh_()
         params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in sweeps]
-        h = directional_gru_scan_sequence(h, params, self.directions, backend=backend)
+        h = scan_sequence(h, params, self.directions, backend)
         y = self.project_out(h)
         # Hand back the caller's memory format: a channels-last output would change which
         # convolution algorithms run downstream (and so their rounding) in the caller's network.

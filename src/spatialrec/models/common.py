@@ -74,6 +74,14 @@ def check_model_input(
         TypeError: ``x`` is not a floating-point tensor (of the model's dtype outside autocast).
         ValueError: wrong number of dims or channels, or a side smaller than ``2**depth``.
     """
+    if torch.jit.is_tracing():
+        # A trace records the padding to a multiple of 2**depth for the example's size only: at
+        # another size the traced model would return an output of the example's size, silently.
+        raise RuntimeError(
+            f"{model} cannot be traced by torch.jit.trace (nor exported with torch.onnx.export("
+            "dynamo=False)): its padding depends on the input size. Use torch.export.export with "
+            "dynamic_shapes, or spatialrec.export.to_onnx"
+        )
     x = check_input(x, in_channels, spatial_dims, what=f"{model} input", dtype=dtype)
     sizes = tuple(x.shape[2:])
     if min(sizes) < 2**depth:
@@ -96,20 +104,60 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Te
         The padded tensor and the window ``((start, size), ...)`` of the original in it.
     """
     sizes = x.shape[2:]
-    pads = [(-s) % multiple for s in sizes]
+    # The padded side written as ``multiple * ceil(s / multiple)`` (not ``s + (-s) % multiple``,
+    # the same number): under torch.compile/export with symbolic sizes, the halvings of the
+    # encoder then simplify exactly and no floor expressions reach the decoder's padding.
+    # (ceil written with a non-negative numerator: exported integer division truncates.)
+    pads = [multiple * ((s + multiple - 1) // multiple) - s for s in sizes]
     starts = [p // 2 for p in pads]
+    window = tuple((st, s) for st, s in zip(starts, sizes))
+    if _tracing():
+        # Pad unconditionally (no guard "no padding needed" tying the program to multiples),
+        # and reflect/replicate by gathering indices: the ONNX exporter's reflection pad is
+        # wrong for unequal symbolic pads on the two sides.
+        return (_pad_by_gather(x, pads, starts, mode) if mode != "constant" else _pad(x, pads, starts, mode)), window
     if any(pads):
-        flat: list[int] = []
-        for p, st in zip(reversed(pads), reversed(starts)):  # F.pad lists the last axis first
-            flat += [st, p - st]
-        x = F.pad(x, flat, mode=mode)
-    return x, tuple((st, s) for st, s in zip(starts, sizes))
+        x = _pad(x, pads, starts, mode)
+    return x, window
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+def _pad(x: torch.Tensor, pads: list[int], starts: list[int], mode: str) -> torch.Tensor:
+    flat: list[int] = []
+    for p, st in zip(reversed(pads), reversed(starts)):  # F.pad lists the last axis first
+        flat += [st, p - st]
+    return F.pad(x, flat, mode=mode)
+
+
+def _pad_by_gather(x: torch.Tensor, pads: list[int], starts: list[int], mode: str) -> torch.Tensor:
+    """``F.pad(x, ..., mode)`` for ``mode`` "reflect" or "replicate", as one gather per axis."""
+    first = x.dim() - len(pads)
+    for axis, (p, st) in enumerate(zip(pads, starts)):
+        n = x.shape[first + axis]
+        idx = torch.arange(n + p, device=x.device) - st
+        if mode == "reflect":
+            idx = (n - 1) - ((n - 1) - idx.abs()).abs()
+        else:
+            idx = idx.clamp(0, n - 1)
+        x = x.index_select(first + axis, idx)
+    return x
 
 
 def crop_window(x: torch.Tensor, window: Window) -> torch.Tensor:
     """Cut ``window`` (from :func:`pad_to_multiple`) out of ``x: (B, C, *padded)``."""
-    index: tuple[Any, ...] = (..., *(slice(st, st + s) for st, s in window))
-    return x[index]
+    if not _tracing():
+        index: tuple[Any, ...] = (..., *(slice(st, st + s) for st, s in window))
+        return x[index]
+    # Traced: gather the window's indices instead of slicing. A traced slice asks whether it
+    # covers the whole axis and keeps the answer as a shape guard, which would tie a compiled or
+    # exported program to the example's size (multiples of 2**depth or not).
+    first = x.dim() - len(window)
+    for axis, (st, s) in enumerate(window):
+        x = x.index_select(first + axis, torch.arange(s, device=x.device) + st)
+    return x
 
 
 __all__ = [

@@ -12,6 +12,10 @@ by name and number of spatial dimensions (:mod:`spatialrec.ops.scan`):
 - ``"auto"``: ``SPATIALREC_BACKEND`` when set, else triton for CUDA tensors when Triton is
   importable (falling back to fused, with one warning, if a Triton kernel fails), else fused.
 
+The layers call :func:`scan_sequence`, which goes through the registered operator
+``torch.ops.spatialrec.scan_sequence`` (:mod:`spatialrec.ops.library`) wherever a program is
+traced (``torch.compile``, ``torch.export``, ONNX), so the sweeps are one node there.
+
 Every backend sweeps the canonical direction of a view of the input
 (:mod:`spatialrec.ops.directions`), computes the gates in at least float32
 (:mod:`spatialrec.ops.gates`), and returns a tensor of the input's shape and dtype.
@@ -29,6 +33,7 @@ from .directions import (
     to_canonical_view,
     valid_directions,
 )
+from .library import scan_sequence, scan_sequence_op
 from .reference import reference_directional_gru_scan
 from .scan import (
     BACKEND_ENV_VAR,
@@ -60,6 +65,8 @@ __all__ = [
     "num_neighbours",
     "reference_directional_gru_scan",
     "resolve_backend",
+    "scan_sequence",
+    "scan_sequence_op",
     "to_canonical_view",
     "triton_available",
     "valid_directions",

@@ -1,0 +1,278 @@
+"""Deployment paths: the registered scan op, torch.compile, torch.export and ONNX (spatialrec.export).
+
+Compiles and exports take seconds to tens of seconds each on the CI CPU: the default run covers
+one 2D model per path with the smallest sizes; every registry model runs under ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spatialrec import SpatialDependencyLayer, create_model
+from spatialrec.models import list_models
+from spatialrec.ops import scan_sequence, scan_sequence_op
+
+S = 4
+TINY = dict(base_width=4, depth=2, state_size=4)
+
+
+def _params(spatial_dims: int, n: int, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
+    k = 3 ** (spatial_dims - 1)
+    out = []
+    for _ in range(n):
+        for shape in ((3 * S, k * S), (3 * S, S), (3 * S,), (3 * S,)):
+            out.append((torch.rand(shape, dtype=dtype) - 0.5).requires_grad_())
+    return out
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, **TINY)
+
+
+def _shapes(model: torch.nn.Module, sizes: list[tuple[int, ...]], batch: int = 2) -> list[tuple[int, ...]]:
+    return [(batch, model.in_channels, *s) for s in sizes]
+
+
+def _sizes(name: str) -> list[tuple[int, ...]]:
+    # Batch 2 (a batch of 1 is specialised) and not square first: see docs/deploy.md (an inductor
+    # bug with duck-shaped H == W in training).
+    return [(8, 12, 10), (9, 11, 13)] if name.endswith("3d") else [(16, 20), (17, 23)]
+
+
+# ------------------------------------------------------------------------------ the op
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+@pytest.mark.parametrize("spatial_dims,directions", [(2, [0, 3]), (3, [4, 1])])
+def test_opcheck_scan_sequence(backend: str, spatial_dims: int, directions: list[int]) -> None:
+    """Schema, fake (meta) implementation, autograd registration and AOT dispatch of the op."""
+    torch.manual_seed(0)
+    x = torch.randn((2, S, 4, 5) if spatial_dims == 2 else (1, S, 3, 4, 5), dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(scan_sequence_op, (x, _params(spatial_dims, len(directions)), directions, backend))
+
+
+def test_gradcheck_through_op() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, S, 4, 5, dtype=torch.float64, requires_grad=True)
+    flat = _params(2, 2)
+
+    def f(x: torch.Tensor, *flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.spatialrec.scan_sequence(x, list(flat), [0, 2], "fused")
+
+    assert torch.autograd.gradcheck(f, (x, *flat))
+
+
+def test_op_matches_backend_and_keeps_memory_format() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, S, 6, 7).contiguous(memory_format=torch.channels_last)
+    flat = [p.detach().float() for p in _params(2, 2)]
+    params = [tuple(flat[i : i + 4]) for i in (0, 4)]
+    y_op = scan_sequence(x, params, ("right", "down"), "fused", use_op=True)
+    y_ref = scan_sequence(x, params, ("right", "down"), "reference", use_op=False)
+    torch.testing.assert_close(y_op, y_ref, rtol=1e-5, atol=1e-5)
+    assert y_op.stride() == torch.empty_like(x).stride()
+
+
+def test_layer_uses_op_when_traced() -> None:
+    layer = SpatialDependencyLayer(3, 4, state_size=S).eval()
+    gm = torch.export.export(layer, (torch.randn(2, 3, 6, 7),)).graph_module
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert targets.count(scan_sequence_op) == 1
+
+
+# ------------------------------------------------------------------------------ torch.compile
+
+
+def _grads(model: torch.nn.Module, fn, x: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad()
+    fn(x).square().mean().backward()
+    return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def _compile_check(model: torch.nn.Module, shapes: list[tuple[int, ...]], backend: str = "inductor") -> None:
+    """fullgraph + dynamic: a training step per shape (gradients match eager) and an eval forward
+    per shape (matches eager), neither recompiling for a new size.
+
+    Inductor on the CPU specialises the sizes of a convolution's input-gradient (torch 2.13,
+    any conv net, see docs/deploy.md), so with inductor the training step is checked at the
+    first shape only; ``aot_eager`` checks that the captured training graph itself is dynamic.
+    """
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=backend)
+    model.train()
+    train_shapes = shapes if backend != "inductor" else shapes[:1]
+    try:
+        for i, shape in enumerate(train_shapes):
+            x = torch.randn(shape)
+            got, ref = _grads(model, compiled, x), _grads(model, model, x)
+            assert len(got) == len(ref) > 0
+            for g, r in zip(got, ref):
+                torch.testing.assert_close(g, r, rtol=1e-3, atol=1e-4)
+            torch._dynamo.config.error_on_recompile = True  # later shapes reuse this graph
+        torch._dynamo.config.error_on_recompile = False
+        model.eval()  # a new graph: the mode is guarded
+        with torch.no_grad():
+            for i, shape in enumerate(shapes):
+                x = torch.randn(shape)
+                torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+                torch._dynamo.config.error_on_recompile = True
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+
+
+@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
+def test_compile_fullgraph_layer(backend: str) -> None:
+    torch.manual_seed(0)
+    layer = SpatialDependencyLayer(3, 4, state_size=S, directions=("right", "up"))
+    _compile_check(layer, [(2, 3, 6, 9), (3, 3, 11, 7)], backend)
+
+
+@pytest.mark.slow  # about 4 minutes of inductor compilation on the CI CPU
+def test_compile_fullgraph_sdn_unet() -> None:
+    model = _model("sdn_unet")
+    _compile_check(model, _shapes(model, _sizes("sdn_unet")))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_captures_as_one_graph(name: str) -> None:
+    """Dynamo alone (no inductor): one graph, no breaks, for a training forward of each model."""
+    model = _model(name).train()
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(torch.randn(_shapes(model, _sizes(name))[0]))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+_INDUCTOR_TRANSUNET = pytest.mark.xfail(
+    reason="torch 2.13 inductor, dynamic shapes: lowering the TransUNet forward fails in "
+    "ir.get_stride_order ('cannot determine truth value of Relational: 256*((s0+3)//4)*((s53+3)//4) < 8'); "
+    "dynamo captures it as one graph (test_every_model_captures_as_one_graph)",
+    strict=False,
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=_INDUCTOR_TRANSUNET) if "transunet" in n else n for n in list_models()]
+)
+def test_compile_fullgraph_every_model(name: str) -> None:
+    model = _model(name)
+    _compile_check(model, _shapes(model, _sizes(name)))
+
+
+# ------------------------------------------------------------------------------ torch.export
+
+
+def _export_check(model: torch.nn.Module, example: tuple[int, ...], other: tuple[int, ...]) -> None:
+    from torch.export import Dim
+
+    model.eval()
+    dims = {0: Dim.AUTO, **{d: Dim.AUTO for d in range(2, len(example))}}
+    ep = torch.export.export(model, (torch.randn(example),), dynamic_shapes=(dims,))
+    x = torch.randn(other)
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), model(x), rtol=1e-5, atol=1e-6)
+    # Parameters stay parameters (not frozen into constants).
+    assert len(ep.graph_signature.parameters) == len(list(model.parameters()))
+
+
+def test_export_dynamic_layer() -> None:
+    torch.manual_seed(0)
+    _export_check(SpatialDependencyLayer(3, 4, state_size=S), (2, 3, 8, 8), (1, 3, 13, 6))
+
+
+def test_export_dynamic_sdn_unet() -> None:
+    model = _model("sdn_unet")
+    _export_check(model, (2, 3, 32, 32), (1, 3, 17, 23))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_export_dynamic_every_model(name: str) -> None:
+    model = _model(name)
+    example, other = _shapes(model, [(8, 8, 8), (9, 11, 10)] if name.endswith("3d") else [(32, 32), (17, 23)])
+    _export_check(model, example, other)
+
+
+# ------------------------------------------------------------------------------ ONNX
+
+onnx = pytest.importorskip("onnx", reason="the ONNX tests need the deploy extra")
+ort = pytest.importorskip("onnxruntime", reason="the ONNX tests need the deploy extra")
+pytest.importorskip("onnxscript", reason="the ONNX tests need the deploy extra")
+
+from spatialrec.export import count_onnx_nodes, to_onnx  # noqa: E402
+
+
+def _onnx_check(model: torch.nn.Module, example: tuple[int, ...], others: list[tuple[int, ...]], path: str) -> int:
+    model.eval()
+    to_onnx(model, torch.randn(example), path)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for shape in others:
+        x = torch.randn(shape)
+        (y,) = session.run(None, {"input": x.numpy()})
+        with torch.no_grad():
+            ref = model(x)
+        assert tuple(y.shape) == tuple(ref.shape)
+        torch.testing.assert_close(torch.from_numpy(y), ref, rtol=1e-4, atol=1e-4)
+    return count_onnx_nodes(path)
+
+
+def test_onnx_layer_every_direction_any_size(tmp_path) -> None:
+    torch.manual_seed(0)
+    layer = SpatialDependencyLayer(3, 4, state_size=S, directions=("right", "left", "down", "up"))
+    nodes = _onnx_check(layer, (2, 3, 8, 8), [(1, 3, 13, 6), (2, 3, 17, 23)], str(tmp_path / "a.onnx"))
+    # The graph does not grow with the export size.
+    big = _onnx_check(layer, (2, 3, 24, 24), [(1, 3, 5, 7)], str(tmp_path / "b.onnx"))
+    assert nodes == big
+    assert sum(n.op_type == "Scan" for n in onnx.load(str(tmp_path / "a.onnx")).graph.node) == 4
+
+
+def test_onnx_layer_3d(tmp_path) -> None:
+    torch.manual_seed(0)
+    layer = SpatialDependencyLayer(2, 3, state_size=S, spatial_dims=3, directions=("in", "left", "up"))
+    _onnx_check(layer, (2, 2, 4, 5, 6), [(1, 2, 5, 3, 7)], str(tmp_path / "a.onnx"))
+
+
+def test_onnx_sdn_unet_two_sizes(tmp_path) -> None:
+    _onnx_check(_model("sdn_unet"), (2, 3, 32, 32), [(1, 3, 17, 23), (2, 3, 40, 48)], str(tmp_path / "m.onnx"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in list_models() if n.startswith("sdn_")])
+def test_onnx_every_sdn_model(name: str, tmp_path) -> None:
+    model = _model(name)
+    example, *others = _shapes(model, [(8, 8, 8), (9, 11, 10)] if name.endswith("3d") else [(32, 32), (17, 23), (40, 48)])
+    _onnx_check(model, example, others, str(tmp_path / "m.onnx"))
+
+
+# ------------------------------------------------------------------------------ no silent wrong shape
+
+
+def test_static_onnx_refuses_another_shape(tmp_path) -> None:
+    layer = SpatialDependencyLayer(3, 4, state_size=S).eval()
+    path = str(tmp_path / "static.onnx")
+    to_onnx(layer, torch.randn(1, 3, 8, 8), path, dynamic=False)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session.run(None, {"input": torch.randn(1, 3, 8, 8).numpy()})
+    with pytest.raises(Exception, match="(?i)dimension"):
+        session.run(None, {"input": torch.randn(1, 3, 10, 8).numpy()})
+
+
+def test_static_export_refuses_another_shape() -> None:
+    model = _model("sdn_unet").eval()
+    ep = torch.export.export(model, (torch.randn(1, 3, 16, 16),))
+    with pytest.raises(Exception, match="(?i)shape|size|guard|expected"):
+        ep.module()(torch.randn(1, 3, 20, 16))
+
+
+def test_jit_trace_of_a_model_raises() -> None:
+    model = _model("sdn_unet").eval()
+    with pytest.raises(RuntimeError, match="torch.export"):
+        torch.jit.trace(model, torch.randn(1, 3, 16, 16))
+
+
+def test_to_onnx_refuses_training_mode(tmp_path) -> None:
+    with pytest.raises(ValueError, match="eval"):
+        to_onnx(SpatialDependencyLayer(3, 4, state_size=S), torch.randn(1, 3, 8, 8), str(tmp_path / "x.onnx"))
