@@ -42,7 +42,7 @@ from .layers import DirectionalGRU, ResidualSDN, SpatialDependencyLayer
 from .layers.nd import CONV_TYPES
 from .ops import DirectionLike
 
-__all__ = ["add_spatial_recurrence", "freeze_except_sdn", "sdn_modules"]
+__all__ = ["add_spatial_recurrence", "exact_start", "freeze_except_sdn", "sdn_modules"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,25 +230,37 @@ def _build_replacement(
         # Same output size as the original: project-in takes the original's full geometry.
         block.sdn.project_in = _geometry_conv(conv, state_size, copy_config=False)
     branch = _geometry_conv(conv, conv.out_channels, copy_config=True)
+    with torch.no_grad():
+        # Same class as the original, so the same parameters in the same order: weight (, bias).
+        for new, old in zip(branch.parameters(), conv.parameters()):
+            new.copy_(old)
+            new.requires_grad_(old.requires_grad)
+    block.conv = branch
+    exact_start(block, gate_init)
+    block.train(conv.training)
+    return block
 
-    out = conv.out_channels
+
+def exact_start(layer: ResidualSDN, gate_init: float = 0.5) -> None:
+    """Make ``layer`` compute exactly what its conv branch ``layer.conv`` computes now.
+
+    Zeroes the rows of ``layer.sdn.project_out`` (so ``s = 0``), sets the gate's bias to
+    ``logit(gate_init)`` and scales the conv branch by ``1 / sigmoid(b)`` (module docstring:
+    bit-exact for ``gate_init=0.5``). :func:`add_spatial_recurrence` calls it after copying the
+    original convolution into the branch; frameworks that re-initialise every convolution after
+    building a network (nnU-Net) call it again afterwards.
+    """
     bias_value = math.log(gate_init) - math.log1p(-gate_init)
     with torch.no_grad():
-        proj = block.sdn.project_out
+        proj = layer.sdn.project_out
         assert proj.bias is not None  # a 1x1 conv built with a bias
         proj.weight.zero_()
         proj.bias.zero_()
-        proj.bias[out:] = bias_value
+        proj.bias[layer.out_channels :] = bias_value
         # The factor that forward() will multiply by, computed as forward computes it.
-        gate = torch.sigmoid(torch.tensor(bias_value, dtype=conv.weight.dtype, device=conv.weight.device))
-        scale = 1.0 / gate
-        # Same class as the original, so the same parameters in the same order: weight (, bias).
-        for new, old in zip(branch.parameters(), conv.parameters()):
-            new.copy_(old * scale)
-            new.requires_grad_(old.requires_grad)
-    block.conv = branch
-    block.train(conv.training)
-    return block
+        gate = torch.sigmoid(torch.tensor(bias_value, dtype=proj.weight.dtype, device=proj.weight.device))
+        for p in layer.conv.parameters():
+            p.mul_(1.0 / gate)
 
 
 def add_spatial_recurrence(

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import pydoc
 import sys
@@ -59,7 +58,7 @@ from typing import Any, Optional, Union, cast
 import torch
 from torch import nn
 
-from ..convert import add_spatial_recurrence, sdn_modules
+from ..convert import add_spatial_recurrence, exact_start, sdn_modules
 from ..layers import ResidualSDN
 from ..ops import DirectionLike
 
@@ -146,22 +145,6 @@ def sdn_conv_names(network: nn.Module, stages: Sequence[int]) -> list[str]:
     return names
 
 
-def _exact_start(layer: ResidualSDN, gate_init: float) -> None:
-    """Reset ``layer`` (its conv branch freshly initialised) to output exactly its conv branch
-    scaled by ``sigmoid(b)``, as :func:`spatialrec.convert.add_spatial_recurrence` leaves it."""
-    bias_value = math.log(gate_init) - math.log1p(-gate_init)
-    out = layer.out_channels
-    with torch.no_grad():
-        proj = layer.sdn.project_out
-        assert proj.bias is not None  # a 1x1 convolution built with a bias
-        proj.weight.zero_()
-        proj.bias.zero_()
-        proj.bias[out:] = bias_value
-        gate = torch.sigmoid(torch.tensor(bias_value, dtype=proj.weight.dtype, device=proj.weight.device))
-        for p in layer.conv.parameters():
-            p.mul_(1.0 / gate)
-
-
 class _SDNMixin:
     """What both SDN variants add to their nnU-Net base class."""
 
@@ -195,7 +178,7 @@ class _SDNMixin:
         """nnU-Net's initialisation (``network.apply(network.initialize)``), keeping the SDN
         layers' exact start: called on a ``ResidualSDN`` after its convolutions were redrawn."""
         if isinstance(module, ResidualSDN):
-            _exact_start(module, self.sdn_gate_init)
+            exact_start(module, self.sdn_gate_init)
         else:
             self._nnunet_base.initialize(module)
 
@@ -319,7 +302,7 @@ def load_plain_weights(network: nn.Module, plain_state_dict: Mapping[str, torch.
     network.load_state_dict(state, strict=True)
     for layer in sdn_modules(network).values():
         assert isinstance(layer, ResidualSDN)
-        _exact_start(layer, network.sdn_gate_init)
+        exact_start(layer, network.sdn_gate_init)
 
 
 # ----------------------------------------------------------------------------- plans files
