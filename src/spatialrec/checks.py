@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional, Union
 
+import numpy as np
 import torch
 
 SPATIAL_DIMS: tuple[int, ...] = (2, 3)
@@ -23,13 +24,16 @@ SPATIAL_DIMS: tuple[int, ...] = (2, 3)
 SizeLike = Union[int, Sequence[int]]
 
 
-def check_int(name: str, value: object, minimum: Optional[int] = 1) -> int:
-    """Return ``value`` if it is an int ``>= minimum`` (no bound with ``minimum=None``)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+def check_int(name: str, value: object, minimum: Optional[int] = 1, maximum: Optional[int] = None) -> int:
+    """Return ``value`` (a Python or NumPy integer) as an int in ``[minimum, maximum]``; ``None``
+    leaves that side unbounded."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return int(value)
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..checks import check_int
+
 __all__ = [
     "ConnectedToMarker",
     "HOLISTIC_TASKS",
@@ -362,13 +364,6 @@ def synthetic_splits(
 _TASK_CODES = {"inside_outside": 1, "connected_to_marker": 2, "same_shape": 3, "minority_kind": 4}
 
 
-def _check_int(name: str, value: object, low: int, high: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be an int {bound}, got {value!r}")
-    return int(value)
-
-
 def _check_range(name: str, value: object, low: float, high: float) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in cast(Iterable[Any], value))
@@ -535,7 +530,7 @@ class InsideOutside(_SyntheticTask):
         transform: Optional[Transform] = None,
     ) -> None:
         super().__init__(num_samples, image_size, noise_std, split, seed, transform)
-        self.num_open = _check_int("num_open", num_open, 0)
+        self.num_open = check_int("num_open", num_open, 0)
         self.radius_range = _check_range("radius_range", radius_range, 0.05, 0.45)
         if not 1.0 <= float(gap) <= 20.0:
             raise ValueError(f"gap must be a length in pixels in [1, 20], got {gap!r}")
@@ -656,7 +651,7 @@ class ConnectedToMarker(_SyntheticTask):
         transform: Optional[Transform] = None,
     ) -> None:
         super().__init__(num_samples, image_size, noise_std, split, seed, transform)
-        self.num_curves = _check_int("num_curves", num_curves, 1, 8)
+        self.num_curves = check_int("num_curves", num_curves, 1, 8)
         if not 0.3 <= float(min_length) <= 1.0:
             raise ValueError(f"min_length must be in [0.3, 1.0], got {min_length!r}")
         if not 0.5 <= float(width) <= 3.0:
@@ -780,8 +775,8 @@ class SameShapeAsReference(_SyntheticTask):
         transform: Optional[Transform] = None,
     ) -> None:
         super().__init__(num_samples, image_size, noise_std, split, seed, transform)
-        self.num_objects = _check_int("num_objects", num_objects, 2, 12)
-        self.num_kinds = _check_int("num_kinds", num_kinds, 2, len(SHAPE_KINDS))
+        self.num_objects = check_int("num_objects", num_objects, 2, 12)
+        self.num_kinds = check_int("num_kinds", num_kinds, 2, len(SHAPE_KINDS))
         self.kinds = SHAPE_KINDS[: self.num_kinds]
         self.radius_range = _check_range("radius_range", radius_range, 0.02, 0.2)
         if not 0.0 <= float(min_distance) <= 0.8:
@@ -856,7 +851,7 @@ class MinorityKind(_SyntheticTask):
         transform: Optional[Transform] = None,
     ) -> None:
         super().__init__(num_samples, image_size, noise_std, split, seed, transform)
-        self.num_objects = _check_int("num_objects", num_objects, 3, 15)
+        self.num_objects = check_int("num_objects", num_objects, 3, 15)
         if self.num_objects % 2 == 0:
             raise ValueError(f"num_objects must be odd (so one kind is always rarer), got {num_objects!r}")
         self.radius_range = _check_range("radius_range", radius_range, 0.02, 0.2)
