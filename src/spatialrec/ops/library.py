@@ -166,16 +166,16 @@ def scan_sequence(
             gradient is needed, the backend directly in eager training (no recomputation).
 
     Returns:
-        The swept states, shape and dtype of ``x``.
+        The swept states, shape and dtype of ``x``; through the op also its memory format.
     """
     if use_op is None:
         use_op = _tracing() or not (
             torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for p in params for t in p))
         )
     if not use_op:
-        y = directional_gru_scan_sequence(x, params, directions, backend=backend)
-        # Same memory format as the op (the 2D fused backend returns channels-last strides).
-        return y.contiguous() if x.is_contiguous() and not y.is_contiguous() else y
+        # The backend's own layout (channels-last from the 2D fused backend): the layer hands the
+        # caller's format back after its project-out, so a copy here would be wasted work.
+        return directional_gru_scan_sequence(x, params, directions, backend=backend)
     flat = [t for p in params for t in p]
     dims = x.dim() - 2
     codes = directions_to_codes(normalize_directions(directions, dims))
