@@ -187,7 +187,7 @@ def train_epoch(
     dev = ctx.device
     for step, batch in enumerate(loader):
         if check_masks and step == 0:
-            check_binary_masks(batch_to(batch, dev)[1], ctx)
+            check_binary_masks(batch["mask"], ctx)  # as loaded: only its range is needed, no device copy
         logits, mask = forward(train_model, batch, dev, dtype)
         loss = loss_fn(logits, mask)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
