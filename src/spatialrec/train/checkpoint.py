@@ -13,19 +13,12 @@ A checkpoint is one ``torch.save`` file holding a dict with:
 - ``"checksum"``: ``{"algorithm": "sha256", "digest": hex}`` over everything above
   (:func:`content_digest`), so that damage inside the file is found on load.
 
-Files are written to a temporary name in the same folder, flushed to disk, then renamed over the
-target, so a run killed while saving leaves the previous checkpoint intact. A file cut short, or
-damaged inside (a changed byte in a tensor or a value: the stored checksum no longer matches the
-content), is reported by :func:`load_checkpoint` as a :class:`CheckpointError` that names the
-file, says what failed and points to the other checkpoint of the run (``best.pt`` beside
-``last.pt`` and the other way round) when that one passes its checks. Checkpoints of format
-``spatialrec.train/1`` (written before checksums) still load, unverified, with a warning.
-
-Resuming (:func:`find_resume_checkpoint`, :func:`resume_training`): the checkpoint to continue
-from is found and checked before anything is built, then the model, optimiser, schedule,
-gradient scaler, early-stopping counters, history and random streams are put back as they were
-after the checkpoint's epoch, into a :class:`TrainState`; the best weights come back from
-``best.pt`` beside it.
+Files are replaced atomically (:func:`atomic_write`), so a run killed while saving leaves the
+previous checkpoint intact. :func:`load_checkpoint` reports a file cut short or damaged inside
+as a :class:`CheckpointError` that points to the other checkpoint of the run when that one is
+good. Checkpoints of format ``spatialrec.train/1`` (written before checksums) still load,
+unverified, with a warning. :func:`find_resume_checkpoint` and :func:`resume_training` put a
+run back as it was after a checkpoint's epoch.
 """
 
 from __future__ import annotations
@@ -95,11 +88,10 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], what: str, mode
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:  # a full disk, a lost mount...: say which file
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        raise write_error(err, path, what) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):  # a full disk, a lost mount...: say which file
+            raise write_error(err, path, what) from err
         raise
     with contextlib.suppress(OSError):  # make the rename durable; not every platform lets a folder be opened
         fd = os.open(path.parent, os.O_RDONLY)
@@ -155,8 +147,7 @@ def save_checkpoint(state: dict[str, Any], path: PathLike) -> Path:
     are filled in) to ``path`` with :func:`atomic_write`, creating its folder; return ``path``.
 
     Raises:
-        OSError: writing failed (e.g. ``ENOSPC``, a full disk); the error keeps its ``errno`` and
-            names ``path`` (``.filename``); the previous file at ``path`` is left intact.
+        OSError: writing failed, as in :func:`atomic_write`; the previous file at ``path`` is intact.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
