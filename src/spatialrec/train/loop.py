@@ -1,17 +1,11 @@
-"""The training loop shared by the examples: :func:`fit`.
+"""The training loop shared by the examples: :func:`fit`, which only orchestrates the pieces listed
+in :mod:`spatialrec.train`.
 
-One epoch of :func:`fit` is: shuffle the training set with a generator seeded by ``(seed,
-epoch)``, take optimiser steps over it (optionally under autocast, with gradient clipping), then
-compute the validation loss and Dice, step the learning-rate schedule, update early stopping,
-append a row to ``metrics.csv`` and save ``last.pt`` (and ``best.pt`` when the validation loss
-improved). After the last epoch the best weights are put back and, when a test set is given,
-:func:`~spatialrec.train.evaluate` writes per-class test Dice, IoU and HD95 to ``metrics.json``.
-
-``fit`` only orchestrates; the pieces live beside it (listed in :mod:`spatialrec.train`).
-
-Under ``torchrun`` the same code runs data-parallel (see :mod:`spatialrec.train.distributed`):
-every process trains on its share of each global batch, gradients are averaged by
-``DistributedDataParallel``, metrics are summed over processes, and only rank 0 writes files.
+One epoch: shuffle the training set with a generator seeded by ``(seed, epoch)``, take optimiser
+steps over it, compute the validation loss and Dice, step the learning-rate schedule, update early
+stopping, append a row to ``metrics.csv`` and save ``last.pt`` (and ``best.pt`` when the validation
+loss improved). Under ``torchrun`` the same code runs data-parallel (see
+:mod:`spatialrec.train.distributed`): metrics are summed over processes, only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -69,11 +63,7 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _make_optimizer(name: str, params: Any, lr: float, weight_decay: Optional[float]) -> torch.optim.Optimizer:
-    """``name`` is checked by :class:`FitConfig` (one of ``OPTIMIZERS``, any case)."""
-    if name.lower() == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=0.0 if weight_decay is None else weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.01 if weight_decay is None else weight_decay)
+_OPTIMIZERS = {"adam": (torch.optim.Adam, 0.0), "adamw": (torch.optim.AdamW, 0.01)}  # class, default weight decay
 
 
 def _make_scheduler(
@@ -107,7 +97,9 @@ class _Parts:
         net = D.unwrap(model).to(ctx.device)
         if cfg.sync_batchnorm and ctx.distributed and ctx.device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        opt = _make_optimizer(cfg.optimizer, net.parameters(), float(cfg.lr), cfg.weight_decay)
+        optimizer_class, default_decay = _OPTIMIZERS[cfg.optimizer.lower()]  # checked by FitConfig
+        decay = default_decay if cfg.weight_decay is None else cfg.weight_decay
+        opt = optimizer_class(net.parameters(), lr=float(cfg.lr), weight_decay=decay)
         return cls(
             net=net,
             optimizer=opt,
@@ -116,13 +108,11 @@ class _Parts:
             config=cfg.recorded(ctx.world_size, dtype),
         )
 
-    def wrap(self, ctx: D.DistContext) -> nn.Module:
-        """The model as trained: ``net``, or under torchrun its DistributedDataParallel wrapper."""
-        self.train_model = self.net
+    def wrap(self, ctx: D.DistContext) -> None:
+        """Under torchrun, train through a DistributedDataParallel wrapper of ``net`` (``train_model``)."""
         if ctx.distributed:
             ids = [ctx.device] if ctx.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
-        return self.train_model
 
     def checkpoint(self, state: TrainState, rng: list[dict[str, Any]]) -> dict[str, Any]:
         return training_checkpoint(
