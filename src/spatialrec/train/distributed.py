@@ -162,17 +162,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class ShardedEpochSampler(DistributedSampler):
     """Indices of one process's share of a data set, in an order fixed by ``(seed, epoch)``.
 
-    A :class:`torch.utils.data.DistributedSampler` (same split: padding to equal shares, rank
-    ``r`` taking every ``world_size``-th index) that is also used in a single process, so that
+    A :class:`torch.utils.data.DistributedSampler` that is also used in a single process, so that
     one code path gives the data order of both, and that can split evaluation sets without
-    repeating samples.
-
-    With ``shuffle`` the whole data set is permuted with a generator seeded by
-    :func:`epoch_seed`; process ``rank`` of ``world_size`` then takes every ``world_size``-th index
-    starting at ``rank``. So the ``k``-th batch of size ``b`` of every process together hold the
-    same samples as the ``k``-th batch of size ``b * world_size`` of a single process: a run on
-    ``n`` processes sees the same global batches as a single-process run with ``n`` times the
-    batch size.
+    repeating samples. With ``shuffle`` the whole data set is permuted with a generator seeded by
+    :func:`epoch_seed`; process ``rank`` then takes every ``world_size``-th index starting at
+    ``rank``. So a run on ``n`` processes sees the same global batches as a single-process run
+    with ``n`` times the batch size.
 
     Args:
         length: number of samples in the data set.
