@@ -42,9 +42,6 @@ silently would flatter a model that misses structures. Read ``"infinite"`` next 
 Standard deviations are population ones (``ddof=0``) over the finite values; the overall
 ``"std"`` is taken over the cases whose every class is finite (for one class it equals that
 class's std). A mean or std with no finite value behind it is ``None``.
-
-This module sits beside :mod:`spatialrec.metrics` and imports only it; both
-:mod:`spatialrec.inference` and :mod:`spatialrec.train` import it.
 """
 
 from __future__ import annotations

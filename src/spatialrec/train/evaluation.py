@@ -1,9 +1,8 @@
 """Testing a trained model on a data set of images or volumes: :func:`evaluate`.
 
-Each item is one case (an image, or a whole volume for a 3D model), predicted by one forward
-pass; the per-case Dice, IoU and HD95 and their summary come from :mod:`spatialrec.summary`,
-so the result has the same format as :func:`spatialrec.inference.evaluate_volumes` (sliding
-windows) and a 2D and a 3D model can be compared key for key.
+Its result has the format of :mod:`spatialrec.summary`, the same as
+:func:`spatialrec.inference.evaluate_volumes` (sliding windows), so a 2D and a 3D model can be
+compared key for key.
 """
 
 from __future__ import annotations

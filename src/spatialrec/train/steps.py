@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Optional
+from typing import Any, ContextManager, Optional
 
 import numpy as np
 import torch
@@ -21,9 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import metrics as M
 from . import distributed as D
+from .config import LossFn
 from .errors import NonFiniteLossError
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def seed_everything(seed: int) -> None:
