@@ -43,13 +43,7 @@ def block_options(
 
 
 def parse_items(name: str, value: Union[str, Iterable[Any]], what: str) -> Union[str, list[Any]]:
-    """``"all"`` or ``"none"`` as given, else the items of the iterable ``value`` (``what`` names
-    them in messages).
-
-    Raises:
-        TypeError: ``value`` is not a string or an iterable.
-        ValueError: ``value`` is a string other than ``"all"``/``"none"``.
-    """
+    """``"all"`` or ``"none"`` as given, else the items of the iterable ``value`` (``what`` names them in messages)."""
     if isinstance(value, str):
         if value in ("all", "none"):
             return value
