@@ -405,9 +405,6 @@ def freeze_except_sdn(model: nn.Module, *, conv_branch: bool = True) -> list[str
         if not conv_branch and isinstance(layer, ResidualSDN):
             frozen = {id(p) for p in layer.conv.parameters()}
         trainable.update(id(p) for p in layer.parameters() if id(p) not in frozen)
-    names = []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-        if p.requires_grad:
-            names.append(name)
-    return names
+    return [name for name, p in model.named_parameters() if p.requires_grad]
