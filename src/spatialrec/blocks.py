@@ -27,7 +27,7 @@ from torch import nn
 
 from .checks import check_choice, check_int, check_spatial_dims
 from .layers import ResidualSDN, SpatialDependencyLayer
-from .layers.nd import DEFAULT_NORM, NORMS, conv_cls, interpolation_mode, norm_layer
+from .layers.nd import conv_cls, interpolation_mode, norm_layer, resolve_norm
 from .ops import DirectionLike, resolve_backend
 
 BLOCK_KINDS: tuple[str, ...] = ("vgg", "sdn", "residual_sdn")
@@ -39,10 +39,6 @@ SDN_BLOCK_KINDS: tuple[str, ...] = ("sdn", "residual_sdn")
 UPSAMPLE_MODES: tuple[str, ...] = ("interpolate", "transposed")
 """How :class:`UpBlock` up-samples: linear interpolation (bilinear/trilinear) and a 1x1 conv, or a
 2x stride-2 transposed convolution."""
-
-
-def _norm_name(norm: Optional[str], spatial_dims: int) -> str:
-    return DEFAULT_NORM[spatial_dims] if norm is None else check_choice("norm", norm, NORMS)
 
 
 def _conv_norm_relu(spatial_dims: int, norm: str, c_in: int, c_out: int) -> list[nn.Module]:
@@ -77,7 +73,7 @@ class VGGBlock(nn.Module):
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = check_int("in_channels", in_channels)
         self.out_channels = check_int("out_channels", out_channels)
-        n = _norm_name(norm, spatial_dims)
+        n = resolve_norm(norm, spatial_dims)
         self.net = nn.Sequential(
             *_conv_norm_relu(spatial_dims, n, in_channels, out_channels),
             *_conv_norm_relu(spatial_dims, n, out_channels, out_channels),
@@ -105,7 +101,7 @@ class _SDNBlockBase(nn.Module):
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = check_int("in_channels", in_channels)
         self.out_channels = check_int("out_channels", out_channels)
-        n = _norm_name(norm, spatial_dims)
+        n = resolve_norm(norm, spatial_dims)
         self.net = nn.Sequential(
             *_conv_norm_relu(spatial_dims, n, in_channels, out_channels),
             self._layer_cls(
@@ -280,12 +276,10 @@ def set_sdn_backend(module: nn.Module, backend: str) -> int:
         4
     """
     resolve_backend(backend)
-    count = 0
-    for m in module.modules():
-        if isinstance(m, SpatialDependencyLayer):
-            m.backend = backend
-            count += 1
-    return count
+    layers = [m for m in module.modules() if isinstance(m, SpatialDependencyLayer)]
+    for layer in layers:
+        layer.backend = backend
+    return len(layers)
 
 
 def count_sdn_layers(module: nn.Module) -> int:
