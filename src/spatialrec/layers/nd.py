@@ -56,4 +56,13 @@ def interpolation_mode(spatial_dims: int) -> str:
     return {2: "bilinear", 3: "trilinear"}[check_spatial_dims(spatial_dims)]
 
 
-__all__ = ["CONV_TYPES", "ConvNd", "DEFAULT_NORM", "NORMS", "conv_cls", "interpolation_mode", "norm_layer", "resolve_norm"]
+__all__ = [
+    "CONV_TYPES",
+    "ConvNd",
+    "DEFAULT_NORM",
+    "NORMS",
+    "conv_cls",
+    "interpolation_mode",
+    "norm_layer",
+    "resolve_norm",
+]

@@ -29,7 +29,11 @@ Window = tuple[tuple[int, int], ...]
 
 
 def block_options(
-    state_size: int | None, directions: Sequence[DirectionLike] | None, backend: str, spatial_dims: int, norm: str | None
+    state_size: Optional[int],
+    directions: Optional[Sequence[DirectionLike]],
+    backend: str,
+    spatial_dims: int,
+    norm: Optional[str],
 ) -> dict[str, Any]:
     """Check the block arguments every model takes, at construction, and fill in the defaults of
     ``spatial_dims`` (``S`` 150 in 2D, 32 in 3D; right, down (, in); batch norm in 2D, instance in
