@@ -27,7 +27,7 @@ from torch import nn
 
 from .checks import check_choice, check_int, check_spatial_dims
 from .layers import ResidualSDN, SpatialDependencyLayer
-from .layers.nd import conv_cls, interpolation_mode, norm_layer, resolve_norm
+from .layers.nd import DEFAULT_NORM, NORMS, conv_cls, interpolation_mode, norm_layer
 from .ops import DirectionLike, resolve_backend
 
 BLOCK_KINDS: tuple[str, ...] = ("vgg", "sdn", "residual_sdn")
@@ -39,6 +39,11 @@ SDN_BLOCK_KINDS: tuple[str, ...] = ("sdn", "residual_sdn")
 UPSAMPLE_MODES: tuple[str, ...] = ("interpolate", "transposed")
 """How :class:`UpBlock` up-samples: linear interpolation (bilinear/trilinear) and a 1x1 conv, or a
 2x stride-2 transposed convolution."""
+
+
+def resolve_norm(norm: Optional[str], spatial_dims: int) -> str:
+    """``norm`` checked against ``NORMS``, or the default of ``spatial_dims`` when ``None``."""
+    return DEFAULT_NORM[spatial_dims] if norm is None else check_choice("norm", norm, NORMS)
 
 
 def _conv_norm_relu(spatial_dims: int, norm: str, c_in: int, c_out: int) -> list[nn.Module]:
@@ -299,5 +304,6 @@ __all__ = [
     "count_sdn_layers",
     "make_block",
     "pad_to_match",
+    "resolve_norm",
     "set_sdn_backend",
 ]

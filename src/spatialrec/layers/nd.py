@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 from torch import nn
 
@@ -38,11 +38,6 @@ def conv_cls(spatial_dims: int, transposed: bool = False) -> Callable[..., ConvN
     return (_CONV_T if transposed else _CONV)[check_spatial_dims(spatial_dims)]
 
 
-def resolve_norm(norm: Optional[str], spatial_dims: int) -> str:
-    """``norm`` checked against :data:`NORMS`, or the default of ``spatial_dims`` when ``None``."""
-    return DEFAULT_NORM[spatial_dims] if norm is None else check_choice("norm", norm, NORMS)
-
-
 def norm_layer(norm: str, spatial_dims: int, channels: int) -> nn.Module:
     """``"batch"`` -> ``BatchNormNd(channels)``; ``"instance"`` -> ``InstanceNormNd(channels, affine=True)``."""
     check_choice("norm", norm, NORMS)
@@ -56,13 +51,4 @@ def interpolation_mode(spatial_dims: int) -> str:
     return {2: "bilinear", 3: "trilinear"}[check_spatial_dims(spatial_dims)]
 
 
-__all__ = [
-    "CONV_TYPES",
-    "ConvNd",
-    "DEFAULT_NORM",
-    "NORMS",
-    "conv_cls",
-    "interpolation_mode",
-    "norm_layer",
-    "resolve_norm",
-]
+__all__ = ["CONV_TYPES", "ConvNd", "DEFAULT_NORM", "NORMS", "conv_cls", "interpolation_mode", "norm_layer"]

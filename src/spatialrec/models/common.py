@@ -11,9 +11,9 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn.functional as F
 
+from ..blocks import resolve_norm
 from ..checks import check_input, check_int, check_spatial_dims
 from ..layers import DEFAULT_STATE_SIZE
-from ..layers.nd import resolve_norm
 from ..ops import DEFAULT_DIRECTIONS, DirectionLike, normalize_directions, resolve_backend
 
 PAD_MODES: tuple[str, ...] = ("reflect", "replicate", "constant")
@@ -46,11 +46,11 @@ def block_options(
     return {"state_size": s, "directions": dirs, "backend": backend, "spatial_dims": spatial_dims, "norm": norm}
 
 
-def parse_items(name: str, value: Union[str, Iterable[Any]], what: str) -> Union[str, list[Any]]:
-    """``"all"`` or ``"none"`` as given, else the items of the iterable ``value`` (``what`` names them in messages)."""
+def parse_items(name: str, value: Union[str, Iterable[Any]], what: str, every: Iterable[Any]) -> list[Any]:
+    """The items of ``value``: ``every`` item for ``"all"``, none for ``"none"``, else those of the iterable."""
     if isinstance(value, str):
         if value in ("all", "none"):
-            return value
+            return list(every) if value == "all" else []
         raise ValueError(f"{name}={value!r} is not valid; expected 'all', 'none' or an iterable of {what}")
     if isinstance(value, (bool, int)):
         raise TypeError(f"{name} must be 'all', 'none' or an iterable of {what}, got {value!r}")
@@ -67,9 +67,7 @@ def parse_levels(name: str, levels: LevelsLike, valid: Sequence[int]) -> frozens
         TypeError: ``levels`` is not a string or an iterable of ints.
         ValueError: a level is outside ``valid``.
     """
-    items = parse_items(name, levels, "levels (e.g. (1, 2))")
-    if isinstance(items, str):
-        return frozenset(valid) if items == "all" else frozenset()
+    items = parse_items(name, levels, "levels (e.g. (1, 2))", valid)
     for lv in items:
         if isinstance(lv, bool) or not isinstance(lv, int):
             raise TypeError(f"{name} must contain ints, got {lv!r}")

@@ -37,11 +37,8 @@ NodesLike = Union[str, Iterable[Union[int, tuple[int, int]]]]
 
 def _parse_nodes(name: str, nodes: NodesLike, depth: int) -> frozenset[tuple[int, int]]:
     valid = {(i, j) for i in range(depth) for j in range(1, depth - i + 1)}
-    items = parse_items(name, nodes, "levels/(i, j) nodes")
-    if isinstance(items, str):
-        return frozenset(valid) if items == "all" else frozenset()
     out: set[tuple[int, int]] = set()
-    for item in items:
+    for item in parse_items(name, nodes, "levels/(i, j) nodes", valid):
         if isinstance(item, int) and not isinstance(item, bool):
             if not 0 <= item < depth:
                 raise ValueError(f"{name} contains level {item}; decoder levels are 0..{depth - 1}")
