@@ -41,7 +41,8 @@ UPSAMPLE_MODES: tuple[str, ...] = ("interpolate", "transposed")
 2x stride-2 transposed convolution."""
 
 
-def _norm_name(norm: Optional[str], spatial_dims: int) -> str:
+def resolve_norm(norm: Optional[str], spatial_dims: int) -> str:
+    """``norm`` checked against ``NORMS``, or the default of ``spatial_dims`` when ``None``."""
     return DEFAULT_NORM[spatial_dims] if norm is None else check_choice("norm", norm, NORMS)
 
 
@@ -77,7 +78,7 @@ class VGGBlock(nn.Module):
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = check_int("in_channels", in_channels)
         self.out_channels = check_int("out_channels", out_channels)
-        n = _norm_name(norm, spatial_dims)
+        n = resolve_norm(norm, spatial_dims)
         self.net = nn.Sequential(
             *_conv_norm_relu(spatial_dims, n, in_channels, out_channels),
             *_conv_norm_relu(spatial_dims, n, out_channels, out_channels),
@@ -105,7 +106,7 @@ class _SDNBlockBase(nn.Module):
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = check_int("in_channels", in_channels)
         self.out_channels = check_int("out_channels", out_channels)
-        n = _norm_name(norm, spatial_dims)
+        n = resolve_norm(norm, spatial_dims)
         self.net = nn.Sequential(
             *_conv_norm_relu(spatial_dims, n, in_channels, out_channels),
             self._layer_cls(
@@ -280,12 +281,10 @@ def set_sdn_backend(module: nn.Module, backend: str) -> int:
         4
     """
     resolve_backend(backend)
-    count = 0
-    for m in module.modules():
-        if isinstance(m, SpatialDependencyLayer):
-            m.backend = backend
-            count += 1
-    return count
+    layers = [m for m in module.modules() if isinstance(m, SpatialDependencyLayer)]
+    for layer in layers:
+        layer.backend = backend
+    return len(layers)
 
 
 def count_sdn_layers(module: nn.Module) -> int:
@@ -305,5 +304,6 @@ __all__ = [
     "count_sdn_layers",
     "make_block",
     "pad_to_match",
+    "resolve_norm",
     "set_sdn_backend",
 ]

@@ -106,10 +106,9 @@ def check_input(
     spatial_dims: int,
     *,
     what: str = "input",
-    min_size: int = 1,
     dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """Check a module input ``x: (B, in_channels, *spatial)``, every spatial side ``>= min_size``.
+    """Check a module input ``x: (B, in_channels, *spatial)``.
 
     ``dtype``: the dtype of the module's parameters. An input of another floating dtype is
     refused (a ``TypeError`` saying how to fix it) unless autocast is active on its device,
@@ -131,8 +130,6 @@ def check_input(
         raise ValueError(f"{what} has an empty batch: shape {tuple(x.shape)}")
     if min(x.shape[2:]) < 1:
         raise ValueError(f"{what} has a zero-sized spatial dimension: shape {tuple(x.shape)}")
-    if min(x.shape[2:]) < min_size:
-        raise ValueError(f"{what} has a spatial side smaller than {min_size}: shape {tuple(x.shape)}")
     if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(
             f"{what} has dtype {x.dtype} but the module's parameters are {dtype}; convert one to the "

@@ -31,15 +31,14 @@ def _convert_sdn_key(key: str) -> str | None:
 
 
 def _check_complete(new: Mapping[str, torch.Tensor], prefix: str, residual: bool) -> None:
-    expected = {f"{prefix}project_in.weight", f"{prefix}project_in.bias", f"{prefix}project_out.weight",
-                f"{prefix}project_out.bias"}  # fmt: skip
+    expected = {f"{prefix}{part}.{p}" for part in ("project_in", "project_out") for p in ("weight", "bias")}
     if residual:
         expected |= {"conv.weight", "conv.bias"}
     sweep_key = re.compile(rf"^{re.escape(prefix)}sweeps\.(\d+)\.")
     sweeps = sorted({int(m.group(1)) for m in map(sweep_key.match, new) if m})
     if not sweeps:
         expected.add(f"{prefix}sweeps.0.weight_ih")  # at least one direction is required
-    if sweeps and sweeps != list(range(len(sweeps))):
+    if sweeps != list(range(len(sweeps))):
         raise KeyError(f"published state_dict has non-consecutive directions: sdn_update_network indices {sweeps}")
     for k in sweeps:
         expected |= {f"{prefix}sweeps.{k}.{n}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}

@@ -38,8 +38,9 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .checks import check_float
 from .layers import DirectionalGRU, ResidualSDN, SpatialDependencyLayer
-from .layers.nd import CONV_TYPES
+from .layers.nd import CONV_TYPES, ConvNd
 from .ops import DirectionLike
 
 __all__ = ["add_spatial_recurrence", "exact_start", "freeze_except_sdn", "sdn_modules"]
@@ -49,11 +50,10 @@ logger = logging.getLogger(__name__)
 Selector = Union[str, Sequence[str], Callable[[str, nn.Module], bool]]
 """What :func:`add_spatial_recurrence` accepts as ``select``."""
 
-Conv = Union[nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d]
+Conv = ConvNd
 """The convolutions :func:`add_spatial_recurrence` converts."""
 
-_CONV_TYPES = CONV_TYPES
-_CONV_NAMES = "/".join(t.__name__ for t in _CONV_TYPES)
+_CONV_NAMES = "/".join(t.__name__ for t in CONV_TYPES)
 
 # The spatial-recurrence layer types (2D and 3D alike: the dimension is an argument).
 _SDN_TYPES = (ResidualSDN, SpatialDependencyLayer, DirectionalGRU)
@@ -85,11 +85,11 @@ def _check_convertible(name: str, conv: Conv) -> None:
             f"module {name!r} is parametrized (e.g. weight or spectral norm); its weight is recomputed at "
             "every call and cannot be copied faithfully, remove the parametrization first"
         )
-    if type(conv) not in _CONV_TYPES:
-        base = next(t for t in type(conv).__mro__ if t in _CONV_TYPES)
+    if type(conv) not in CONV_TYPES:
+        base = next(t for t in type(conv).__mro__ if t in CONV_TYPES)
         raise TypeError(
             f"module {name!r} is a {type(conv).__module__}.{type(conv).__qualname__}, a subclass of "
-            f"{base.__name__} with its own behaviour; only plain torch.nn.{', '.join(t.__name__ for t in _CONV_TYPES)} "
+            f"{base.__name__} with its own behaviour; only plain torch.nn.{', '.join(t.__name__ for t in CONV_TYPES)} "
             "can be converted (leave it out of `select`)"
         )
     if conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks or conv._backward_pre_hooks:
@@ -110,7 +110,7 @@ def _select(model: nn.Module, select: Selector) -> dict[str, Conv]:
     owned = _sdn_owned_names(model)
     modules = dict(model.named_modules(remove_duplicate=False))
     candidates: dict[str, Conv] = {
-        name: m for name, m in modules.items() if name and isinstance(m, _CONV_TYPES) and name not in owned
+        name: m for name, m in modules.items() if name and isinstance(m, CONV_TYPES) and name not in owned
     }
     hint = f"; convertible convolutions include {list(candidates)[:8]}" if candidates else ""
 
@@ -155,15 +155,13 @@ def _select(model: nn.Module, select: Selector) -> dict[str, Conv]:
             f"(name, module) -> bool, got {type(select).__name__}"
         )
 
-    order = {name: i for i, name in enumerate(modules)}
+    chosen_names = set(chosen)
     selected: dict[str, Conv] = {}
-    seen: set[int] = set()
-    for name in sorted(set(chosen), key=order.__getitem__):
-        if id(candidates[name]) not in seen:
-            seen.add(id(candidates[name]))
-            selected[name] = candidates[name]
+    for name, conv in candidates.items():  # named_modules order
+        if name in chosen_names and all(conv is not other for other in selected.values()):
+            selected[name] = conv
     if not selected:
-        if isinstance(model, _CONV_TYPES):
+        if isinstance(model, CONV_TYPES):
             hint = "; the model itself is a convolution, wrap it in a container (e.g. nn.Sequential) to convert it"
         elif not candidates:
             hint = f"; the model has no {_CONV_NAMES} left outside spatial-recurrence layers"
@@ -345,10 +343,7 @@ def add_spatial_recurrence(
         raise TypeError(f"state_size must be an int, got {type(state_size).__name__} {state_size!r}")
     if state_size < 1:
         raise ValueError(f"state_size must be >= 1, got {state_size}")
-    if isinstance(gate_init, bool) or not isinstance(gate_init, (int, float)):
-        raise TypeError(f"gate_init must be a float, got {type(gate_init).__name__} {gate_init!r}")
-    if not 0.0 < gate_init < 1.0:
-        raise ValueError(f"gate_init must be strictly between 0 and 1, got {gate_init!r}")
+    gate_init = check_float("gate_init", gate_init, 0.0, 1.0, low_open=True, high_open=True)
 
     selected = _select(model, select)
     for name, conv in selected.items():
@@ -356,7 +351,7 @@ def add_spatial_recurrence(
 
     # Build every replacement before touching the model, so a failure leaves it unchanged.
     replacements = {
-        id(conv): _build_replacement(name, conv, state_size, directions, backend, float(gate_init))
+        id(conv): _build_replacement(name, conv, state_size, directions, backend, gate_init)
         for name, conv in selected.items()
     }
     for parent in list(model.modules()):
@@ -410,9 +405,6 @@ def freeze_except_sdn(model: nn.Module, *, conv_branch: bool = True) -> list[str
         if not conv_branch and isinstance(layer, ResidualSDN):
             frozen = {id(p) for p in layer.conv.parameters()}
         trainable.update(id(p) for p in layer.parameters() if id(p) not in frozen)
-    names = []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-        if p.requires_grad:
-            names.append(name)
-    return names
+    return [name for name, p in model.named_parameters() if p.requires_grad]

@@ -314,9 +314,7 @@ class ResidualSDN(nn.Module):
         )
 
 
-# ---------------------------------------------------------------------------- thin aliases
-# The former per-dimension classes: the spine with ``spatial_dims`` fixed, same arguments
-# otherwise, same state_dict keys.
+# ---------------------------------------------------------------------------- thin aliases (module docstring)
 
 
 class DirectionalGRU2d(DirectionalGRU):

@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn.functional as F
 
+from ..blocks import resolve_norm
 from ..checks import check_input, check_int, check_spatial_dims
 from ..layers import DEFAULT_STATE_SIZE
 from ..ops import DEFAULT_DIRECTIONS, DirectionLike, normalize_directions, resolve_backend
@@ -18,22 +19,45 @@ from ..ops import DEFAULT_DIRECTIONS, DirectionLike, normalize_directions, resol
 PAD_MODES: tuple[str, ...] = ("reflect", "replicate", "constant")
 """How models pad inputs up to a multiple of ``2**depth`` (``"constant"`` pads with zeros)."""
 
+MAX_POOL = {2: F.max_pool2d, 3: F.max_pool3d}
+"""The 2x max-pool of the encoders, by number of spatial dimensions."""
+
 LevelsLike = Union[str, Iterable[int]]
 
 Window = tuple[tuple[int, int], ...]
 """``((start, size), ...)`` per spatial axis: where the original input sits in a padded one."""
 
 
-def sdn_options(
-    state_size: Optional[int], directions: Optional[Sequence[DirectionLike]], backend: str, spatial_dims: int
-) -> tuple[int, tuple[str, ...]]:
-    """Check the SDN arguments every model takes, at construction; fill in the defaults of
-    ``spatial_dims`` (``S`` 150 in 2D, 32 in 3D; right, down (, in)). Returns ``(S, directions)``."""
+def block_options(
+    state_size: Optional[int],
+    directions: Optional[Sequence[DirectionLike]],
+    backend: str,
+    spatial_dims: int,
+    norm: Optional[str],
+) -> dict[str, Any]:
+    """Check the block arguments every model takes, at construction, and fill in the defaults of
+    ``spatial_dims`` (``S`` 150 in 2D, 32 in 3D; right, down (, in); batch norm in 2D, instance in
+    3D). Returns them as keyword arguments of :func:`~spatialrec.blocks.make_block`."""
     check_spatial_dims(spatial_dims)
     s = check_int("state_size", DEFAULT_STATE_SIZE[spatial_dims] if state_size is None else state_size)
     dirs = normalize_directions(DEFAULT_DIRECTIONS[spatial_dims] if directions is None else directions, spatial_dims)
     resolve_backend(backend)
-    return s, dirs
+    norm = resolve_norm(norm, spatial_dims)
+    return {"state_size": s, "directions": dirs, "backend": backend, "spatial_dims": spatial_dims, "norm": norm}
+
+
+def parse_items(name: str, value: Union[str, Iterable[Any]], what: str, every: Iterable[Any]) -> list[Any]:
+    """The items of ``value``: ``every`` item for ``"all"``, none for ``"none"``, else those of the iterable."""
+    if isinstance(value, str):
+        if value in ("all", "none"):
+            return list(every) if value == "all" else []
+        raise ValueError(f"{name}={value!r} is not valid; expected 'all', 'none' or an iterable of {what}")
+    if isinstance(value, (bool, int)):
+        raise TypeError(f"{name} must be 'all', 'none' or an iterable of {what}, got {value!r}")
+    try:
+        return list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be 'all', 'none' or an iterable of {what}, got {type(value).__name__}") from None
 
 
 def parse_levels(name: str, levels: LevelsLike, valid: Sequence[int]) -> frozenset[int]:
@@ -43,26 +67,13 @@ def parse_levels(name: str, levels: LevelsLike, valid: Sequence[int]) -> frozens
         TypeError: ``levels`` is not a string or an iterable of ints.
         ValueError: a level is outside ``valid``.
     """
-    if isinstance(levels, str):
-        if levels == "all":
-            return frozenset(valid)
-        if levels == "none":
-            return frozenset()
-        raise ValueError(f"{name}={levels!r} is not valid; expected 'all', 'none' or an iterable of levels")
-    if isinstance(levels, (bool, int)):
-        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels (e.g. (1, 2)), got {levels!r}")
-    try:
-        items = list(levels)
-    except TypeError:
-        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels, got {type(levels).__name__}") from None
-    out = set()
+    items = parse_items(name, levels, "levels (e.g. (1, 2))", valid)
     for lv in items:
         if isinstance(lv, bool) or not isinstance(lv, int):
             raise TypeError(f"{name} must contain ints, got {lv!r}")
         if lv not in valid:
             raise ValueError(f"{name} contains level {lv}; valid levels are {min(valid)}..{max(valid)}")
-        out.add(lv)
-    return frozenset(out)
+    return frozenset(items)
 
 
 def check_model_input(
@@ -161,12 +172,14 @@ def crop_window(x: torch.Tensor, window: Window) -> torch.Tensor:
 
 
 __all__ = [
+    "MAX_POOL",
     "PAD_MODES",
     "LevelsLike",
     "Window",
+    "block_options",
     "check_model_input",
     "crop_window",
     "pad_to_multiple",
+    "parse_items",
     "parse_levels",
-    "sdn_options",
 ]

@@ -3,10 +3,8 @@
 A registry entry is a plain function ``entry(in_channels=..., num_classes=..., **overrides) ->
 nn.Module`` whose docstring gives its defaults; ``overrides`` replace any constructor argument of
 the model class it builds (``base_width``, ``depth``, ``state_size``, ``backend``, ...). Each
-model module registers its own entries (timm-style): :mod:`~spatialrec.models.unet` (``unet``,
-``sdn_unet``, ``unet3d``, ``sdn_unet3d``), :mod:`~spatialrec.models.unet_pp` (``unet_pp``,
-``sdn_unet_pp``) and :mod:`~spatialrec.models.transunet` (``transunet``, ``sdn_transunet``).
-This module holds only the mechanism and imports no model.
+model module registers its own entries (timm-style, listed in :mod:`spatialrec.models`); this
+module holds only the mechanism and imports no model.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """U-Net with optional SDN blocks per level (the paper's SDN-UNet), for maps and volumes.
 
-Levels: level 0 is full resolution, level ``l`` is the resolution after ``l`` max-pools
-(``1 / 2**l``). The encoder has one block per level ``0 .. depth``; the decoder has one block per
-level ``depth-1 .. 0``, each after an x2 up-sampling and a concatenation ``[skip, up]``.
+Level ``l`` is the resolution after ``l`` max-pools (``1 / 2**l``; level 0 is full resolution).
 ``spatial_dims=3`` builds the same network from 3D convolutions, pools and SDN layers
 (SDN-UNet-3D); the registry entries ``unet3d`` and ``sdn_unet3d`` give it small, CPU-friendly
 defaults.
@@ -14,17 +12,14 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..blocks import SDN_BLOCK_KINDS, UPSAMPLE_MODES, UpBlock, count_sdn_layers, make_block
 from ..checks import check_bool, check_choice, check_int, check_spatial_dims
-from ..layers.nd import DEFAULT_NORM, NORMS, conv_cls
+from ..layers.nd import conv_cls
 from ..ops import DirectionLike
-from .common import PAD_MODES, LevelsLike, check_model_input, crop_window, pad_to_multiple, parse_levels, sdn_options
+from .common import MAX_POOL, PAD_MODES, LevelsLike, block_options, check_model_input, crop_window, pad_to_multiple, parse_levels
 from .registry import register_model
-
-_MAX_POOL = {2: F.max_pool2d, 3: F.max_pool3d}
 
 
 class UNet(nn.Module):
@@ -96,13 +91,12 @@ class UNet(nn.Module):
         self.base_width = check_int("base_width", base_width)
         self.upsample = check_choice("upsample", upsample, UPSAMPLE_MODES)
         self.sdn_block = check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS)
-        self.state_size, self.directions = sdn_options(state_size, directions, backend, spatial_dims)
+        sdn = block_options(state_size, directions, backend, spatial_dims, norm)
+        self.state_size, self.directions, self.norm = sdn["state_size"], sdn["directions"], sdn["norm"]
         self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
-        self.norm = DEFAULT_NORM[spatial_dims] if norm is None else check_choice("norm", norm, NORMS)
         self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
         self.decoder_sdn = parse_levels("decoder_sdn", decoder_sdn, range(depth))
         self.widths = tuple(base_width * 2**lv for lv in range(depth + 1))
-        sdn: dict[str, Any] = dict(state_size=self.state_size, directions=self.directions, backend=backend, spatial_dims=spatial_dims, norm=self.norm)
 
         def kind(is_sdn: bool) -> str:
             return sdn_block if is_sdn else "vgg"
@@ -137,7 +131,7 @@ class UNet(nn.Module):
         """``x: (B, in_channels, *spatial)``, every side ``>= 2**depth`` -> logits ``(B, num_classes, *spatial)``."""
         check_model_input(x, self.in_channels, self.spatial_dims, self.depth, type(self).__name__, self.head.weight.dtype)
         x, window = pad_to_multiple(x, self.min_size, self.pad_mode)
-        pool = _MAX_POOL[self.spatial_dims]
+        pool = MAX_POOL[self.spatial_dims]
         h = self.encoder[0](x)
         skips = []
         for block in self.encoder[1:]:
@@ -245,8 +239,7 @@ def default_sdn_levels3d(depth: int) -> tuple[int, ...]:
 def unet(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> UNet:
     """Plain U-Net: ``depth=4``, ``base_width=32`` (32..512), bilinear up-sampling, VGG blocks."""
     kw: dict[str, Any] = {"depth": 4, "base_width": 32, "upsample": "interpolate"}
-    kw.update(overrides)
-    return UNet(in_channels, num_classes, **kw)
+    return UNet(in_channels, num_classes, **(kw | overrides))
 
 
 @register_model(spatial_dims=2)
@@ -272,8 +265,7 @@ def unet3d(in_channels: int = 1, num_classes: int = 1, **overrides: Any) -> UNet
     InstanceNorm conv blocks; about 1.3 M parameters. Small enough to train on ``64^3``
     patches on a CPU; on a GPU raise ``base_width`` and the patch size."""
     kw: dict[str, Any] = {"depth": 3, "base_width": 16, "upsample": "interpolate", "norm": "instance"}
-    kw.update(overrides)
-    return UNet(in_channels, num_classes, spatial_dims=3, **kw)
+    return UNet(in_channels, num_classes, spatial_dims=3, **(kw | overrides))
 
 
 @register_model(spatial_dims=3)

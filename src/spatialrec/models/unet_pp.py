@@ -17,32 +17,28 @@ from torch import nn
 
 from ..blocks import SDN_BLOCK_KINDS, count_sdn_layers, make_block
 from ..checks import check_bool, check_choice, check_int, check_spatial_dims
-from ..layers.nd import DEFAULT_NORM, NORMS, conv_cls, interpolation_mode
+from ..layers.nd import conv_cls, interpolation_mode
 from ..ops import DirectionLike
-from .common import PAD_MODES, LevelsLike, check_model_input, crop_window, pad_to_multiple, parse_levels, sdn_options
+from .common import (
+    MAX_POOL,
+    PAD_MODES,
+    LevelsLike,
+    block_options,
+    check_model_input,
+    crop_window,
+    pad_to_multiple,
+    parse_items,
+    parse_levels,
+)
 from .registry import register_model
-
-_MAX_POOL = {2: F.max_pool2d, 3: F.max_pool3d}
 
 NodesLike = Union[str, Iterable[Union[int, tuple[int, int]]]]
 
 
 def _parse_nodes(name: str, nodes: NodesLike, depth: int) -> frozenset[tuple[int, int]]:
     valid = {(i, j) for i in range(depth) for j in range(1, depth - i + 1)}
-    if isinstance(nodes, str):
-        if nodes == "all":
-            return frozenset(valid)
-        if nodes == "none":
-            return frozenset()
-        raise ValueError(f"{name}={nodes!r} is not valid; expected 'all', 'none' or an iterable of nodes")
-    if isinstance(nodes, (bool, int)):
-        raise TypeError(f"{name} must be 'all', 'none' or an iterable of levels/(i, j) nodes, got {nodes!r}")
-    try:
-        items = list(nodes)
-    except TypeError:
-        raise TypeError(f"{name} must be 'all', 'none' or an iterable, got {type(nodes).__name__}") from None
     out: set[tuple[int, int]] = set()
-    for item in items:
+    for item in parse_items(name, nodes, "levels/(i, j) nodes", valid):
         if isinstance(item, int) and not isinstance(item, bool):
             if not 0 <= item < depth:
                 raise ValueError(f"{name} contains level {item}; decoder levels are 0..{depth - 1}")
@@ -122,18 +118,16 @@ class UNetPlusPlus(nn.Module):
         self.base_width = check_int("base_width", base_width)
         self.deep_supervision = check_bool("deep_supervision", deep_supervision)
         self.sdn_block = check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS)
-        self.state_size, self.directions = sdn_options(state_size, directions, backend, spatial_dims)
-        self.norm = DEFAULT_NORM[spatial_dims] if norm is None else check_choice("norm", norm, NORMS)
+        sdn = block_options(state_size, directions, backend, spatial_dims, norm)
+        self.state_size, self.directions, self.norm = sdn["state_size"], sdn["directions"], sdn["norm"]
         self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
         self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
         self.decoder_sdn = _parse_nodes("decoder_sdn", decoder_sdn, depth)
         self.widths = tuple(base_width * 2**i for i in range(depth + 1))
         w = self.widths
 
-        def block(sdn: bool, c_in: int, c_out: int) -> nn.Module:
-            return make_block(
-                sdn_block if sdn else "vgg", c_in, c_out, self.state_size, self.directions, backend, spatial_dims, self.norm
-            )
+        def block(is_sdn: bool, c_in: int, c_out: int) -> nn.Module:
+            return make_block(sdn_block if is_sdn else "vgg", c_in, c_out, **sdn)
 
         # Keys follow the published names conv{i}_{j}, so published checkpoints line up by name.
         self.nodes = nn.ModuleDict()
@@ -162,7 +156,7 @@ class UNetPlusPlus(nn.Module):
         """``x: (B, in_channels, *spatial)``, sides ``>= 2**depth`` -> logits ``(B, num_classes, *spatial)``,
         or a list of ``depth`` such maps with ``deep_supervision``."""
         check_model_input(x, self.in_channels, self.spatial_dims, self.depth, type(self).__name__, cast(nn.Conv2d, self.heads[0]).weight.dtype)
-        pool, mode = _MAX_POOL[self.spatial_dims], interpolation_mode(self.spatial_dims)
+        pool, mode = MAX_POOL[self.spatial_dims], interpolation_mode(self.spatial_dims)
         x, window = pad_to_multiple(x, self.min_size, self.pad_mode)
         nodes = self.nodes
         cols: list[list[torch.Tensor]] = [[nodes["conv0_0"](x)]]  # cols[i] = [X[i, 0], X[i, 1], ...]
@@ -223,19 +217,14 @@ def published_unet_pp_nodes(
     check_bool("sdn_b_enc", sdn_b_enc)
     check_bool("sdn_b_dec", sdn_b_dec)
     check_int("sdn_n_layers", sdn_n_layers, minimum=None)
-    enc: set[int] = set()
+    enc = {k for k in range(n_layers + 1) if k <= 1 or sdn_n_layers >= k} if sdn_b_enc else set()
     dec: set[tuple[int, int]] = set()
-    if sdn_b_enc:
-        enc = {k for k in range(n_layers + 1) if k <= 1 or sdn_n_layers >= k}
     if sdn_b_dec:
-        dec = {(0, 1)}
-        if n_layers >= 2 and sdn_n_layers >= 2:
-            dec.add((0, 2))
-        if n_layers >= 3 and sdn_n_layers >= 3:
-            dec.add((0, 3))
-        if n_layers >= 4 and sdn_n_layers >= 4:
+        dec = {(0, j) for j in (1, 2, 3) if j == 1 or sdn_n_layers >= j}
+        if sdn_n_layers >= 4:
             dec |= {(3, 1), (2, 2), (1, 3), (0, 4)}
-    return frozenset(enc), frozenset(dec)
+    # Node X[i, j] exists when i + j <= n_layers.
+    return frozenset(enc), frozenset((i, j) for i, j in dec if i + j <= n_layers)
 
 
 # ----------------------------------------------------------------------------- registry entries
@@ -245,8 +234,7 @@ def published_unet_pp_nodes(
 def unet_pp(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> UNetPlusPlus:
     """Plain UNet++: ``depth=4``, widths 32..512, bilinear up-sampling, no deep supervision."""
     kw: dict[str, Any] = {"depth": 4, "base_width": 32, "deep_supervision": False}
-    kw.update(overrides)
-    return UNetPlusPlus(in_channels, num_classes, **kw)
+    return UNetPlusPlus(in_channels, num_classes, **(kw | overrides))
 
 
 @register_model(spatial_dims=2)

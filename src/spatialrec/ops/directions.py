@@ -48,15 +48,9 @@ sweep per axis in 3D (after them every voxel has seen its whole upstream octant)
 
 DirectionLike = Union[str, int]
 
-# direction -> (swept axis counted from the last spatial axis: 1 = W, 2 = H, 3 = D; decreasing?)
-_AXIS: dict[str, tuple[int, bool]] = {
-    "right": (1, False),
-    "left": (1, True),
-    "down": (2, False),
-    "up": (2, True),
-    "in": (3, False),
-    "out": (3, True),
-}
+# direction -> (swept axis counted from the last spatial axis: 1 = W, 2 = H, 3 = D; decreasing?):
+# the codes come in pairs per axis, increasing sense first (the table of the module docstring).
+_AXIS: dict[str, tuple[int, bool]] = {name: (code // 2 + 1, code % 2 == 1) for code, name in enumerate(DIRECTIONS)}
 
 
 def valid_directions(spatial_dims: int) -> tuple[str, ...]:
@@ -67,10 +61,6 @@ def valid_directions(spatial_dims: int) -> tuple[str, ...]:
 def num_neighbours(spatial_dims: int) -> int:
     """Neighbours a position reads on the previous line: 3 in 2D, 9 in 3D (``3 ** (spatial_dims - 1)``)."""
     return 3 ** (check_spatial_dims(spatial_dims) - 1)
-
-
-def _codes_text(names: tuple[str, ...]) -> str:
-    return ", ".join(f"{i} ({n})" for i, n in enumerate(names))
 
 
 def normalize_direction(direction: DirectionLike, spatial_dims: int = 2, argname: str = "direction") -> str:
@@ -97,7 +87,8 @@ def normalize_direction(direction: DirectionLike, spatial_dims: int = 2, argname
         if 0 <= direction < len(names):
             return names[direction]
         kind = "published" if spatial_dims == 2 else "3D"  # codes 0-3 are the published ones
-        raise ValueError(f"{argname}={direction!r} is not a {kind} direction code; expected {_codes_text(names)}")
+        codes = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+        raise ValueError(f"{argname}={direction!r} is not a {kind} direction code; expected {codes}")
     if isinstance(direction, str):
         name = direction.strip().lower()
         if name in names:

@@ -1,20 +1,12 @@
 """The scan op: validation, backend choice and dispatch, for 2D and 3D alike.
 
 :func:`directional_gru_scan` and :func:`directional_gru_scan_sequence` take ``(B, S, H, W)`` or
-``(B, S, D, H, W)`` states; the number of spatial dimensions is read from the tensor. Backends:
-
-- ``"reference"``: :mod:`spatialrec.ops.reference`, readable, differentiated by autograd; the
-  ground truth for the others (2D and 3D).
-- ``"fused"``: custom autograd functions with hand-written backwards (CPU and CUDA):
-  :mod:`spatialrec.ops.fused` (2D: line-major GEMMs) and :mod:`spatialrec.ops.fused3d` (3D: one
-  convolution per plane). The algorithms differ, so each dimension has its own kernel.
-- ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels for 2D and 3D (one N-d kernel set),
-  imported on first use.
-- ``"auto"``: the environment variable ``SPATIALREC_BACKEND`` when set, else ``"triton"`` for
-  CUDA tensors when Triton is importable, else ``"fused"``. When ``"auto"`` chose ``"triton"``
-  and compiling or launching a Triton kernel fails (a driver, toolchain or resource error), it
-  warns once, naming the error, and runs ``"fused"`` on the same device from then on
-  (:func:`_run_triton_or_fallback`); an explicit ``backend="triton"`` raises instead.
+``(B, S, D, H, W)`` states; the number of spatial dimensions is read from the tensor and, with
+the backend name (see :mod:`spatialrec.ops`), selects the kernel: the reference scan for both,
+:mod:`~spatialrec.ops.fused` (2D) or :mod:`~spatialrec.ops.fused3d` (3D), whose algorithms
+differ, or the Triton kernels for both. When ``"auto"`` chose ``"triton"`` and compiling or
+launching a Triton kernel fails, it warns once and runs ``"fused"`` from then on
+(:func:`_run_triton_or_fallback`); an explicit ``backend="triton"`` raises instead.
 """
 
 from __future__ import annotations
