@@ -65,7 +65,6 @@ def _check_pair(pred: object, target: object) -> tuple[torch.Tensor, torch.Tenso
     assert isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor)
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    out = []
     for name, t in (("pred", pred), ("target", target)):
         if t.dtype != torch.bool:
             if t.is_complex():
@@ -75,9 +74,7 @@ def _check_pair(pred: object, target: object) -> tuple[torch.Tensor, torch.Tenso
                     f"{name} must be a binary mask (values 0/1 or bool); threshold logits or convert label "
                     f"maps with spatialrec.metrics.to_masks first"
                 )
-            t = t != 0
-        out.append(t)
-    return out[0], out[1]
+    return pred != 0, target != 0
 
 
 def to_masks(
