@@ -105,9 +105,7 @@ class CTSliceDataset(SegmentationDataset):
             raise ValueError(f"slice_filter must be 'all' or 'foreground', got {slice_filter!r}")
         self.slice_filter = slice_filter
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / self.dataset_name.lower()
-        volumes = self._scan()
-        if not volumes:
-            raise DatasetError(f"{self.dataset_name}: no volumes found in {str(self.root)!r}")
+        volumes = self._scan()  # never empty: the readers raise, naming the expected layout
         assignment = assign_splits((v.group for v in volumes), val_fraction, test_fraction, seed)
         self.volumes = [v for v in volumes if split == "all" or assignment[v.group] == split]
         self.groups = sorted({v.group for v in self.volumes})
@@ -176,8 +174,7 @@ class CTSliceDataset(SegmentationDataset):
             )
         if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
             raise DatasetError(f"{self.dataset_name}: labels {str(vol.labels)!r} are not integers")
-        values = set(int(v) for v in np.unique(lab))
-        bad = sorted(values - set(self.allowed_labels))
+        bad = sorted({int(v) for v in np.unique(lab)} - set(self.allowed_labels))
         if bad:
             raise DatasetError(
                 f"{self.dataset_name}: labels {str(vol.labels)!r} contain values {bad}; expected only "
