@@ -82,12 +82,10 @@ class SegTHOR(CTSliceDataset):
 
     def _scan(self) -> list[VolumeRecord]:
         require_dir(self.root, "SegTHOR root", _LAYOUT)
-        base = self.root
-        patients = sorted(p for p in base.iterdir() if p.is_dir() and _PATIENT.match(p.name))
-        if not patients and (base / "train").is_dir():
-            base = base / "train"
-            logger.info("SegTHOR: reading patients from %s", base)
-            patients = sorted(p for p in base.iterdir() if p.is_dir() and _PATIENT.match(p.name))
+        patients = sorted(p for p in self.root.iterdir() if p.is_dir() and _PATIENT.match(p.name))
+        if not patients and (self.root / "train").is_dir():
+            logger.info("SegTHOR: reading patients from %s", self.root / "train")
+            patients = sorted(p for p in (self.root / "train").iterdir() if p.is_dir() and _PATIENT.match(p.name))
         if not patients:
             raise DatasetError(f"SegTHOR: no Patient_<nn> folders in {str(self.root)!r}. Expected layout:\n{_LAYOUT}")
         out = []
