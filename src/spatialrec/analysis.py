@@ -129,8 +129,6 @@ def erf_rgb(erf: torch.Tensor, decades: float = 4.0) -> torch.Tensor:
         return torch.zeros(*mag.shape, 3, dtype=torch.uint8)
     t = ((torch.log10(mag.clamp_min(top * 10 ** (-decades))) - torch.log10(torch.tensor(top))) / decades + 1).clamp(0, 1)
     t = torch.where(mag > 0, t, torch.zeros_like(t))
-    # A "hot" colour map: black -> red -> yellow -> white as t goes 0 -> 1.
-    r = (3 * t).clamp(0, 1)
-    g = (3 * t - 1).clamp(0, 1)
-    b = (3 * t - 2).clamp(0, 1)
-    return (torch.stack([r, g, b], -1) * 255).round().to(torch.uint8)
+    # A "hot" colour map, black -> red -> yellow -> white as t goes 0 -> 1: channel k rises over [k/3, (k+1)/3].
+    rgb = torch.stack([(3 * t - k).clamp(0, 1) for k in range(3)], -1)
+    return (rgb * 255).round().to(torch.uint8)

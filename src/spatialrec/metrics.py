@@ -65,7 +65,6 @@ def _check_pair(pred: object, target: object) -> tuple[torch.Tensor, torch.Tenso
     assert isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor)
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    out = []
     for name, t in (("pred", pred), ("target", target)):
         if t.dtype != torch.bool:
             if t.is_complex():
@@ -75,9 +74,7 @@ def _check_pair(pred: object, target: object) -> tuple[torch.Tensor, torch.Tenso
                     f"{name} must be a binary mask (values 0/1 or bool); threshold logits or convert label "
                     f"maps with spatialrec.metrics.to_masks first"
                 )
-            t = t != 0
-        out.append(t)
-    return out[0], out[1]
+    return pred != 0, target != 0
 
 
 def to_masks(
@@ -177,15 +174,13 @@ def iou(pred: torch.Tensor, target: torch.Tensor, ignore_empty: bool = False) ->
 
 
 def _surface(mask: torch.Tensor) -> torch.Tensor:
-    """Boundary pixels of bool masks ``(N, *spatial)``: foreground with a background face-neighbour."""
-    nd = mask.dim() - 1
-    padded = F.pad(mask.float().unsqueeze(1), (1, 1) * nd, value=0.0)[:, 0] > 0
+    """Boundary pixels of bool masks ``(B, C, *spatial)``: foreground with a background face-neighbour."""
+    padded = F.pad(mask.float(), (1, 1) * (mask.dim() - 2), value=0.0) > 0
     interior = mask.clone()
-    for axis in range(nd):
-        n = mask.shape[axis + 1]
+    for axis in range(2, mask.dim()):
         for offset in (0, 2):
-            sl = [slice(None)] + [slice(1, s + 1) for s in mask.shape[1:]]
-            sl[axis + 1] = slice(offset, offset + n)
+            sl = [slice(None)] * 2 + [slice(1, s + 1) for s in mask.shape[2:]]
+            sl[axis] = slice(offset, offset + mask.shape[axis])
             interior &= padded[tuple(sl)]
     return mask & ~interior
 
@@ -218,10 +213,10 @@ def _spacing_table(spacing: SpacingLike, batch: int, nd: int) -> torch.Tensor:
 
 
 def _nearest_distances(src: torch.Tensor, dst: torch.Tensor, chunk_elems: int = 1 << 22) -> torch.Tensor:
-    """For each row of ``src (N, d)`` the distance to the nearest row of ``dst (M, d)``, in chunks."""
-    rows = max(1, chunk_elems // max(1, dst.shape[0]))
+    """For each row of ``src (N, d)`` the distance to the nearest row of ``dst (M, d)``, in chunks; N, M > 0."""
+    rows = max(1, chunk_elems // dst.shape[0])
     out = [torch.cdist(src[i : i + rows], dst).min(dim=1).values for i in range(0, src.shape[0], rows)]
-    return torch.cat(out) if out else src.new_zeros(0)
+    return torch.cat(out)
 
 
 def surface_distances(
@@ -242,8 +237,7 @@ def surface_distances(
     b, c = p.shape[:2]
     nd = p.dim() - 2
     sp = _spacing_table(spacing, b, nd)
-    edges_p = _surface(p.reshape(b * c, *p.shape[2:])).reshape(p.shape)
-    edges_t = _surface(t.reshape(b * c, *t.shape[2:])).reshape(t.shape)
+    edges_p, edges_t = _surface(p), _surface(t)
     out: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
     for i in range(b):
         row = []

@@ -71,6 +71,8 @@ class CTSliceDataset(SegmentationDataset):
 
     allowed_labels: tuple[int, ...] = ()
     dataset_name = "CT"
+    #: Per output channel, the label values that are its foreground (set by the subclass before ``__init__``).
+    channel_labels: tuple[tuple[int, ...], ...] = ()
 
     def __init__(
         self,
@@ -88,6 +90,7 @@ class CTSliceDataset(SegmentationDataset):
         label_alignment: str = "check",
     ) -> None:
         super().__init__(size, transform)
+        self.num_classes = len(self.channel_labels)
         if label_alignment not in ("check", "as_stored"):
             raise ValueError(f"label_alignment must be 'check' or 'as_stored', got {label_alignment!r}")
         self.label_alignment = label_alignment
@@ -102,13 +105,11 @@ class CTSliceDataset(SegmentationDataset):
             raise ValueError(f"slice_filter must be 'all' or 'foreground', got {slice_filter!r}")
         self.slice_filter = slice_filter
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / self.dataset_name.lower()
-        volumes = self._scan()
-        if not volumes:
-            raise DatasetError(f"{self.dataset_name}: no volumes found in {str(self.root)!r}")
+        volumes = self._scan()  # never empty: the readers raise, naming the expected layout
         assignment = assign_splits((v.group for v in volumes), val_fraction, test_fraction, seed)
         self.volumes = [v for v in volumes if split == "all" or assignment[v.group] == split]
         self.groups = sorted({v.group for v in self.volumes})
-        wanted = self._wanted_labels()
+        wanted = set().union(*self.channel_labels)  # what makes a slice count for slice_filter="foreground"
         for vol in self.volumes:
             folder, meta = self._cached(vol)
             for z, present in enumerate(meta["labels_per_slice"]):
@@ -122,13 +123,9 @@ class CTSliceDataset(SegmentationDataset):
     def _scan(self) -> list[VolumeRecord]:
         raise NotImplementedError
 
-    def _wanted_labels(self) -> set[int]:
-        """Labels that make a slice count as foreground for ``slice_filter='foreground'``."""
-        raise NotImplementedError
-
     def _mask_from_labels(self, labels: np.ndarray) -> np.ndarray:
-        """``labels (H, W)`` uint8 -> ``(K, H, W)`` bool."""
-        raise NotImplementedError
+        """``labels (..., H, W)`` -> ``(K, ..., H, W)`` bool: channel k where the label is in ``channel_labels[k]``."""
+        return np.stack([np.isin(labels, values) for values in self.channel_labels])
 
     # -- cache ------------------------------------------------------------------------------
     def _key(self, vol: VolumeRecord) -> str:
@@ -177,8 +174,7 @@ class CTSliceDataset(SegmentationDataset):
             )
         if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
             raise DatasetError(f"{self.dataset_name}: labels {str(vol.labels)!r} are not integers")
-        values = set(int(v) for v in np.unique(lab))
-        bad = sorted(values - set(self.allowed_labels))
+        bad = sorted({int(v) for v in np.unique(lab)} - set(self.allowed_labels))
         if bad:
             raise DatasetError(
                 f"{self.dataset_name}: labels {str(vol.labels)!r} contain values {bad}; expected only "

@@ -70,15 +70,12 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], mode: str = "wb
 
 @contextmanager
 def reading(what: str, path: Path) -> Iterator[None]:
-    """Report any error but a missing file as ``DatasetError("cannot read <what> <path>: ...")``.
-
-    Pillow and nibabel raise many types for damaged files.
-    """
+    """Re-raise any error but a missing file as ``DatasetError("cannot read <what> <path>: ...")``."""
     try:
         yield
     except FileNotFoundError:
         raise
-    except Exception as e:
+    except Exception as e:  # Pillow and nibabel raise many types for damaged files
         raise DatasetError(f"cannot read {what} {str(path)!r}: {type(e).__name__}: {e}") from e
 
 
@@ -208,16 +205,13 @@ def align_labels_to_image(
     moved = nio.apply_orientation(labels, transform)
     moved_affine = labels_grid.affine @ nio.inv_ornt_aff(transform, labels.shape)
     identity = bool(np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]))
-    if moved.shape == image_shape:
-        gap = _grid_gap_mm(moved_affine, image_grid.affine, image_shape)
-        if gap <= tol:
-            logger.info(
-                "%s: labels %s are stored with other axes than volume %s (%s vs %s); reoriented to the volume",
-                what, labels_path, image_path, _axcodes(labels_grid.affine), _axcodes(image_grid.affine),
-            )
-            return np.ascontiguousarray(moved)
-    else:
-        gap = float("nan")
+    gap = _grid_gap_mm(moved_affine, image_grid.affine, image_shape) if moved.shape == image_shape else float("nan")
+    if gap <= tol:
+        logger.info(
+            "%s: labels %s are stored with other axes than volume %s (%s vs %s); reoriented to the volume",
+            what, labels_path, image_path, _axcodes(labels_grid.affine), _axcodes(image_grid.affine),
+        )
+        return np.ascontiguousarray(moved)
     differs = []
     if moved.shape != image_shape:
         differs.append("shape")
@@ -245,16 +239,11 @@ def size_pair(size: SizeLike, name: str = "size") -> Optional[tuple[int, int]]:
     """Normalise ``None | int | (H, W)``."""
     if size is None:
         return None
-    if isinstance(size, bool):
-        raise TypeError(f"{name} must be None, an int or (H, W), got {size!r}")
-    pair: tuple[int, ...]
-    if isinstance(size, int):
-        pair = (size, size)
-    else:
-        try:
-            pair = tuple(int(v) for v in size)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be None, an int or (H, W), got {size!r}") from None
+    values = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
+    try:  # a bool is not iterable, so it fails here too
+        pair = tuple(int(v) for v in values)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be None, an int or (H, W), got {size!r}") from None
     if len(pair) != 2 or min(pair) < 1:
         raise ValueError(f"{name} must be None, a positive int or (H, W) of positive ints, got {size!r}")
     return pair  # type: ignore[return-value]

@@ -177,11 +177,10 @@ class CVCClinicDB(SegmentationDataset):
             raise DatasetError(f"CVC-ClinicDB: mask {str(masks[stem])!r} has no image in {str(img_dir)!r}")
         if sequence_csv is not None:
             seq_of = _read_sequence_csv(Path(sequence_csv))
-            for stem in sorted(images, key=_frame_key):
-                if stem not in seq_of:
-                    raise DatasetError(
-                        f"CVC-ClinicDB: frame {str(images[stem])!r} is not listed in sequence CSV {str(sequence_csv)!r}"
-                    )
+            for stem in sorted(set(images) - set(seq_of), key=_frame_key):
+                raise DatasetError(
+                    f"CVC-ClinicDB: frame {str(images[stem])!r} is not listed in sequence CSV {str(sequence_csv)!r}"
+                )
             for stem in sorted(set(seq_of) - set(images), key=_frame_key):
                 raise DatasetError(
                     f"CVC-ClinicDB: sequence CSV {str(sequence_csv)!r} lists frame {stem!r}, which is not in "

@@ -6,8 +6,6 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import numpy as np
-
 from ._ct import CTSliceDataset, VolumeRecord
 from ._io import DatasetError, SizeLike, Transform, logger, require_dir
 
@@ -23,7 +21,8 @@ _LAYOUT = """\
 _PATTERN = re.compile(r"^(volume|segmentation)-(\d+)\.nii(\.gz)?$")
 _MSD_PATTERN = re.compile(r"^liver_(\d+)\.nii(\.gz)?$")
 _MSD_FOLDERS = {"imagesTr": "image", "labelsTr": "labels", "imagesTs": "test"}
-_TARGETS = {"liver": 1, "tumour": 1, "tumor": 1, "both": 2}
+# Per target, the label values of each output channel (1 liver, 2 tumour).
+_TARGETS = {"liver": ((1, 2),), "tumour": ((2,),), "tumor": ((2,),), "both": ((1, 2), (2,))}
 
 
 class LiTS(CTSliceDataset):
@@ -89,7 +88,7 @@ class LiTS(CTSliceDataset):
         if target not in _TARGETS:
             raise ValueError(f"target must be one of {tuple(_TARGETS)}, got {target!r}")
         self.target = "tumour" if target == "tumor" else target
-        self.num_classes = _TARGETS[target]
+        self.channel_labels = _TARGETS[target]
         super().__init__(
             root, split, size, hu_window, scale, slice_filter, cache_dir, val_fraction, test_fraction, seed, transform,
             label_alignment,
@@ -159,13 +158,3 @@ class LiTS(CTSliceDataset):
             raise DatasetError(f"LiTS: {kinds[1]} {str(labels[n])!r} has no {partners[0].format(n=n)}")
         ids = {n: volume_id.format(n=n) for n in images}
         return [VolumeRecord(ids[n], ids[n], images[n], labels[n]) for n in sorted(images)]
-
-    def _wanted_labels(self) -> set[int]:
-        return {2} if self.target == "tumour" else {1, 2}
-
-    def _mask_from_labels(self, labels: np.ndarray) -> np.ndarray:
-        if self.target == "liver":
-            return (labels > 0)[None]
-        if self.target == "tumour":
-            return (labels == 2)[None]
-        return np.stack([labels > 0, labels == 2])

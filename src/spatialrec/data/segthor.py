@@ -6,8 +6,6 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import numpy as np
-
 from ._ct import CTSliceDataset, VolumeRecord
 from ._io import DatasetError, SizeLike, Transform, logger, require_dir
 
@@ -76,7 +74,7 @@ class SegTHOR(CTSliceDataset):
         if organ != "all" and organ not in SEGTHOR_ORGANS:
             raise ValueError(f"organ must be one of {(*SEGTHOR_ORGANS, 'esophagus', 'all')}, got {organ!r}")
         self.organ = organ
-        self.num_classes = 4 if organ == "all" else 1
+        self.channel_labels = tuple((SEGTHOR_ORGANS[o],) for o in (SEGTHOR_ORGANS if organ == "all" else [organ]))
         super().__init__(
             root, split, size, hu_window, scale, slice_filter, cache_dir, val_fraction, test_fraction, seed, transform,
             label_alignment,
@@ -84,12 +82,10 @@ class SegTHOR(CTSliceDataset):
 
     def _scan(self) -> list[VolumeRecord]:
         require_dir(self.root, "SegTHOR root", _LAYOUT)
-        base = self.root
-        patients = sorted(p for p in base.iterdir() if p.is_dir() and _PATIENT.match(p.name))
-        if not patients and (base / "train").is_dir():
-            base = base / "train"
-            logger.info("SegTHOR: reading patients from %s", base)
-            patients = sorted(p for p in base.iterdir() if p.is_dir() and _PATIENT.match(p.name))
+        patients = sorted(p for p in self.root.iterdir() if p.is_dir() and _PATIENT.match(p.name))
+        if not patients and (self.root / "train").is_dir():
+            logger.info("SegTHOR: reading patients from %s", self.root / "train")
+            patients = sorted(p for p in (self.root / "train").iterdir() if p.is_dir() and _PATIENT.match(p.name))
         if not patients:
             raise DatasetError(f"SegTHOR: no Patient_<nn> folders in {str(self.root)!r}. Expected layout:\n{_LAYOUT}")
         out = []
@@ -109,11 +105,3 @@ class SegTHOR(CTSliceDataset):
         if len(hits) > 1:
             raise DatasetError(f"SegTHOR: {folder} has two {what} files: {[str(h) for h in hits]}")
         return hits[0] if hits else None
-
-    def _wanted_labels(self) -> set[int]:
-        return set(SEGTHOR_ORGANS.values()) if self.organ == "all" else {SEGTHOR_ORGANS[self.organ]}
-
-    def _mask_from_labels(self, labels: np.ndarray) -> np.ndarray:
-        if self.organ == "all":
-            return np.stack([labels == v for v in (1, 2, 3, 4)])
-        return (labels == SEGTHOR_ORGANS[self.organ])[None]

@@ -44,6 +44,7 @@ class _Random:
     ``u``), ``_apply(image, mask, u)``; otherwise the pair unchanged."""
 
     draws = 1
+    shown: tuple[str, ...] = ("p",)  # the attributes __repr__ lists
 
     def __init__(self, p: float = 0.5, seed: Optional[int] = None) -> None:
         self.p = check_float("p", p, 0.0, 1.0)
@@ -60,6 +61,9 @@ class _Random:
 
     def _apply(self, image: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{name}={getattr(self, name)}' for name in self.shown)})"
 
 
 class Compose:
@@ -90,6 +94,8 @@ class RandomFlip(_Random):
         seed: optional seed of a private generator.
     """
 
+    shown = ("p", "horizontal", "vertical")
+
     def __init__(
         self, p: float = 0.5, horizontal: bool = True, vertical: bool = True, seed: Optional[int] = None
     ) -> None:
@@ -106,9 +112,6 @@ class RandomFlip(_Random):
             image, mask = image.flip(-2), mask.flip(-2)
         return image, mask
 
-    def __repr__(self) -> str:
-        return f"RandomFlip(p={self.p}, horizontal={self.horizontal}, vertical={self.vertical})"
-
 
 class RandomRot90(_Random):
     """Rotate by a multiple of 90 degrees, drawn uniformly; with probability ``p`` (else unchanged).
@@ -123,9 +126,6 @@ class RandomRot90(_Random):
         k = int(u[1] * 3) + 1 if square else 2  # 1..3 quarter turns
         return torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
 
-    def __repr__(self) -> str:
-        return f"RandomRot90(p={self.p})"
-
 
 class RandomAffine(_Random):
     """Small random rotation, scaling and translation (bilinear image, nearest mask, zero fill).
@@ -139,6 +139,7 @@ class RandomAffine(_Random):
     """
 
     draws = 5
+    shown = ("p", "degrees", "scale", "translate")
 
     def __init__(
         self,
@@ -169,9 +170,6 @@ class RandomAffine(_Random):
         msk = F.grid_sample(mask[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
         return img.to(image.dtype), msk.to(mask.dtype)
 
-    def __repr__(self) -> str:
-        return f"RandomAffine(p={self.p}, degrees={self.degrees}, scale={self.scale}, translate={self.translate})"
-
 
 class IntensityJitter(_Random):
     """Random brightness shift, contrast scaling around the image mean, and Gaussian noise.
@@ -182,6 +180,7 @@ class IntensityJitter(_Random):
     """
 
     draws = 4
+    shown = ("p", "brightness", "contrast")
 
     def __init__(
         self,
@@ -205,9 +204,6 @@ class IntensityJitter(_Random):
             std = float(u[3]) * self.noise_std
             out = out + std * torch.randn(image.shape, generator=self.generator).to(image.dtype)
         return out, mask
-
-    def __repr__(self) -> str:
-        return f"IntensityJitter(p={self.p}, brightness={self.brightness}, contrast={self.contrast})"
 
 
 def default_augmentation(seed: Optional[int] = None) -> Compose:
