@@ -1,4 +1,5 @@
-"""Deploying SDN models: ONNX export whose graph does not grow with the image size.
+"""Deploying SDN models: a compiled model that trains at any size, and ONNX export whose graph
+does not grow with the image size.
 
 The layers call the registered operator ``torch.ops.spatialrec.scan_sequence``
 (:mod:`spatialrec.ops.library`), so ``torch.export`` and the dynamo ONNX exporter see one node per
@@ -14,7 +15,8 @@ layers and sweeps, not on the image size, and the exported model runs at any siz
 
 :func:`to_onnx` wraps ``torch.onnx.export(..., dynamo=True)`` with that translation and dynamic
 spatial sizes. Needs the ``deploy`` extra (``pip install 'spatialrec[deploy]'``: onnx, onnxscript;
-onnxruntime to run the result).
+onnxruntime to run the result). :func:`compile_dynamic` is ``torch.compile(fullgraph=True, dynamic=True)`` with
+the two inductor settings that keep a convolution's backward dynamic.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from .ops.directions import DIRECTIONS, sweep_dim
 from .ops.library import scan_sequence_op
 
-__all__ = ["count_onnx_nodes", "onnx_scan_sequence", "onnx_translation_table", "to_onnx"]
+__all__ = ["compile_dynamic", "count_onnx_nodes", "onnx_scan_sequence", "onnx_translation_table", "to_onnx"]
 
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
@@ -246,3 +248,65 @@ def count_onnx_nodes(path: Union[str, "os.PathLike[str]"]) -> int:
         return total
 
     return count(model.graph) + sum(count(f) for f in model.functions)
+
+
+def _aten_convolution_backward() -> None:
+    """Make inductor run ``aten.convolution_backward`` as its ATen fallback (process-wide, once)."""
+    from torch._inductor import lowering
+
+    op = torch.ops.aten.convolution_backward.default
+    if getattr(lowering.lowerings.get(op), "_is_fallback_handler", False):
+        return
+    original = lowering.lowerings.pop(op, None)
+    try:
+        lowering.make_fallback(op, override_decomp=True)
+    except (AttributeError, TypeError, AssertionError) as e:  # a torch whose inductor internals differ
+        if original is not None:
+            lowering.lowerings[op] = original
+        raise RuntimeError(
+            f"compile_dynamic cannot set inductor's convolution backward fallback on torch {torch.__version__} "
+            f"({type(e).__name__}: {e}); use torch.compile directly (one graph per training image size)"
+        ) from e
+
+
+def compile_dynamic(model: torch.nn.Module, **compile_kwargs: Any) -> Any:
+    """``torch.compile(model, fullgraph=True, dynamic=True)`` whose training step serves every image
+    size with one graph.
+
+    Inductor (checked on torch 2.13 and 2.14, CPU) specialises a convolution's backward to the
+    first image size it sees, for any convolutional network (``nn.Sequential(Conv2d, Tanh,
+    Conv2d)`` too), in two places: its lowering of ``aten.convolution_backward`` guards the
+    gradient's strides to integers, and its channels-last layout optimisation re-strides the
+    saved activations with the example's integer strides. A plain compiled training step
+    therefore recompiles (about a minute for ``sdn_unet``) for every new image size. This
+    function compiles with layout optimisation off (an option of this compilation only) and
+    makes inductor run ``aten.convolution_backward`` as the ATen kernel eager uses. The second
+    change is process-wide: it replaces inductor's lowering of that one op for every model
+    compiled afterwards in the process (on the CPU that lowering calls the same ATen kernels;
+    on CUDA it loses inductor's Triton templates for the convolution backward, which only
+    ``mode="max-autotune"`` selects). Eval graphs are dynamic with plain ``torch.compile`` too.
+
+    Args:
+        model: the module to compile.
+        **compile_kwargs: passed to ``torch.compile`` (``fullgraph`` and ``dynamic`` default to
+            ``True``; ``options`` are merged, with ``layout_optimization`` set to ``False``).
+
+    Returns:
+        The compiled module.
+
+    Raises:
+        RuntimeError: this torch's inductor internals differ from those the change relies on.
+
+    Example:
+        >>> compiled = compile_dynamic(create_model("sdn_unet"))  # doctest: +SKIP
+        >>> compiled(torch.randn(2, 3, 96, 128)).mean().backward()  # doctest: +SKIP
+        >>> compiled(torch.randn(2, 3, 160, 64)).mean().backward()  # same graph, no recompilation
+    """
+    if compile_kwargs.get("backend", "inductor") == "inductor":
+        _aten_convolution_backward()
+        options = dict(compile_kwargs.pop("options", None) or {})
+        options.setdefault("layout_optimization", False)
+        compile_kwargs["options"] = options
+    compile_kwargs.setdefault("fullgraph", True)
+    compile_kwargs.setdefault("dynamic", True)
+    return torch.compile(model, **compile_kwargs)
