@@ -1,12 +1,18 @@
 """Deployment speed of ``sdn_unet``: eager vs torch.compile vs onnxruntime, eval, float32, CPU.
 
-Every figure is also given as a ratio to eager in the same run. Also reports the cold compile
-time (first call of the compiled model, fresh process caches disabled) and the ONNX node count at
-two export sizes (it must not grow with the size).
+Per size, the eval forward (batch 1) of eager, ``torch.compile(fullgraph=True, dynamic=True)`` and
+onnxruntime, timed round-robin (one call of each per round, median over the rounds) so that a
+change of load on a shared machine hits all three alike; every figure is also given as a ratio to
+eager. With ``--train``, also one training step (forward + backward, batch 2) eager against
+:func:`spatialrec.export.compile_dynamic`, whose one graph serves every size. Reports the cold
+compile times (first call, inductor caches disabled) and the ONNX node count at two export sizes
+(it must not grow with the size).
 
-    PYTHONPATH=src python benchmarks/bench_deploy.py --sizes 128 256 --repeats 5
+    PYTHONPATH=src python benchmarks/bench_deploy.py --sizes 128 256 --repeats 5 --threads 1 --train
 
-Numbers on a shared CPU are noisy: compare ratios, and rerun before drawing conclusions.
+One thread is the default: with two threads on a shared 2-core machine every small operation waits
+at an OpenMP barrier for a descheduled thread, which made the same forward 2-8x slower from one
+run to the next (docs/kernels.md).
 """
 
 from __future__ import annotations
@@ -17,48 +23,42 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")  # cold compile times
 os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "0")
 
-import torch  # noqa: E402
+import torch
 
-from spatialrec import create_model  # noqa: E402
+from spatialrec import create_model
+from spatialrec.export import compile_dynamic
 
 
-def _time(fn, x, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    fn(x)  # warm-up
-    times = []
+def _round_robin(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, called in turn ``repeats`` times after a warm-up."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="sdn_unet")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--no-onnx", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = create_model(args.model).eval()
-    print(f"{args.model}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {args.threads} threads, batch 1, float32, median of {args.repeats}")
+def _cold(label: str, fn: Callable[[], object]) -> None:
+    t = time.perf_counter()
+    fn()
+    print(f"cold compile ({label}): {time.perf_counter() - t:.1f} s", flush=True)
 
+
+def _eval_rows(model: torch.nn.Module, sizes: list[int], repeats: int, threads: int, onnx: bool) -> None:
     compiled = torch.compile(model, fullgraph=True, dynamic=True)
-    first = torch.randn(1, model.in_channels, args.sizes[0], args.sizes[0])
     with torch.no_grad():
-        t = time.perf_counter()
-        compiled(first)
-        print(f"cold compile (fullgraph, dynamic, first call at {args.sizes[0]}): {time.perf_counter() - t:.1f} s")
-
-    sessions = {}
-    if not args.no_onnx:
+        _cold(f"eval forward, fullgraph, dynamic, first call at {sizes[0]}", lambda: compiled(torch.randn(1, model.in_channels, sizes[0], sizes[0])))
+    session = None
+    if onnx:
         import onnxruntime as ort
 
         from spatialrec.export import count_onnx_nodes, to_onnx
@@ -70,23 +70,62 @@ def main() -> None:
             to_onnx(model, torch.randn(2, model.in_channels, size, size), path)
             print(f"ONNX export at {size}x{size}: {time.perf_counter() - t:.1f} s, {count_onnx_nodes(path)} nodes")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        sessions["ort"] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        opts.intra_op_num_threads = threads
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
-    print(f"{'size':>9} {'eager ms':>9} {'compiled ms':>12} {'ratio':>6} {'ort ms':>8} {'ratio':>6}")
+    print(f"eval, batch 1: {'size':>9} {'eager ms':>9} {'compiled ms':>12} {'ratio':>6} {'ort ms':>8} {'ratio':>6}")
     with torch.no_grad():
-        for size in args.sizes:
+        for size in sizes:
             x = torch.randn(1, model.in_channels, size, size)
-            eager = _time(model, x, args.repeats)
-            comp = _time(compiled, x, args.repeats)
-            line = f"{size:>4}x{size:<4} {eager * 1e3:9.1f} {comp * 1e3:12.1f} {eager / comp:6.2f}"
-            if "ort" in sessions:
-                s = sessions["ort"]
+            fns: dict[str, Callable[[], object]] = {"eager": lambda x=x: model(x), "compiled": lambda x=x: compiled(x)}
+            if session is not None:
                 feed = {"input": x.numpy()}
-                ort_t = _time(lambda _: s.run(None, feed), None, args.repeats)
-                err = abs(torch.from_numpy(s.run(None, feed)[0]) - model(x)).max().item()
-                line += f" {ort_t * 1e3:8.1f} {eager / ort_t:6.2f}  (ort max |diff| {err:.1e})"
-            print(line)
+                fns["ort"] = lambda s=session, feed=feed: s.run(None, feed)
+            t = _round_robin(fns, repeats)
+            line = f"{'':14}{size:>4}x{size:<4} {t['eager'] * 1e3:9.1f} {t['compiled'] * 1e3:12.1f} {t['eager'] / t['compiled']:6.2f}"
+            if session is not None:
+                err = abs(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]) - model(x)).max().item()
+                line += f" {t['ort'] * 1e3:8.1f} {t['eager'] / t['ort']:6.2f}  (ort max |diff| {err:.1e})"
+            print(line, flush=True)
+
+
+def _train_rows(model: torch.nn.Module, sizes: list[int], repeats: int) -> None:
+    model.train()
+    compiled = compile_dynamic(model)
+
+    def step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
+        model.zero_grad(set_to_none=True)
+        fn(x).square().mean().backward()
+
+    first = torch.randn(2, model.in_channels, sizes[0], sizes[0] + 16)  # not square: one symbol per side
+    _cold("training step, compile_dynamic, fwd + bwd", lambda: step(compiled, first))
+    print(f"train, batch 2: {'size':>8} {'eager ms':>9} {'compiled ms':>12} {'ratio':>6}")
+    for size in sizes:
+        x = torch.randn(2, model.in_channels, size, size)
+        t = _round_robin({"eager": lambda x=x: step(model, x), "compiled": lambda x=x: step(compiled, x)}, repeats)
+        print(f"{'':15}{size:>4}x{size:<4} {t['eager'] * 1e3:9.1f} {t['compiled'] * 1e3:12.1f} {t['eager'] / t['compiled']:6.2f}", flush=True)
+    stats = torch._dynamo.utils.counters["stats"]
+    print(f"graphs captured for training: {stats['unique_graphs']} (one per mode; no recompilation per size)")
+    model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sdn_unet")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--train", action="store_true", help="also time a training step, eager vs compile_dynamic")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_model(args.model).eval()
+    print(f"{args.model}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {args.threads} threads, float32, median of {args.repeats} round-robin rounds")
+    _eval_rows(model, args.sizes, args.repeats, args.threads, not args.no_onnx)
+    if args.train:
+        _train_rows(model, args.sizes, args.repeats)
 
 
 if __name__ == "__main__":

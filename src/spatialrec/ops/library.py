@@ -18,14 +18,19 @@ bias_ih, bias_hh`` of each sweep, flattened in sweep order (``4 * len(directions
 ``directions`` the numeric codes of :data:`spatialrec.ops.DIRECTIONS` (0 right, 1 left, 2 down,
 3 up, 4 in, 5 out); ``backend`` a name accepted by :func:`spatialrec.ops.resolve_backend`
 (``"auto"`` is resolved inside the op, on the real tensor, so no environment lookup or import
-happens in a traced region). The output has the shape, dtype and memory format of ``x``.
+happens in a traced region). The outputs are contiguous tensors of the inputs' shapes and dtypes,
+whatever the inputs' memory format: an output whose strides followed its input's would be wrong
+under inductor, which may give the op an input in another layout than the traced graph had
+(channels-last convolution outputs on the CPU) and then, with dynamic shapes, re-strides a saved
+activation with the first size's integer strides, so the backward read the op's output with the
+wrong strides at every later size (silently wrong gradients, found on ``sdn_unet_pp``).
 
 The backward op recomputes the forward under autograd and differentiates it with the chosen
 backend's own backward (the fused backends' hand-written ones). That costs one extra forward
-per training step compared with calling the backend directly, which is why
+per training step compared with calling the backend directly, and the contiguous output costs a
+layout copy after the 2D fused backend (which works channels-last), which is why
 :func:`scan_sequence` (what the layers call) takes the op only where it matters: under
-``torch.compile``/``torch.export`` tracing, and whenever no gradient is needed (inference, where
-the op costs nothing extra). Eager training keeps the backends' autograd functions.
+``torch.compile``/``torch.export`` tracing. Eager code calls the backends directly.
 """
 
 from __future__ import annotations
@@ -55,24 +60,23 @@ def _names(directions: Sequence[int]) -> tuple[str, ...]:
     return tuple(DIRECTIONS[d] for d in directions)
 
 
-def _like(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``y`` with the strides of ``torch.empty_like(x)`` (what the fake returns), never aliasing ``x``."""
-    out = torch.empty_like(x)
-    if y.stride() == out.stride() and y.data_ptr() != x.data_ptr():
+def _contiguous(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` contiguous (the strides the fakes declare), never aliasing ``x``."""
+    if y.is_contiguous() and y.data_ptr() != x.data_ptr():
         return y
-    return out.copy_(y)
+    return y.clone(memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("spatialrec::scan_sequence", mutates_args=(), device_types=("cpu", "cuda"))
 def _scan_sequence_impl(x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str) -> torch.Tensor:
     with torch.no_grad():
         y = directional_gru_scan_sequence(x, _unflatten(params), _names(directions), backend=backend)
-    return _like(x, y)
+    return _contiguous(x, y)
 
 
 @_scan_sequence_impl.register_fake
 def _scan_sequence_fake(x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str) -> torch.Tensor:
-    return torch.empty_like(x)
+    return x.new_empty(x.shape)
 
 
 _AUTOGRAD_KEYS = functools.reduce(
@@ -110,14 +114,14 @@ def _scan_sequence_backward_impl(
     with torch.enable_grad(), _autograd_dispatch():
         y = directional_gru_scan_sequence(inputs[0], _unflatten(inputs[1:]), _names(directions), backend=backend)
         grads = torch.autograd.grad(y, inputs, grad, allow_unused=True)
-    return [_like(t, torch.zeros_like(t) if g is None else g) for t, g in zip(inputs, grads)]
+    return [_contiguous(t, torch.zeros_like(t) if g is None else g) for t, g in zip(inputs, grads)]
 
 
 @_scan_sequence_backward_impl.register_fake
 def _scan_sequence_backward_fake(
     grad: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str
 ) -> list[torch.Tensor]:
-    return [torch.empty_like(x)] + [torch.empty_like(p) for p in params]
+    return [x.new_empty(x.shape)] + [p.new_empty(p.shape) for p in params]
 
 
 def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
@@ -162,16 +166,14 @@ def scan_sequence(
         directions: canonical direction names (see :func:`spatialrec.ops.normalize_directions`).
         backend: backend name, ``"auto"`` allowed.
         use_op: ``True``: call ``torch.ops.spatialrec.scan_sequence``; ``False``: call the backend
-            directly; ``None`` (default): the op while tracing (compile, export) or when no
-            gradient is needed, the backend directly in eager training (no recomputation).
+            directly; ``None`` (default): the op while tracing (compile, export), the backend
+            directly in eager code (no recomputation in the backward, no layout copy).
 
     Returns:
-        The swept states, shape and dtype of ``x``; through the op also its memory format.
+        The swept states, shape and dtype of ``x``; contiguous through the op.
     """
     if use_op is None:
-        use_op = _tracing() or not (
-            torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for p in params for t in p))
-        )
+        use_op = _tracing()
     if not use_op:
         # The backend's own layout (channels-last from the 2D fused backend): the layer hands the
         # caller's format back after its project-out, so a copy here would be wasted work.
