@@ -91,6 +91,7 @@ def _eval_rows(model: torch.nn.Module, sizes: list[int], repeats: int, threads: 
 
 def _train_rows(model: torch.nn.Module, sizes: list[int], repeats: int) -> None:
     model.train()
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     compiled = compile_dynamic(model)
 
     def step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
@@ -104,8 +105,8 @@ def _train_rows(model: torch.nn.Module, sizes: list[int], repeats: int) -> None:
         x = torch.randn(2, model.in_channels, size, size)
         t = _round_robin({"eager": lambda x=x: step(model, x), "compiled": lambda x=x: step(compiled, x)}, repeats)
         print(f"{'':15}{size:>4}x{size:<4} {t['eager'] * 1e3:9.1f} {t['compiled'] * 1e3:12.1f} {t['eager'] / t['compiled']:6.2f}", flush=True)
-    stats = torch._dynamo.utils.counters["stats"]
-    print(f"graphs captured for training: {stats['unique_graphs']} (one per mode; no recompilation per size)")
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before
+    print(f"graphs captured for training at {len(sizes) + 1} sizes: {graphs}")
     model.eval()
 
 
