@@ -1,6 +1,23 @@
 """``nn.Module``s built on :mod:`spatialrec.ops`, for maps and volumes (``spatial_dims`` 2 or 3)."""
 
-from . import sdn
-from .sdn import *
+from .sdn import (
+    DEFAULT_STATE_SIZE,
+    DirectionalGRU,
+    DirectionalGRU2d,
+    DirectionalGRU3d,
+    ResidualSDN,
+    ResidualSDN3d,
+    SpatialDependencyLayer,
+    SpatialDependencyLayer3d,
+)
 
-__all__ = sdn.__all__
+__all__ = [
+    "DEFAULT_STATE_SIZE",
+    "DirectionalGRU",
+    "DirectionalGRU2d",
+    "DirectionalGRU3d",
+    "ResidualSDN",
+    "ResidualSDN3d",
+    "SpatialDependencyLayer",
+    "SpatialDependencyLayer3d",
+]

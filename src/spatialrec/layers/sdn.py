@@ -314,7 +314,7 @@ class ResidualSDN(nn.Module):
         )
 
 
-# ---------------------------------------------------------------------------- thin aliases (module docstring)
+# ---------------------------------------------------------------------------- thin aliases (see the module docstring)
 
 
 class DirectionalGRU2d(DirectionalGRU):
