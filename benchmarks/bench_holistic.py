@@ -77,7 +77,7 @@ except ImportError:  # run from a checkout without installing: use its sources
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import reset_peak_rss, trim_heap  # noqa: E402  (the same memory method)
 
-from spatialrec.analysis import effective_receptive_field, erf_rgb, receptive_field_support  # noqa: E402
+from spatialrec.analysis import effective_receptive_field, erf_rgb, prediction_rgb, receptive_field_support  # noqa: E402
 from spatialrec.data import HOLISTIC_TASKS, make_task  # noqa: E402
 from spatialrec.losses import DiceCELoss  # noqa: E402
 from spatialrec.metrics import dice, hd95, to_masks  # noqa: E402
@@ -475,13 +475,7 @@ def save_figures(out: Path, jobs: list[dict[str, Any]], models: list[str], erf_s
             else:
                 t = job["y0"].bool()
                 tiles = [inp, torch.stack([t.to(torch.uint8) * 255] * 3, -1)]
-                for m in models:
-                    p = by_model[m]["extras"]["pred"][0].bool()
-                    rgb = torch.zeros(h, w, 3, dtype=torch.uint8)
-                    rgb[p & t] = torch.tensor([255, 255, 255], dtype=torch.uint8)
-                    rgb[p & ~t] = torch.tensor([230, 40, 40], dtype=torch.uint8)
-                    rgb[~p & t] = torch.tensor([40, 90, 230], dtype=torch.uint8)
-                    tiles.append(rgb)
+                tiles += [prediction_rgb(by_model[m]["extras"]["pred"][0], t) for m in models]
             for c, tile in enumerate(tiles):
                 im = Image.fromarray(tile.numpy(), "RGB").resize((tw, th), Image.NEAREST)
                 canvas.paste(im, (label + pad + c * (tw + pad), y))

@@ -38,6 +38,7 @@ from typing import Any, Optional
 import torch
 
 import spatialrec
+from spatialrec.analysis import prediction_rgb
 from spatialrec.data import synthetic_splits
 from spatialrec.losses import DiceCELoss
 from spatialrec.train import fit
@@ -123,13 +124,7 @@ def save_figure(path: Path, images: torch.Tensor, truth: torch.Tensor, preds: di
         tiles = [torch.stack([grey] * 3, dim=-1)]
         t = truth[i, 0].bool()
         tiles.append(torch.stack([t.to(torch.uint8) * 255] * 3, dim=-1))
-        for name in preds:
-            p = preds[name][i, 0].bool()
-            rgb = torch.zeros(h, w, 3, dtype=torch.uint8)
-            rgb[p & t] = torch.tensor([255, 255, 255], dtype=torch.uint8)
-            rgb[p & ~t] = torch.tensor([230, 40, 40], dtype=torch.uint8)
-            rgb[~p & t] = torch.tensor([40, 90, 230], dtype=torch.uint8)
-            tiles.append(rgb)
+        tiles += [prediction_rgb(preds[name][i, 0], t) for name in preds]
         for c, tile in enumerate(tiles):
             im = Image.fromarray(tile.numpy(), "RGB").resize((tile_w, tile_h), Image.NEAREST)
             x = pad + c * (tile_w + pad)

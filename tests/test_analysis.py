@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from spatialrec import SpatialDependencyLayer, create_model
-from spatialrec.analysis import effective_receptive_field, erf_rgb, receptive_field_support
+from spatialrec.analysis import effective_receptive_field, erf_rgb, prediction_rgb, receptive_field_support
 
 
 def _ones_conv(cin: int = 1, cout: int = 1) -> nn.Conv2d:
@@ -94,3 +94,16 @@ def test_erf_rgb():
     assert img.shape == (4, 5, 3) and img.dtype == torch.uint8
     assert img[1, 2].tolist() == [255, 255, 255] and img[0, 0].tolist() == [0, 0, 0] and img[3, 3].tolist() == [0, 0, 0]
     assert erf_rgb(torch.zeros(2, 2)).sum() == 0
+
+
+def test_prediction_rgb():
+    pred = torch.tensor([[1, 1], [0, 0]])
+    target = torch.tensor([[1, 0], [1, 0]])
+    img = prediction_rgb(pred, target)
+    assert img.dtype == torch.uint8 and img.shape == (2, 2, 3)
+    assert img[0, 0].tolist() == [255, 255, 255]  # hit
+    assert img[0, 1].tolist() == [230, 40, 40]  # false positive
+    assert img[1, 0].tolist() == [40, 90, 230]  # miss
+    assert img[1, 1].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError):
+        prediction_rgb(pred, target[0])

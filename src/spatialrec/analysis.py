@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["effective_receptive_field", "erf_rgb", "receptive_field_support"]
+__all__ = ["effective_receptive_field", "erf_rgb", "prediction_rgb", "receptive_field_support"]
 
 _AGGREGATES = ("abs", "sum", "l2")
 
@@ -132,3 +132,16 @@ def erf_rgb(erf: torch.Tensor, decades: float = 4.0) -> torch.Tensor:
     # A "hot" colour map, black -> red -> yellow -> white as t goes 0 -> 1: channel k rises over [k/3, (k+1)/3].
     rgb = torch.stack([(3 * t - k).clamp(0, 1) for k in range(3)], -1)
     return (rgb * 255).round().to(torch.uint8)
+
+
+def prediction_rgb(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A 2D binary prediction against its ground truth as an RGB image, uint8 ``(H, W, 3)``:
+    white where both are set, red false positives, blue false negatives, black elsewhere."""
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ValueError(f"pred and target must be 2D maps of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    p, t = pred.detach().cpu().bool(), target.detach().cpu().bool()
+    rgb = torch.zeros(*p.shape, 3, dtype=torch.uint8)
+    rgb[p & t] = torch.tensor([255, 255, 255], dtype=torch.uint8)
+    rgb[p & ~t] = torch.tensor([230, 40, 40], dtype=torch.uint8)
+    rgb[~p & t] = torch.tensor([40, 90, 230], dtype=torch.uint8)
+    return rgb
