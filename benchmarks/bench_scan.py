@@ -142,7 +142,7 @@ def _read_status_kib(key: str) -> Optional[int]:
     return None
 
 
-def _peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> Optional[int]:
+def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> Optional[int]:
     """Peak memory above the level before ``fn()`` (None where it cannot be measured)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -242,7 +242,7 @@ def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], 
         fb = _paired_times(fwd_bwd, gemm, device, warmup, rep)
         gemm_walls += [f["gemm_wall"], fb["gemm_wall"]]
         layer.zero_grad(set_to_none=True)
-        mem = _peak_extra_bytes(fwd_bwd, device)
+        mem = peak_extra_bytes(fwd_bwd, device)
         layer.zero_grad(set_to_none=True)
         result["rows"][backend] = {
             "fwd_s": f["wall"],

@@ -139,15 +139,9 @@ def _measure(fn: Callable[[], object], device: torch.device, warmup: int, repeat
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    peak = None
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-    return statistics.median(times), peak
+    from bench_scan import peak_extra_bytes
+
+    return statistics.median(times), peak_extra_bytes(fn, device) if device.type == "cuda" else None
 
 
 def _sdn_fn(backend: str, h: torch.Tensor, params: list[list[torch.Tensor]], dtype: torch.dtype) -> Callable[[], None]:
