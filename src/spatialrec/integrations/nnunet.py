@@ -153,14 +153,18 @@ class _SDNMixin:
     sdn_gate_init: float
     _nnunet_base: Any  # the dynamic_network_architectures class this one extends
 
-    def _add_sdn(
+    def __init__(
         self,
-        sdn_stages: Sequence[int],
-        sdn_state_size: int,
-        sdn_directions: Optional[Sequence[DirectionLike]],
-        sdn_gate_init: float,
-        sdn_backend: str,
+        *args: Any,
+        sdn_stages: Sequence[int] = DEFAULT_SDN_OPTIONS["sdn_stages"],
+        sdn_state_size: int = DEFAULT_SDN_OPTIONS["sdn_state_size"],
+        sdn_directions: Optional[Sequence[DirectionLike]] = DEFAULT_SDN_OPTIONS["sdn_directions"],
+        sdn_gate_init: float = DEFAULT_SDN_OPTIONS["sdn_gate_init"],
+        sdn_backend: str = DEFAULT_SDN_OPTIONS["sdn_backend"],
+        **kwargs: Any,
     ) -> None:
+        """The nnU-Net base class's arguments, then the ``sdn_*`` options (see :class:`SDNPlainConvUNet`)."""
+        self._nnunet_base.__init__(self, *args, **kwargs)
         assert isinstance(self, nn.Module)
         self.sdn_stages = _stage_indices(sdn_stages, len(cast(Any, self).encoder.stages))
         names = sdn_conv_names(self, self.sdn_stages)
@@ -212,19 +216,6 @@ class SDNPlainConvUNet(_SDNMixin, PlainConvUNet):
 
     _nnunet_base = PlainConvUNet
 
-    def __init__(
-        self,
-        *args: Any,
-        sdn_stages: Sequence[int] = DEFAULT_SDN_OPTIONS["sdn_stages"],
-        sdn_state_size: int = DEFAULT_SDN_OPTIONS["sdn_state_size"],
-        sdn_directions: Optional[Sequence[DirectionLike]] = DEFAULT_SDN_OPTIONS["sdn_directions"],
-        sdn_gate_init: float = DEFAULT_SDN_OPTIONS["sdn_gate_init"],
-        sdn_backend: str = DEFAULT_SDN_OPTIONS["sdn_backend"],
-        **kwargs: Any,
-    ) -> None:
-        PlainConvUNet.__init__(self, *args, **kwargs)
-        self._add_sdn(sdn_stages, sdn_state_size, sdn_directions, sdn_gate_init, sdn_backend)
-
 
 class SDNResidualEncoderUNet(_SDNMixin, ResidualEncoderUNet):
     """nnU-Net's ``ResidualEncoderUNet`` (the ResEnc presets; 2D or 3D) with a residual SDN layer
@@ -237,19 +228,6 @@ class SDNResidualEncoderUNet(_SDNMixin, ResidualEncoderUNet):
     """
 
     _nnunet_base = ResidualEncoderUNet
-
-    def __init__(
-        self,
-        *args: Any,
-        sdn_stages: Sequence[int] = DEFAULT_SDN_OPTIONS["sdn_stages"],
-        sdn_state_size: int = DEFAULT_SDN_OPTIONS["sdn_state_size"],
-        sdn_directions: Optional[Sequence[DirectionLike]] = DEFAULT_SDN_OPTIONS["sdn_directions"],
-        sdn_gate_init: float = DEFAULT_SDN_OPTIONS["sdn_gate_init"],
-        sdn_backend: str = DEFAULT_SDN_OPTIONS["sdn_backend"],
-        **kwargs: Any,
-    ) -> None:
-        ResidualEncoderUNet.__init__(self, *args, **kwargs)
-        self._add_sdn(sdn_stages, sdn_state_size, sdn_directions, sdn_gate_init, sdn_backend)
 
 
 _SDN_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
