@@ -115,7 +115,40 @@ def _extent(kind: str, r: float) -> float:
     return {"disc": r, "square": 0.85 * r, "ring": 1.15 * r, "diamond": 1.25 * r}[kind]
 
 
-class SyntheticLongRange(Dataset):
+class _SyntheticBase(Dataset):
+    """The settings every synthetic data set takes, checked, and its length. Not public."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        image_size: Union[int, Sequence[int]],
+        noise_std: float,
+        split: str,
+        seed: int,
+        transform: Optional[Transform],
+    ) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+        if not noise_std >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        if split not in _SPLIT_CODES:
+            raise ValueError(f"split must be one of {tuple(_SPLIT_CODES)}, got {split!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable (image, mask) -> (image, mask), got {type(transform).__name__}")
+        self.num_samples = num_samples
+        self.image_size = _size_pair(image_size)
+        self.noise_std = float(noise_std)
+        self.split = split
+        self.seed = seed
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class SyntheticLongRange(_SyntheticBase):
     """Synthetic long-range segmentation: segment the object whose kind a far-away border cue names.
 
     Args:
@@ -165,9 +198,7 @@ class SyntheticLongRange(Dataset):
         seed: int = 0,
         transform: Optional[Transform] = None,
     ) -> None:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-        self.image_size = _size_pair(image_size)
+        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
         if cue_position not in ("fixed", "random"):
             raise ValueError(f"cue_position must be 'fixed' or 'random', got {cue_position!r}")
         if cue_border not in _BORDERS:
@@ -184,15 +215,6 @@ class SyntheticLongRange(Dataset):
             raise ValueError(f"radius_range must satisfy 0.02 <= low <= high <= 0.2, got {radius_range!r}")
         if cue_width is not None and (isinstance(cue_width, bool) or not isinstance(cue_width, int) or cue_width < 1):
             raise ValueError(f"cue_width must be None or an int >= 1, got {cue_width!r}")
-        if not noise_std >= 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
-        if split not in _SPLIT_CODES:
-            raise ValueError(f"split must be one of {tuple(_SPLIT_CODES)}, got {split!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable (image, mask) -> (image, mask), got {type(transform).__name__}")
-        self.num_samples = num_samples
         self.cue_position = cue_position
         self.cue_border = cue_border
         self.borders = borders
@@ -201,13 +223,6 @@ class SyntheticLongRange(Dataset):
         self.levels = tuple(float(v) for v in np.linspace(0.4, 1.0, num_kinds))
         self._cue_width = cue_width
         self.radius_range = (lo, hi)
-        self.noise_std = float(noise_std)
-        self.split = split
-        self.seed = seed
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def cue_width(self, border: str) -> int:
         """Stripe thickness (pixels) for a cue on ``border``."""
@@ -374,7 +389,7 @@ def _check_range(name: str, value: object, low: float, high: float) -> tuple[flo
     return lo, hi
 
 
-class _SyntheticTask(Dataset):
+class _SyntheticTask(_SyntheticBase):
     """Base of the benchmark tasks: checks, random streams, ``__getitem__``. Not public."""
 
     in_channels = 1
@@ -383,25 +398,7 @@ class _SyntheticTask(Dataset):
 
     def __init__(self, num_samples: int, image_size: Union[int, Sequence[int]], noise_std: float, split: str,
                  seed: int, transform: Optional[Transform]) -> None:  # fmt: skip
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-        self.image_size = _size_pair(image_size)
-        if not noise_std >= 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
-        if split not in _SPLIT_CODES:
-            raise ValueError(f"split must be one of {tuple(_SPLIT_CODES)}, got {split!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable (image, mask) -> (image, mask), got {type(transform).__name__}")
-        self.num_samples = num_samples
-        self.noise_std = float(noise_std)
-        self.split = split
-        self.seed = seed
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return self.num_samples
+        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
 
     def _rng(self, index: int) -> np.random.Generator:
         if not 0 <= index < self.num_samples:
