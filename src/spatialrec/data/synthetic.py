@@ -390,15 +390,11 @@ def _check_range(name: str, value: object, low: float, high: float) -> tuple[flo
 
 
 class _SyntheticTask(_SyntheticBase):
-    """Base of the benchmark tasks: checks, random streams, ``__getitem__``. Not public."""
+    """Base of the benchmark tasks: random streams, ``__getitem__``. Not public."""
 
     in_channels = 1
     num_classes = 1
     task_name = ""
-
-    def __init__(self, num_samples: int, image_size: Union[int, Sequence[int]], noise_std: float, split: str,
-                 seed: int, transform: Optional[Transform]) -> None:  # fmt: skip
-        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
 
     def _rng(self, index: int) -> np.random.Generator:
         if not 0 <= index < self.num_samples:
