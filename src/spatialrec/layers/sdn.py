@@ -25,6 +25,8 @@ from ..ops import (
     resolve_backend,
     scan_sequence,
 )
+from ..ops.fused import project_channels_last
+from ..ops.library import tracing
 from .nd import conv_cls
 
 SizeArg = Union[int, Sequence[int]]
@@ -116,6 +118,14 @@ def _project_in(
     if any(o >= max(s, 1) for o, s in zip(op, st)):
         raise ValueError(f"output_padding={output_padding!r} must be smaller than stride={stride!r} on every axis")
     return conv_cls(spatial_dims, transposed=True)(in_channels, out_channels, k, st, p, output_padding=op)
+
+
+def _cpu_autocast() -> bool:
+    """Whether autocast is on for the CPU (``torch.is_autocast_enabled(device)`` is torch >= 2.4)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:
+        return torch.is_autocast_cpu_enabled()
 
 
 def _geometry_repr(conv: nn.Module, transposed: bool) -> str:
@@ -227,6 +237,11 @@ class SpatialDependencyLayer(nn.Module):
         h = self.project_in(x).tanh_()
         params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in sweeps]
         h = scan_sequence(h, params, self.directions, backend)
+        if restore_layout and h.permute(0, 2, 3, 1).is_contiguous() and not (_cpu_autocast() or tracing()):
+            # The eager fused scan returned channels-last states: project them with GEMMs that
+            # write the caller's contiguous format directly (no slow 1x1 channels-last
+            # convolution, no transposing copy after it).
+            return project_channels_last(h, self.project_out.weight, self.project_out.bias)
         y = self.project_out(h)
         # Hand back the caller's memory format: a channels-last output would change which
         # convolution algorithms run downstream (and so their rounding) in the caller's network.

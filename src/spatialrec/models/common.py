@@ -15,6 +15,7 @@ from ..blocks import resolve_norm
 from ..checks import check_input, check_int, check_spatial_dims
 from ..layers import DEFAULT_STATE_SIZE
 from ..ops import DEFAULT_DIRECTIONS, DirectionLike, normalize_directions, resolve_backend
+from ..ops.library import tracing
 
 PAD_MODES: tuple[str, ...] = ("reflect", "replicate", "constant")
 """How models pad inputs up to a multiple of ``2**depth`` (``"constant"`` pads with zeros)."""
@@ -85,7 +86,7 @@ def check_model_input(
         TypeError: ``x`` is not a floating-point tensor (of the model's dtype outside autocast).
         ValueError: wrong number of dims or channels, or a side smaller than ``2**depth``.
     """
-    if torch.jit.is_tracing():
+    if torch.jit.istracing():
         # A trace records the padding to a multiple of 2**depth for the example's size only: at
         # another size the traced model would return an output of the example's size, silently.
         raise RuntimeError(
@@ -122,7 +123,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Te
     pads = [multiple * ((s + multiple - 1) // multiple) - s for s in sizes]
     starts = [p // 2 for p in pads]
     window = tuple((st, s) for st, s in zip(starts, sizes))
-    if _tracing():
+    if tracing():
         # Pad unconditionally (no guard "no padding needed" tying the program to multiples),
         # and reflect/replicate by gathering indices: the ONNX exporter's reflection pad is
         # wrong for unequal symbolic pads on the two sides.
@@ -130,10 +131,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> tuple[torch.Te
     if any(pads):
         x = _pad(x, pads, starts, mode)
     return x, window
-
-
-def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def _pad(x: torch.Tensor, pads: list[int], starts: list[int], mode: str) -> torch.Tensor:
@@ -159,7 +156,7 @@ def _pad_by_gather(x: torch.Tensor, pads: list[int], starts: list[int], mode: st
 
 def crop_window(x: torch.Tensor, window: Window) -> torch.Tensor:
     """Cut ``window`` (from :func:`pad_to_multiple`) out of ``x: (B, C, *padded)``."""
-    if not _tracing():
+    if not tracing():
         index: tuple[Any, ...] = (..., *(slice(st, st + s) for st, s in window))
         return x[index]
     # Traced: gather the window's indices instead of slicing. A traced slice asks whether it

@@ -144,7 +144,8 @@ scan_sequence_op = torch.ops.spatialrec.scan_sequence.default
 ONNX ``custom_translation_table``."""
 
 
-def _tracing() -> bool:
+def tracing() -> bool:
+    """Whether torch.compile or torch.export is tracing the caller."""
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
@@ -173,7 +174,7 @@ def scan_sequence(
         The swept states, shape and dtype of ``x``; contiguous through the op.
     """
     if use_op is None:
-        use_op = _tracing()
+        use_op = tracing()
     if not use_op:
         # The backend's own layout (channels-last from the 2D fused backend): the layer hands the
         # caller's format back after its project-out, so a copy here would be wasted work.
