@@ -25,9 +25,13 @@ carried to 3D (every plane written in place; see ``benchmarks/bench_scan3d.py``)
 shapes (per plane ``(B*plane, 9S) x (9S, 3S)``); ``triton`` runs there too on CUDA (the N-d kernels).
 
 Figures: forward time (no grad), forward+backward time (median of ``--repeats`` runs after
-``--warmup``, each run alternated with a run of the GEMM ceiling; process CPU time beside wall time), peak extra memory of one forward+backward (CPU: process peak RSS above the level
-before the run, via ``/proc/self/clear_refs``; CUDA: ``max_memory_allocated``), and the scan's
-useful GFLOP/s. Every figure is printed as a ratio to ``naive`` and GFLOP/s as a fraction of the
+``--warmup``, each run alternated with a run of the GEMM ceiling; process CPU time beside wall
+time), peak extra memory of one forward+backward (measured in a second process; CPU: process
+peak RSS above the level before the run, via ``/proc/self/clear_refs``, with every block above
+64 KiB its own mapping so that freed tensors leave the process; CUDA: ``max_memory_allocated``),
+and the scan's useful GFLOP/s. ``--malloc reuse`` times with glibc keeping freed memory for
+reuse (no page faults on fresh tensors, as with jemalloc, tcmalloc or a caching allocator);
+the default ``fresh`` times the environment's own malloc. Every figure is printed as a ratio to ``naive`` and GFLOP/s as a fraction of the
 ``gemm`` figure measured in the same run: machines are shared and noisy, ratios are what compare.
 """
 
@@ -204,7 +208,8 @@ def gemm_only(cfg: dict, device: torch.device, dtype: torch.dtype) -> Callable[[
     return run
 
 
-def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], warmup: int, repeats: int) -> dict:
+def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], warmup: int, repeats: int, measure: str = "time") -> dict:
+    """Time (``measure="time"``) or measure the peak memory (``"memory"``) of every backend on one configuration."""
     from spatialrec import SpatialDependencyLayer
 
     torch.manual_seed(0)
@@ -236,27 +241,31 @@ def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], 
             xg = x.detach().requires_grad_(True)
             forward(layer, xg, backend).sum().backward()
 
-        print(f"[{name}] {backend} ...", file=sys.stderr, flush=True)
+        print(f"[{name}] {backend} {measure} ...", file=sys.stderr, flush=True)
+        if measure == "memory":
+            fwd_bwd()  # the first call may allocate lasting state (e.g. oneDNN primitives)
+            layer.zero_grad(set_to_none=True)
+            result["rows"][backend] = {"peak_extra_bytes": peak_extra_bytes(fwd_bwd, device)}
+            layer.zero_grad(set_to_none=True)
+            continue
         rep = max(1, repeats if backend != "naive" else min(repeats, 3))
         f = _paired_times(fwd, gemm, device, warmup, rep)
         fb = _paired_times(fwd_bwd, gemm, device, warmup, rep)
         gemm_walls += [f["gemm_wall"], fb["gemm_wall"]]
-        layer.zero_grad(set_to_none=True)
-        mem = peak_extra_bytes(fwd_bwd, device)
         layer.zero_grad(set_to_none=True)
         result["rows"][backend] = {
             "fwd_s": f["wall"],
             "fwd_cpu_s": f["cpu"],
             "fwd_bwd_s": fb["wall"],
             "fwd_bwd_cpu_s": fb["cpu"],
-            "peak_extra_bytes": mem,
             "fwd_gflops": flops / f["wall"] / 1e9,
             "fwd_bwd_gflops": 3 * flops / fb["wall"] / 1e9,  # backward = 2x the forward's GEMM work
             # GFLOP/s as a fraction of the GEMM ceiling timed next to each run.
             "fwd_frac_gemm": f["ratio_to_gemm"] * flops / sflops,
             "fwd_bwd_frac_gemm": fb["ratio_to_gemm"] * 3 * flops / sflops,
         }
-    result["gemm_gflops"] = sflops / statistics.median(gemm_walls) / 1e9
+    if gemm_walls:
+        result["gemm_gflops"] = sflops / statistics.median(gemm_walls) / 1e9
     return result
 
 
@@ -298,6 +307,37 @@ def print_result(res: dict) -> None:
     print("GEMM ceiling timed alternately with each run; peak MB: peak extra memory of one forward+backward.")
 
 
+# glibc malloc settings (environment variables read at process start) of the child processes.
+# "fresh": none (the environment's own). "reuse": never return memory to the system, so freed
+# tensors' pages are handed out again without page faults (what jemalloc/tcmalloc or a caching
+# allocator give). "measure" (peak-memory runs; also "mmap" for timing): every block above 64 KiB
+# is its own mapping, so freed tensors leave the process and the peak resident set tracks the
+# live tensors.
+MALLOC_MODES: dict[str, dict[str, str]] = {
+    "fresh": {},
+    "reuse": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 50)},
+    "measure": {"MALLOC_MMAP_THRESHOLD_": "65536"},
+}
+MALLOC_MODES["mmap"] = MALLOC_MODES["measure"]
+_MALLOC_VARS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+
+
+def _child_env(src: str, malloc: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _MALLOC_VARS or k in malloc}
+    env.update(malloc)
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _run_child(cmd: list[str], env: dict[str, str], verbose: bool) -> Optional[dict]:
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE, text=True)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        print(f"{' '.join(cmd[2:])} failed:\n{(proc.stderr or '')[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(line[len("RESULT "):])
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the paper's configuration")
@@ -310,7 +350,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--verbose", action="store_true", help="show each configuration's progress")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument(
+        "--malloc",
+        choices=("fresh", "reuse", "mmap"),
+        default="fresh",
+        help="CPU memory for the timing runs: 'fresh' (glibc as the environment configures it: blocks of 32 MiB "
+        "and more are fresh pages that fault on first touch), 'reuse' (glibc keeps freed memory and hands it out "
+        "again, like a caching allocator) or 'mmap' (every block above 64 KiB is fresh: how this benchmark timed "
+        "until round two, which penalises many small allocations); see docs/kernels.md",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=("time", "memory"), default="time", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -321,7 +371,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.child is not None:
-        res = run_config(args.child, CONFIGS[args.child], device, backends, args.warmup, args.repeats)
+        res = run_config(args.child, CONFIGS[args.child], device, backends, args.warmup, args.repeats, args.measure)
         print("RESULT " + json.dumps(res))
         return 0
 
@@ -331,22 +381,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")
-    env = dict(os.environ)
-    # A fixed mmap threshold makes freed large tensors leave the process, so peak RSS tracks live memory.
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+    print(f"CPU memory for the timing runs: --malloc {args.malloc}; peak memory measured in a separate process")
     src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     results = []
     for name in names:
         cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--backends", *backends]
         if args.threads is not None:
             cmd += ["--threads", str(args.threads)]
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if args.verbose else subprocess.PIPE, text=True)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            print(f"configuration {name} failed:\n{(proc.stderr or '')[-3000:]}", file=sys.stderr)
+        res = _run_child(cmd + ["--measure", "time"], _child_env(src, MALLOC_MODES[args.malloc]), args.verbose)
+        mem = _run_child(cmd + ["--measure", "memory"], _child_env(src, MALLOC_MODES["measure"]), args.verbose)
+        if res is None or mem is None:
+            print(f"configuration {name} failed", file=sys.stderr)
             return 1
-        res = json.loads(line[len("RESULT "):])
+        for backend, row in res["rows"].items():
+            row["peak_extra_bytes"] = mem["rows"][backend]["peak_extra_bytes"]
+        res["malloc"] = args.malloc
         results.append(res)
         print_result(res)
         sys.stdout.flush()

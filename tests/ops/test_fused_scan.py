@@ -160,3 +160,97 @@ def test_fused_many_prior_blocks(monkeypatch):
     torch.testing.assert_close(y_fus, y_ref, rtol=1e-12, atol=1e-12)
     for a, b in zip(g_fus, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+
+
+# --- What a training forward keeps: the gates (default) or only the states -----------------------
+
+
+def _sequence_grads(x, params, directions, grad_out):
+    from spatialrec.ops import directional_gru_scan_sequence
+
+    leaves = [x.clone().requires_grad_(True)] + [[t.clone().requires_grad_(True) for t in p] for p in params]
+    y = directional_gru_scan_sequence(leaves[0], [tuple(p) for p in leaves[1:]], directions, backend="fused")
+    wrt = [leaves[0]] + [t for p in leaves[1:] for t in p]
+    return y.detach(), torch.autograd.grad(y, wrt, grad_out)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_fused_kept_and_recomputed_gates_give_the_same_gradients(monkeypatch, direction):
+    from spatialrec.ops import fused
+
+    monkeypatch.setattr(fused, "_GH_BLOCK_ELEMENTS", 40)  # several prior blocks per sweep
+    x, params = _inputs((2, 3, 6, 5), seed=31)
+    leaves = [t.clone().requires_grad_(True) for t in (x, *params)]
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    y_ref, g_ref = _grads(leaves[0], leaves[1:], direction, "reference", g, leaves)
+    runs = {}
+    for mode in ("save", "recompute"):
+        monkeypatch.setenv(fused.GATES_ENV_VAR, mode)
+        runs[mode] = _grads(leaves[0], leaves[1:], direction, "fused", g, leaves)
+        x2, p2 = _inputs((1, 3, 4, 5), seed=32)
+        runs[mode + "-seq"] = _sequence_grads(x2, [p2, params], ("down", direction), torch.ones(1, 3, 4, 5, dtype=torch.float64))
+    for mode in ("save", "recompute"):
+        y, grads = runs[mode]
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        for a, b in zip(grads, g_ref):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+    for a, b in zip(runs["save-seq"][1], runs["recompute-seq"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_fused_keeps_gates_only_when_a_backward_follows(monkeypatch):
+    from spatialrec.ops import fused
+
+    kept: list[bool] = []
+    real = fused._forward_lines
+
+    def spy(xs, params, keep_gates=False):
+        states, gates = real(xs, params, keep_gates)
+        kept.append(gates is not None)
+        assert (gates is not None) == keep_gates
+        return states, gates
+
+    monkeypatch.setattr(fused, "_forward_lines", spy)
+    x, params = _inputs((1, 2, 4, 3), seed=2)
+    with torch.no_grad():
+        directional_gru_scan(x, *params, "down", backend="fused")  # inference
+    directional_gru_scan(x, *params, "down", backend="fused")  # nothing requires grad
+    p_grad = [t.clone().requires_grad_(True) for t in params]
+    directional_gru_scan(x, *p_grad, "right", backend="fused").sum().backward()  # training
+    monkeypatch.setenv(fused.GATES_ENV_VAR, "recompute")
+    directional_gru_scan(x, *p_grad, "right", backend="fused").sum().backward()
+    assert kept == [False, False, True, False]
+
+
+def test_fused_gates_mode_rejects_an_unknown_value(monkeypatch):
+    from spatialrec.ops import fused
+
+    x, params = _inputs((1, 2, 3, 3), seed=3)
+    p_grad = [t.clone().requires_grad_(True) for t in params]
+    monkeypatch.setenv(fused.GATES_ENV_VAR, "fast")
+    with pytest.raises(ValueError, match="SPATIALREC_FUSED_GATES='fast'"):
+        directional_gru_scan(x, *p_grad, "down", backend="fused")
+    monkeypatch.setenv(fused.GATES_ENV_VAR, " Recompute ")
+    directional_gru_scan(x, *p_grad, "down", backend="fused").sum().backward()
+
+
+# --- The layer's 1x1 projection of channels-last states --------------------------------------
+
+
+def test_project_channels_last_is_the_1x1_convolution():
+    from spatialrec.ops.fused import project_channels_last
+
+    g = torch.Generator().manual_seed(4)
+    h = torch.randn(3, 5, 4, 6, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(2, 5, 1, 1, generator=g, dtype=torch.float64)
+    b = torch.randn(2, generator=g, dtype=torch.float64)
+    for bias in (b, None):
+        y = project_channels_last(h, w, bias)
+        assert y.is_contiguous()
+        torch.testing.assert_close(y, torch.nn.functional.conv2d(h, w, bias), rtol=1e-13, atol=1e-13)
+    leaves = [t.clone().requires_grad_(True) for t in (h, w, b)]
+    assert torch.autograd.gradcheck(project_channels_last, tuple(leaves))
+    dh = torch.autograd.grad(project_channels_last(*leaves).sum(), leaves[0])[0]
+    assert dh.permute(0, 2, 3, 1).is_contiguous()  # what the fused scan's backward reads best
+    with pytest.raises(ValueError, match="channels-last"):
+        project_channels_last(h.contiguous(), w, b)

@@ -180,3 +180,23 @@ def test_layer_mixed_backends_runs_sweeps_one_by_one():
     y = layer(x)
     layer.backend = "reference"
     torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_fused_cpu_projection_matches_the_convolution():
+    # A contiguous input to a fused CPU layer takes the GEMM projection of the channels-last
+    # states; it must be the layer's 1x1 convolution, forward and backward.
+    torch.manual_seed(2)
+    layer = SpatialDependencyLayer(3, 4, state_size=6, directions=("down", "left")).double()
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    layer.backend = "fused"
+    y = layer(x)
+    assert y.is_contiguous()
+    h = torch.tanh(layer.project_in(x))
+    params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in layer.sweeps]
+    want = layer.project_out(directional_gru_scan_sequence(h, params, layer.directions, backend="reference"))
+    torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-12)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, list(layer.parameters()), g)
+    ref = torch.autograd.grad(want, list(layer.parameters()), g)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
