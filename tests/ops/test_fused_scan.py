@@ -254,3 +254,20 @@ def test_project_channels_last_is_the_1x1_convolution():
     assert dh.permute(0, 2, 3, 1).is_contiguous()  # what the fused scan's backward reads best
     with pytest.raises(ValueError, match="channels-last"):
         project_channels_last(h.contiguous(), w, b)
+
+
+def test_tanh_in_place_matches_torch_tanh():
+    from spatialrec.ops.fused import tanh_
+
+    g = torch.Generator().manual_seed(6)
+    for dtype, tol in ((torch.float32, 3e-7), (torch.float64, 1e-15)):
+        v = torch.randn(3, 4, 5, generator=g, dtype=dtype) * 4
+        v[0, 0, :3] = torch.tensor([0.0, 1e-30, -40.0], dtype=dtype)  # zero, tiny, saturated
+        leaf = v.clone().requires_grad_(True)
+        y = tanh_(leaf.clone())
+        torch.testing.assert_close(y, torch.tanh(v), rtol=0, atol=tol)
+        g_out = torch.randn(v.shape, generator=g, dtype=dtype)
+        (dv,) = torch.autograd.grad(y, leaf, g_out)
+        torch.testing.assert_close(dv, g_out * (1 - torch.tanh(v) ** 2), rtol=0, atol=10 * tol)
+    half = torch.randn(4, dtype=torch.bfloat16)
+    torch.testing.assert_close(tanh_(half.clone()), torch.tanh(half), rtol=0, atol=0)  # falls back to tanh_

@@ -25,7 +25,7 @@ from ..ops import (
     resolve_backend,
     scan_sequence,
 )
-from ..ops.fused import project_channels_last
+from ..ops.fused import project_channels_last, tanh_
 from ..ops.library import tracing
 from .nd import conv_cls
 
@@ -234,7 +234,8 @@ class SpatialDependencyLayer(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         # In place: the convolution's backward does not need its output, and a fresh full-size
         # tensor costs page faults.
-        h = self.project_in(x).tanh_()
+        h = self.project_in(x)
+        h = h.tanh_() if tracing() else tanh_(h)
         params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in sweeps]
         h = scan_sequence(h, params, self.directions, backend)
         if restore_layout and h.permute(0, 2, 3, 1).is_contiguous() and not (_cpu_autocast() or tracing()):

@@ -86,7 +86,7 @@ def check_model_input(
         TypeError: ``x`` is not a floating-point tensor (of the model's dtype outside autocast).
         ValueError: wrong number of dims or channels, or a side smaller than ``2**depth``.
     """
-    if torch.jit.istracing():
+    if torch.jit.is_tracing():
         # A trace records the padding to a multiple of 2**depth for the example's size only: at
         # another size the traced model would return an output of the example's size, silently.
         raise RuntimeError(
