@@ -11,21 +11,23 @@ view ``(B, W, 3S)`` of the previous line, copied into one small reused buffer pe
 cannot read an overlapping operand, and the copy costs a fraction of the GEMM).
 
 Gate order. The parameters keep the published ``(r, z, n)`` row order; internally the rows of
-``weight_ih`` are permuted to ``(n, r, z)`` so that one ``(M, 4S)`` buffer per line holds
-``[n_pre | r_pre z_pre | W_hn p + b_hn]`` and, in the backward, ``[dn | dr dz | dn * r]``: the
+``weight_ih`` are permuted to ``(n, r, z)`` so that a line's ``(M, 3S)`` gate buffer holds
+``[n | r z]`` and, in the backward, one ``(M, 4S)`` buffer holds ``[dn | dr dz | dn * r]``: the
 input-side gradient is columns ``0:3S`` (order ``n, r, z``) and the prior-side gradient columns
 ``S:4S`` (order ``r, z, n``), both plain strided matrices for BLAS.
 
 Forward, per line ``i >= 1``: one GEMM ``(M, 3S) x (3S, 3S)`` accumulated in place onto the
-hoisted prior term, then five element-wise passes that write the new line straight into the
-state buffer. The prior term ``W_hh p + b_hh`` does not depend on the recurrence; it is computed
-for a block of lines in one GEMM (blocks bound the memory to ~4 MiB; a block is as efficient
-as one GEMM over all lines).
+hoisted prior term, then element-wise passes that write the new line straight into the state
+buffer (tanh as ``2 sigmoid(2 v) - 1``, with the factor 2 folded into the weights: torch's CPU
+tanh is several times slower than its sigmoid). The prior term ``W_hh p + b_hh`` does not
+depend on the recurrence; it is computed for a block of lines at a time (blocks bound the
+memory to ~4 MiB; a block is as efficient as one GEMM over all lines): its ``r, z`` rows onto
+the gate buffers, its ``n`` rows (which ``r`` multiplies) into their own block.
 
-Backward (backpropagation through the lines), per line from the last: recompute the gates from
-the saved states (one GEMM, cheaper than storing ``(H, M, 3S)`` gates), form the gate
-gradients in one reused buffer, push the gradient to the previous line with one GEMM and three
-shifted adds, and accumulate ``dW_ih``, ``dW_hh`` with one GEMM each (``K = M`` rows, as
+Backward (backpropagation through the lines), per line from the last: take the line's gates
+(kept by the forward, or recomputed from the saved states with one GEMM, see below), form the
+gate gradients in one reused buffer, push the gradient to the previous line with one GEMM and
+three shifted adds, and accumulate ``dW_ih``, ``dW_hh`` with one GEMM each (``K = M`` rows, as
 efficient as a GEMM over all lines would be, without storing the per-line gradients).
 
 Several sweeps (:func:`fused_directional_gru_scan_sequence`, used by the SDN layer): the lines
@@ -34,9 +36,11 @@ of every direction keep ``S`` innermost (``(H, B, W, S)`` for `down`/`up`, ``(W,
 ``S``-long runs, and the output is returned with channels-last strides. One autograd node per
 sweep, so that each sweep's saved states are freed as soon as its backward has run.
 
-Saved for the backward: the swept states ``(H, B, W + 2, S)`` in the compute dtype and the
-input ``x`` itself (already alive in the caller's graph). Nothing full-size is allocated per
-line.
+Saved for the backward: the swept states ``(H, B, W + 2, S)`` in the compute dtype, the input
+``x`` itself (already alive in the caller's graph) and, unless ``SPATIALREC_FUSED_GATES=recompute``
+(:data:`GATES_ENV_VAR`), the gates ``(H - 1, M, 3S)``: three times the states' size, to save a
+quarter of the forward+backward GEMM work. Inference keeps nothing. Nothing full-size is
+allocated per line.
 """
 
 from __future__ import annotations
