@@ -200,3 +200,17 @@ def test_layer_fused_cpu_projection_matches_the_convolution():
     ref = torch.autograd.grad(want, list(layer.parameters()), g)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_jit_trace_of_a_fused_cpu_layer_passes_its_own_check():
+    # torch.jit.trace re-runs the traced call without grad to check it: what the fused scan keeps
+    # for its backward must not depend on grad mode while tracing (it keeps nothing then).
+    import warnings
+
+    torch.manual_seed(3)
+    layer = SpatialDependencyLayer(3, 4, state_size=6, backend="fused")
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation warning for jit.trace
+        traced = torch.jit.trace(layer, x)
+    torch.testing.assert_close(traced(x), layer(x))

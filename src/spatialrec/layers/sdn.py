@@ -234,11 +234,13 @@ class SpatialDependencyLayer(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         # In place: the convolution's backward does not need its output, and a fresh full-size
         # tensor costs page faults.
+        # Traced (compile, export, jit.trace), the plain ops; eager on the CPU, the faster kernels.
+        eager = not (tracing() or torch.jit.is_tracing())
         h = self.project_in(x)
-        h = h.tanh_() if tracing() else tanh_(h)
+        h = tanh_(h) if eager else h.tanh_()
         params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in sweeps]
         h = scan_sequence(h, params, self.directions, backend)
-        if restore_layout and h.permute(0, 2, 3, 1).is_contiguous() and not (_cpu_autocast() or tracing()):
+        if eager and restore_layout and h.permute(0, 2, 3, 1).is_contiguous() and not _cpu_autocast():
             # The eager fused scan returned channels-last states: project them with GEMMs that
             # write the caller's contiguous format directly (no slow 1x1 channels-last
             # convolution, no transposing copy after it).

@@ -399,7 +399,10 @@ def _backward_lines(
 
 def _keep_gates(*tensors: torch.Tensor) -> bool:
     """Whether a fused forward on ``tensors`` keeps its gates: a backward will follow (grad mode
-    on and an input that requires grad) and :data:`GATES_ENV_VAR` does not say ``recompute``."""
+    on and an input that requires grad), :data:`GATES_ENV_VAR` does not say ``recompute`` and
+    ``torch.jit.trace`` is not recording the call (its check re-runs the trace without grad)."""
+    if torch.jit.is_tracing():
+        return False
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors) and save_gates()
 
 
