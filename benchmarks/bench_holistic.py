@@ -75,7 +75,7 @@ except ImportError:  # run from a checkout without installing: use its sources
     import spatialrec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import reset_peak_rss, trim_heap  # noqa: E402  (the same memory method)
+from bench_models import reset_peak_rss, status_kib, trim_heap  # noqa: E402  (the same memory method)
 
 from spatialrec.analysis import effective_receptive_field, erf_rgb, prediction_rgb, receptive_field_support  # noqa: E402
 from spatialrec.data import HOLISTIC_TASKS, make_task  # noqa: E402
@@ -185,13 +185,9 @@ def render(task: str, n: int, split: str, seed: int, image_size: int) -> tuple[t
 
 def _rss_kib(field: str) -> int:
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
+        return status_kib(field)
     except OSError:
-        pass
-    return -1
+        return -1
 
 
 def target_point(mask: torch.Tensor) -> tuple[int, int]:

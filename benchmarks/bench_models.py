@@ -93,7 +93,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
+    """``field`` (e.g. ``VmRSS``) of ``/proc/self/status`` in KiB; ``OSError`` where it cannot be read."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -139,9 +140,9 @@ def memory_worker(args: argparse.Namespace) -> None:
         sync(device)
         peak = torch.cuda.max_memory_allocated(device) - before
     elif trim_heap() and reset_peak_rss():
-        before = _status_kib("VmRSS")
+        before = status_kib("VmRSS")
         train_step(model, opt, x, y)
-        peak = (_status_kib("VmHWM") - before) * 1024
+        peak = (status_kib("VmHWM") - before) * 1024
     else:  # no way to reset the process's peak RSS here
         peak = -1
     print(json.dumps({"peak_bytes": peak}))
