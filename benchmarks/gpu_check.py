@@ -292,7 +292,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"\n{len(results) - len(bad)}/{len(results)} pass")
         failed |= bool(bad)
         report["compile"] = [
-            {"kernel": r.job.kernel, "dims": r.job.spatial_dims, "dtype": r.job.dtype, "arch": r.job.arch, "state_sizes": list(r.job.state_sizes),
+            {"kernel": r.job.name, "dims": r.job.spatial_dims, "dtype": r.job.dtype, "arch": r.job.arch, "state_sizes": list(r.job.state_sizes),
              "config": vars(r.job.config) if hasattr(r.job.config, "__dict__") else str(r.job.config), "shared": r.shared, "registers": r.registers,
              "local": r.local, "seconds": r.seconds, "problems": r.problems}
             for r in results

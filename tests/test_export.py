@@ -45,13 +45,14 @@ def _sizes(name: str) -> list[tuple[int, ...]]:
 # ------------------------------------------------------------------------------ the op
 
 
+@pytest.mark.parametrize("carry", ["prior", "line"])
 @pytest.mark.parametrize("backend", ["reference", "fused"])
 @pytest.mark.parametrize("spatial_dims,directions", [(2, [0, 3]), (3, [4, 1])])
-def test_opcheck_scan_sequence(backend: str, spatial_dims: int, directions: list[int]) -> None:
-    """Schema, fake (meta) implementation, autograd registration and AOT dispatch of the op."""
+def test_opcheck_scan_sequence(backend: str, spatial_dims: int, directions: list[int], carry: str) -> None:
+    """Schema, fake (meta) implementation, autograd registration and AOT dispatch of the op, both cells."""
     torch.manual_seed(0)
     x = torch.randn((2, S, 4, 5) if spatial_dims == 2 else (1, S, 3, 4, 5), dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(scan_sequence_op, (x, _params(spatial_dims, len(directions)), directions, backend))
+    torch.library.opcheck(scan_sequence_op, (x, _params(spatial_dims, len(directions)), directions, backend, carry))
 
 
 def test_gradcheck_through_op() -> None:
@@ -60,7 +61,7 @@ def test_gradcheck_through_op() -> None:
     flat = _params(2, 2)
 
     def f(x: torch.Tensor, *flat: torch.Tensor) -> torch.Tensor:
-        return torch.ops.spatialrec.scan_sequence(x, list(flat), [0, 2], "fused")
+        return torch.ops.spatialrec.scan_sequence(x, list(flat), [0, 2], "fused", "line")
 
     assert torch.autograd.gradcheck(f, (x, *flat))
 
@@ -76,7 +77,7 @@ def test_op_matches_backend_and_returns_contiguous() -> None:
     y_ref = scan_sequence(x, params, ("right", "down"), "reference", use_op=False)
     torch.testing.assert_close(y_op, y_ref, rtol=1e-5, atol=1e-5)
     assert y_op.is_contiguous()
-    grads = torch.ops.spatialrec.scan_sequence_backward(torch.randn_like(x), x, flat, [0, 2], "fused")
+    grads = torch.ops.spatialrec.scan_sequence_backward(torch.randn_like(x), x, flat, [0, 2], "fused", "prior")
     assert all(g.is_contiguous() for g in grads)
 
 

@@ -48,9 +48,10 @@ def _onnx_modules() -> tuple[Any, Any, Any]:
     return ir, onnxscript, op
 
 
-def _body_graph(ir: Any, spatial_dims: int, k_ih: Any, b_ih: Any) -> Any:
+def _body_graph(ir: Any, spatial_dims: int, k_ih: Any, b_ih: Any, carry: str = "prior") -> Any:
     """The ``Scan`` body: state ``prev`` and scan inputs ``x_i`` (the prior line) and ``gh_i``
     (its ``W_hh p + b_hh``) -> ``(h, h)``, the new line as next state and as scan output.
+    ``carry``: what ``(1 - z)`` keeps, ``x_i`` (``"prior"``) or ``prev`` (``"line"``).
 
     ``k_ih``/``b_ih`` are values of the enclosing graph (ONNX outer-scope references).
     """
@@ -72,8 +73,9 @@ def _body_graph(ir: Any, spatial_dims: int, k_ih: Any, b_ih: Any) -> Any:
     r = add("Sigmoid", [add("Add", [r_i, r_h])])
     z = add("Sigmoid", [add("Add", [z_i, z_h])])
     n = add("Tanh", [add("Add", [n_i, add("Mul", [r, n_h])])])
-    # z * n + (1 - z) * p = p + z * (n - p)
-    h = add("Add", [x_i, add("Mul", [z, add("Sub", [n, x_i])])])
+    # z * n + (1 - z) * c = c + z * (n - c), c the prior line or the previous swept line
+    c = prev if carry == "line" else x_i
+    h = add("Add", [c, add("Mul", [z, add("Sub", [n, c])])])
     h.name = "h_next"
     y = add("Identity", [h])
     y.name = "h_out"
@@ -86,7 +88,7 @@ def _perm(direction: str, ndim: int) -> list[int]:
     return [dim, 0, 1] + [d for d in range(2, ndim) if d != dim]
 
 
-def _sweep(op: Any, ir: Any, x: Any, params: Sequence[Any], direction: str, ndim: int) -> Any:
+def _sweep(op: Any, ir: Any, x: Any, params: Sequence[Any], direction: str, ndim: int, carry: str = "prior") -> Any:
     w_ih, w_hh, b_ih, b_hh = params
     spatial_dims = ndim - 2
     k = 3 ** (spatial_dims - 1)
@@ -111,7 +113,7 @@ def _sweep(op: Any, ir: Any, x: Any, params: Sequence[Any], direction: str, ndim
     first = op.Slice(v, i64([0]), i64([1]), i64([0]))
     rest = op.Slice(v, i64([1]), i64([_INT64_MAX]), i64([0]))
     gh_rest = op.Slice(gh, i64([1]), i64([_INT64_MAX]), i64([0]))
-    body = _body_graph(ir, spatial_dims, k_ih, b_ih)
+    body = _body_graph(ir, spatial_dims, k_ih, b_ih, carry)
     final = op.Scan(op.Squeeze(first, i64([0])), rest, gh_rest, body=body, num_scan_inputs=2)
     # The exporter gives a variadic-output op one output (the final state); the scan output
     # (every swept line, stacked) is the node's second.
@@ -124,17 +126,18 @@ def _sweep(op: Any, ir: Any, x: Any, params: Sequence[Any], direction: str, ndim
     return op.Transpose(out, perm=inverse)
 
 
-def onnx_scan_sequence(x: Any, params: Sequence[Any], directions: Sequence[int], backend: str = "auto") -> Any:
+def onnx_scan_sequence(x: Any, params: Sequence[Any], directions: Sequence[int], backend: str = "auto", carry: str = "prior") -> Any:
     """ONNX translation of ``spatialrec::scan_sequence`` (for ``custom_translation_table``).
 
     ``x``: the ``(B, S, H, W)`` or ``(B, S, D, H, W)`` value (float32); ``params``: the flattened
     ``(weight_ih, weight_hh, bias_ih, bias_hh)`` of each sweep; ``directions``: direction codes.
-    ``backend`` is ignored: the ONNX graph is its own backend. One ``Scan`` per sweep.
+    ``backend`` is ignored: the ONNX graph is its own backend. One ``Scan`` per sweep, whose
+    body keeps the prior line or the previous line as ``carry`` says.
     """
     ir, _, op = _onnx_modules()
     ndim = len(x.shape) if x.shape is not None else 4
     for i, code in enumerate(directions):
-        x = _sweep(op, ir, x, params[4 * i : 4 * i + 4], DIRECTIONS[code], ndim)
+        x = _sweep(op, ir, x, params[4 * i : 4 * i + 4], DIRECTIONS[code], ndim, carry)
     return x
 
 

@@ -25,14 +25,16 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, 
 
 def _check(results):
     assert results
-    problems = {f"{r.job.kernel} {r.job.spatial_dims}D {r.job.dtype} S={r.job.state_sizes} sm_{r.job.arch}": r.problems for r in results if r.problems}
+    problems = {f"{r.job.name} {r.job.spatial_dims}D {r.job.dtype} S={r.job.state_sizes} sm_{r.job.arch}": r.problems for r in results if r.problems}
     assert not problems, "\n" + aot.format_table(results)
 
 
 def test_representative_subset_compiles_within_resources():
     results = aot.compile_matrix(archs=(80, 90), dtypes=("float32", "bfloat16"), state_sizes=(150,), spatial_dims=(2, 3), kernels=("_fwd_line", "_bwd_gates_line", "_bwd_prev_line"), workers=2)
     assert {r.job.arch for r in results} == {80, 90}
-    assert len(results) == 2 * 2 * 2 * 3
+    # Three kernels, two of them in both carry variants (LINE constexpr).
+    assert len(results) == 2 * 2 * 2 * (3 + 2)
+    assert {r.job.line for r in results if r.job.kernel == "_fwd_line"} == {False, True}
     _check(results)
     for r in results:
         assert 0 < r.shared <= aot.SHARED_LIMITS[r.job.arch]
@@ -70,9 +72,11 @@ def test_the_check_flags_resource_violations():
 
 def test_a_failed_compile_is_reported_not_raised():
     # sm_10 does not exist: the toolchain fails, and the failure comes back as a result row.
-    (res,) = aot.compile_matrix(archs=(10,), dtypes=("float32",), state_sizes=(16,), spatial_dims=(2,), kernels=("_fwd_line",), workers=1)
-    assert not res.ok and res.error
-    assert res.problems[0].startswith("compile failed")
+    results = aot.compile_matrix(archs=(10,), dtypes=("float32",), state_sizes=(16,), spatial_dims=(2,), kernels=("_fwd_line",), workers=1)
+    assert len(results) == 2  # carry="prior" and carry="line"
+    for res in results:
+        assert not res.ok and res.error
+        assert res.problems[0].startswith("compile failed")
 
 
 def test_compile_job_refuses_interpreted_kernels(monkeypatch):
@@ -98,8 +102,8 @@ def test_gpu_check_compile_only_and_cpu_parts(tmp_path, capsys):
     rc = gpu_check.main(["--compile-only", "--arch", "sm_80", "--dtypes", "float32", "--state-sizes", "150", "--dims", "2", "--workers", "1", "--json", str(out)])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "| _fwd_line | 2D | float32 | 150 |" in text and "3/3 pass" in text
-    assert len(json.loads(out.read_text())["compile"]) == 3
+    assert "| _fwd_line | 2D | float32 | 150 |" in text and "5/5 pass" in text
+    assert len(json.loads(out.read_text())["compile"]) == 5  # two kernels in both carry variants
     # The correctness and timing parts on the CPU, tiny sizes, fused only.
     monkeypatch_env = os.environ.pop("TRITON_INTERPRET", None)
     try:

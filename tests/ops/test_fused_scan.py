@@ -204,8 +204,8 @@ def test_fused_keeps_gates_only_when_a_backward_follows(monkeypatch):
     kept: list[bool] = []
     real = fused._forward_lines
 
-    def spy(xs, params, keep_gates=False):
-        states, gates = real(xs, params, keep_gates)
+    def spy(xs, params, keep_gates=False, carry="prior"):
+        states, gates = real(xs, params, keep_gates, carry)
         kept.append(gates is not None)
         assert (gates is not None) == keep_gates
         return states, gates

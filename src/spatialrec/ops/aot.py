@@ -58,6 +58,12 @@ class CompileJob:
     arch: int
     config: Any  # spatialrec.ops.triton.LaunchConfig
     state_sizes: tuple[int, ...] = field(compare=False)
+    line: bool = False  # the carry="line" variant (kernels with a LINE constexpr)
+
+    @property
+    def name(self) -> str:
+        """The kernel's name, with ``[line]`` for its ``carry="line"`` variant."""
+        return f"{self.kernel}[line]" if self.line else self.kernel
 
 
 @dataclass
@@ -148,8 +154,9 @@ def jobs(
                 cfg = mod.launch_config(LINE_POSITIONS, s, _mode(mod, dtype), 3 ** (dims - 1))
                 for arch in archs:
                     for k in names:
-                        grouped.setdefault((k, dims, dtype, arch, cfg), []).append(s)
-    return [CompileJob(k, d, t, a, c, tuple(ss)) for (k, d, t, a, c), ss in grouped.items()]
+                        for line in (False, True) if mod.KERNELS[k] in mod.LINE_KERNELS else (False,):
+                            grouped.setdefault((k, dims, dtype, arch, cfg, line), []).append(s)
+    return [CompileJob(k, d, t, a, c, tuple(ss), ln) for (k, d, t, a, c, ln), ss in grouped.items()]
 
 
 def _resource_usage(cubin: bytes, tool: str) -> tuple[int, int]:
@@ -212,6 +219,8 @@ def compile_job(job: CompileJob) -> CompileResult:
         "ACC": tl.float32,
         "MODE": _mode(mod, job.dtype),
     }
+    if fn in mod.LINE_KERNELS:
+        constexprs["LINE"] = job.line
     # Every buffer is in the compute dtype (float32) whatever the input dtype; sizes are int32.
     signature = {n: ("constexpr" if n in constexprs else "*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
     t0 = time.perf_counter()
@@ -275,12 +284,12 @@ def format_table(results: Sequence[CompileResult]) -> str:
     """A Markdown table of ``results`` (one row per kernel, configuration and target)."""
     head = "| kernel | dims | dtype | S | tile (M x N x K, warps, stages) | target | shared KiB (limit) | regs | stack / spill stores B | status |"
     rows = [head, "|" + "---|" * 10]
-    for r in sorted(results, key=lambda r: (r.job.spatial_dims, r.job.kernel, r.job.dtype, r.job.state_sizes, r.job.arch)):
+    for r in sorted(results, key=lambda r: (r.job.spatial_dims, r.job.name, r.job.dtype, r.job.state_sizes, r.job.arch)):
         j, c = r.job, r.job.config
         limit = SHARED_LIMITS.get(j.arch)
         status = "ok" if not r.problems else "; ".join(r.problems)
         rows.append(
-            f"| {j.kernel} | {j.spatial_dims}D | {j.dtype} | {','.join(map(str, j.state_sizes))} | "
+            f"| {j.name} | {j.spatial_dims}D | {j.dtype} | {','.join(map(str, j.state_sizes))} | "
             f"{c.block_m}x{c.block_n}x{c.block_k}, {c.num_warps}, {c.num_stages} | sm_{j.arch} | "
             f"{r.shared / 1024:.0f} ({'-' if limit is None else limit // 1024}) | {r.registers} | {r.local} / {r.spill_stores} | {status} |"
         )
@@ -294,7 +303,7 @@ def format_wide_table(results: Sequence[CompileResult]) -> str:
     cells: dict[tuple[str, int, str, tuple[int, ...], Any], dict[int, CompileResult]] = {}
     for r in results:
         j = r.job
-        cells.setdefault((j.kernel, j.spatial_dims, j.dtype, j.state_sizes, j.config), {})[j.arch] = r
+        cells.setdefault((j.name, j.spatial_dims, j.dtype, j.state_sizes, j.config), {})[j.arch] = r
     head = "| kernel | dims | dtype | S | tile (M x N x K, warps, stages) | " + " | ".join(f"sm_{a}: smem KiB / regs / stack B / spill B" for a in archs) + " |"
     rows = [head, "|" + "---|" * (5 + len(archs))]
     for (k, d, t, ss, c), by_arch in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2], kv[0][3])):

@@ -244,8 +244,11 @@ def _image_from_lines(lines: torch.Tensor, direction: str, dtype: torch.dtype) -
     return out.permute(0, 3, 1, 2)
 
 
-def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, carry: str = "prior") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Sweep the line-major priors ``xs: (H, B, W, S)`` (contiguous, compute dtype) downwards.
+
+    ``carry`` (:data:`spatialrec.ops.gates.CARRIES`): what ``(1 - z)`` keeps, the prior line or
+    the previous swept line.
 
     Returns the swept states ``(H, B, W + 2, S)`` with a zero column on each side and, with
     ``keep_gates``, the gates ``[n | r | z]`` of lines ``1..H-1`` as ``(H - 1, B * W, 3S)`` (else
@@ -275,15 +278,16 @@ def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False) 
             for i in range(lo, hi):
                 g = g_blk[i - lo]
                 _gates(g, hn_blk[i - lo], _neighbours(states, i - 1, a), params)
-                # h = z * n + (1 - z) * p = lerp(p, n, z): one pass, written straight into the
-                # state buffer.
-                torch.lerp(xs[i], g[:, :s].view(b, w, s), g[:, 2 * s :].view(b, w, s), out=states[i, :, 1:-1])
+                # h = z * n + (1 - z) * keep = lerp(keep, n, z): one pass, written straight into
+                # the state buffer.
+                keep = states[i - 1, :, 1:-1] if carry == "line" else xs[i]
+                torch.lerp(keep, g[:, :s].view(b, w, s), g[:, 2 * s :].view(b, w, s), out=states[i, :, 1:-1])
     return states, gates
 
 
-def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, keep_gates: bool) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, keep_gates: bool, carry: str) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Run the sweep. Returns ``(y: (B, S, H, W) in x.dtype, states: (H, B, W + 2, S) in dtype, gates or None)``."""
-    states, gates = _forward_lines(_to_lines(x, direction, dtype), params, keep_gates)
+    states, gates = _forward_lines(_to_lines(x, direction, dtype), params, keep_gates, carry)
     y = _from_lines(states[:, :, 1:-1], direction, x.dtype)
     return y, states, gates
 
@@ -298,6 +302,7 @@ def _backward(
     dtype: torch.dtype,
     need_x: bool,
     need_params: bool,
+    carry: str,
 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Backpropagate through the lines.
 
@@ -308,7 +313,7 @@ def _backward(
     """
     dh_all = _to_lines(grad_y, direction, dtype)  # (H, B, W, S): accumulates dL/dh, then becomes dL/dx
     xs = _to_lines(x, direction, dtype) if dh_all.shape[0] > 1 else dh_all
-    return _backward_lines(dh_all, xs, states, gates, params, need_x, need_params)
+    return _backward_lines(dh_all, xs, states, gates, params, need_x, need_params, carry)
 
 
 def _backward_lines(
@@ -319,6 +324,7 @@ def _backward_lines(
     params: _Params,
     need_x: bool,
     need_params: bool,
+    carry: str = "prior",
 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Backpropagate through the lines of one `down` sweep, all line-major in the compute dtype.
 
@@ -366,8 +372,12 @@ def _backward_lines(
                     _gates(g, ghn, _neighbours(states, i - 1, a), params)
                 n, r, z = g[:, :s], g[:, s : 2 * s], g[:, 2 * s :]
                 p, dh = xs2[i], dh2[i]
-                # dz_pre = dh (n - p) z (1 - z)
-                torch.sub(n, p, out=d_z)
+                line = carry == "line"
+                # dz_pre = dh (n - keep) z (1 - z), keep = p or the previous swept line
+                if line:
+                    torch.sub(n.view(b, w, s), states[i - 1, :, 1:-1], out=d_z.view(b, w, s))
+                else:
+                    torch.sub(n, p, out=d_z)
                 d_z.mul_(dh).mul_(z)
                 d_z.addcmul_(d_z, z, value=-1)
                 # dn_pre = dh z (1 - n^2)
@@ -390,7 +400,14 @@ def _backward_lines(
                     dw_ih.addmm_(d[:, : 3 * s].t(), a2)
                     dw_hh.addmm_(d[:, s:].t(), p)
                     db.add_(d.sum(dim=0))
-                if need_x:
+                if line:
+                    # The kept share dh (1 - z) flows to the previous line (it carries on from
+                    # there), whether or not the priors need a gradient.
+                    dh.addcmul_(dh, z, value=-1)
+                    prev.add_(dh.view(b, w, s))
+                    if need_x:
+                        torch.mm(d[:, s:], params.w_hh, out=dh)  # dx_i = dG_h W_hh
+                elif need_x:
                     # dx_i = dh (1 - z) + dG_h W_hh, written over dh (no longer needed).
                     dh.addcmul_(dh, z, value=-1)
                     dh.addmm_(d[:, s:], params.w_hh)
@@ -410,12 +427,13 @@ class FusedDirectionalGRUScan(torch.autograd.Function):
     """Autograd function of the fused scan; call it through :func:`fused_directional_gru_scan`."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor, direction: str, keep_gates: bool) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor, direction: str, keep_gates: bool, carry: str = "prior") -> torch.Tensor:  # type: ignore[override]
         dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
-        y, states, gates = _forward(x, params, direction, dtype, keep_gates)
+        y, states, gates = _forward(x, params, direction, dtype, keep_gates, carry)
         ctx.save_for_backward(x, weight_ih, weight_hh, bias_ih, bias_hh, states, gates)
         ctx.direction = direction
+        ctx.carry = carry
         ctx.dtype = dtype
         return y
 
@@ -426,16 +444,16 @@ class FusedDirectionalGRUScan(torch.autograd.Function):
         need_x = ctx.needs_input_grad[0]
         need_params = any(ctx.needs_input_grad[1:5])
         if not (need_x or need_params):
-            return (None,) * 7
+            return (None,) * 8
         dtype = ctx.dtype
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
-        dx_lines, dw_ih, dw_hh, db = _backward(grad_y, x, states, gates, params, ctx.direction, dtype, need_x, need_params)
+        dx_lines, dw_ih, dw_hh, db = _backward(grad_y, x, states, gates, params, ctx.direction, dtype, need_x, need_params, ctx.carry)
         s = params.s
         # The gradient may stay a strided view of the line buffer: its consumers read it once, and
         # a contiguous copy would cost a full-size allocation at the backward's peak.
         dx = _from_lines(dx_lines, ctx.direction, x.dtype, contiguous=False) if dx_lines is not None else None
         grads = _param_grads(dw_ih, dw_hh, db, s, (weight_ih, weight_hh, bias_ih, bias_hh), ctx.needs_input_grad[1:5])
-        return (dx, *grads, None, None)
+        return (dx, *grads, None, None, None)
 
 
 def _param_grads(
@@ -474,15 +492,15 @@ class _SequenceSweep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, src: torch.Tensor, src_dir: Optional[str], direction: str, dtype: torch.dtype, keep_gates: bool, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, src: torch.Tensor, src_dir: Optional[str], direction: str, dtype: torch.dtype, keep_gates: bool, carry: str, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
         xs = _sweep_priors(src, src_dir, direction, dtype)
-        states, gates = _forward_lines(xs, params, keep_gates)
+        states, gates = _forward_lines(xs, params, keep_gates, carry)
         del xs
         # The priors are not saved: the backward recomputes them from ``src`` (kept anyway, by
         # the previous node or the caller's graph) with one cheap copy.
         ctx.save_for_backward(src, weight_ih, weight_hh, bias_ih, bias_hh, states, gates)
-        ctx.src_dir, ctx.direction, ctx.dtype = src_dir, direction, dtype
+        ctx.src_dir, ctx.direction, ctx.dtype, ctx.carry = src_dir, direction, dtype, carry
         return states[:, :, 1:-1]
 
     @staticmethod
@@ -490,9 +508,9 @@ class _SequenceSweep(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         src, weight_ih, weight_hh, bias_ih, bias_hh, states, gates = ctx.saved_tensors
         need_src = ctx.needs_input_grad[0]
-        need_params = any(ctx.needs_input_grad[5:9])
+        need_params = any(ctx.needs_input_grad[6:10])
         if not (need_src or need_params):
-            return (None,) * 9
+            return (None,) * 10
         dtype, direction, src_dir = ctx.dtype, ctx.direction, ctx.src_dir
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
         # The output is only ever read by the next node of the same sequence, whose backward
@@ -503,9 +521,9 @@ class _SequenceSweep(torch.autograd.Function):
         else:
             dh = grad.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
         xs = _sweep_priors(src, src_dir, direction, dtype) if dh.shape[0] > 1 else dh
-        dx_lines, dw_ih, dw_hh, db = _backward_lines(dh, xs, states, gates, params, need_src, need_params)
+        dx_lines, dw_ih, dw_hh, db = _backward_lines(dh, xs, states, gates, params, need_src, need_params, ctx.carry)
         del xs, gates
-        grads = _param_grads(dw_ih, dw_hh, db, params.s, (weight_ih, weight_hh, bias_ih, bias_hh), ctx.needs_input_grad[5:9])
+        grads = _param_grads(dw_ih, dw_hh, db, params.s, (weight_ih, weight_hh, bias_ih, bias_hh), ctx.needs_input_grad[6:10])
         d_src = None
         if need_src:
             assert dx_lines is not None
@@ -513,7 +531,7 @@ class _SequenceSweep(torch.autograd.Function):
                 d_src = _image_from_lines(dx_lines, direction, src.dtype)
             else:
                 d_src = _relayout(dx_lines, direction, src_dir, src.dtype)
-        return (d_src, None, None, None, None, *grads)
+        return (d_src, None, None, None, None, None, *grads)
 
 
 def _sweep_priors(src: torch.Tensor, src_dir: Optional[str], direction: str, dtype: torch.dtype) -> torch.Tensor:
@@ -634,6 +652,7 @@ def fused_directional_gru_scan_sequence(
     x: torch.Tensor,
     params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
     directions: tuple[str, ...],
+    carry: str = "prior",
 ) -> torch.Tensor:
     """Sweep ``x: (B, S, H, W)`` in each of ``directions`` (canonical names) in turn, fused.
 
@@ -647,7 +666,7 @@ def fused_directional_gru_scan_sequence(
     keep_gates = _keep_gates(x, *(t for p in params for t in p))
     src, src_dir = x, None
     for p, direction in zip(params, directions):
-        src = _SequenceSweep.apply(src, src_dir, direction, dtype, keep_gates, *p)
+        src = _SequenceSweep.apply(src, src_dir, direction, dtype, keep_gates, carry, *p)
         src_dir = direction
     return _LinesToImage.apply(src, src_dir, x.dtype)
 
@@ -659,6 +678,7 @@ def fused_directional_gru_scan(
     bias_ih: torch.Tensor,
     bias_hh: torch.Tensor,
     direction: str,
+    carry: str = "prior",
 ) -> torch.Tensor:
     """Sweep ``x: (B, S, H, W)`` in ``direction`` (a canonical name) with the fused backend.
 
@@ -668,7 +688,7 @@ def fused_directional_gru_scan(
     float64); returns ``(B, S, H, W)`` in ``x.dtype``. Differentiable once (no double backward).
     """
     keep_gates = _keep_gates(x, weight_ih, weight_hh, bias_ih, bias_hh)
-    return FusedDirectionalGRUScan.apply(x, weight_ih, weight_hh, bias_ih, bias_hh, direction, keep_gates)
+    return FusedDirectionalGRUScan.apply(x, weight_ih, weight_hh, bias_ih, bias_hh, direction, keep_gates, carry)
 
 
 __all__ = [

@@ -67,6 +67,7 @@ class _FusedPlaneSweep(torch.autograd.Function):
         bias_ih: torch.Tensor,
         bias_hh: torch.Tensor,
         reverse: bool,
+        carry: str = "prior",
     ) -> torch.Tensor:
         dtype = compute_dtype(xp, weight_ih, weight_hh, bias_ih, bias_hh)
         w_ih, w_hh, b_ih, b_hh = (p.to(dtype) for p in (weight_ih, weight_hh, bias_ih, bias_hh))
@@ -86,10 +87,11 @@ class _FusedPlaneSweep(torch.autograd.Function):
                 rz = torch.sigmoid_(gi[:, : 2 * s].add_(g_h[:, : 2 * s]))
                 r, z = rz[:, :s], rz[:, s:]
                 n = torch.tanh_(gi[:, 2 * s :].addcmul_(r, g_h[:, 2 * s :]))
-                prior = x[cur]
-                # h = z n + (1 - z) p, written as p + z (n - p)
-                torch.addcmul(prior, z, n.sub_(prior), out=out[cur])
+                keep = out[cur - step] if carry == "line" else x[cur]
+                # h = z n + (1 - z) keep, written as keep + z (n - keep)
+                torch.addcmul(keep, z, n.sub_(keep), out=out[cur])
         ctx.reverse = reverse
+        ctx.carry = carry
         ctx.save_for_backward(xp, weight_ih, weight_hh, bias_ih, bias_hh, out)
         return out
 
@@ -98,6 +100,7 @@ class _FusedPlaneSweep(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         xp, weight_ih, weight_hh, bias_ih, bias_hh, out = ctx.saved_tensors
         reverse: bool = ctx.reverse
+        line = ctx.carry == "line"
         dtype = out.dtype
         w_ih, w_hh, b_ih, b_hh = (p.to(dtype) for p in (weight_ih, weight_hh, bias_ih, bias_hh))
         x = xp.to(dtype).contiguous()
@@ -131,9 +134,9 @@ class _FusedPlaneSweep(torch.autograd.Function):
             factors = torch.empty(nb, 3, s, a, b, dtype=dtype, device=x.device)
             f_r, f_z, f_n = factors.unbind(1)
             torch.mul(z, 1 - n * n, out=f_n)  # through n = tanh(.)
-            torch.mul(n - x_cur, z * (1 - z), out=f_z)  # through z = sigmoid(.)
+            torch.mul(n - (h_prev if line else x_cur), z * (1 - z), out=f_z)  # through z = sigmoid(.)
             torch.mul(f_n * gh_n, r * (1 - r), out=f_r)  # through r = sigmoid(.)
-            keep = 1 - z  # the prior's direct share of h
+            keep = 1 - z  # the kept value's direct share of h (the prior's, or the previous plane's)
             r = r.contiguous()
             del gi, gh, rz, z, n, gh_n
             # The transposed convolution, as a plain convolution with the flipped, transposed kernel.
@@ -146,9 +149,15 @@ class _FusedPlaneSweep(torch.autograd.Function):
                 rows = slice(j * batch, (j + 1) * batch)
                 torch.mul(dh[cur].unsqueeze(1), factors[rows], out=dgi[j])
                 dh[cur - step].add_(F.conv2d(dgi[j].view(batch, 3 * s, a, b), kernel_t, padding=1))
+                if line:
+                    # The kept share flows on to the previous plane (it carries on from there).
+                    dh[cur - step].addcmul_(dh[cur], keep[rows])
             del factors
             dx[first] = dh[first]
-            torch.mul(dh[cur_sl].reshape(nb, s, a, b), keep, out=dx[cur_sl].view(nb, s, a, b))
+            if line:
+                dx[cur_sl].zero_()
+            else:
+                torch.mul(dh[cur_sl].reshape(nb, s, a, b), keep, out=dx[cur_sl].view(nb, s, a, b))
 
             dgi_flat = dgi.view(nb, 3 * s, a, b)
             grad_kernel = conv2d_weight(h_prev, kernel.shape, dgi_flat, padding=1)
@@ -169,7 +178,7 @@ class _FusedPlaneSweep(torch.autograd.Function):
         result = tuple(
             g.to(o.dtype) if need else None for g, o, need in zip(grads, originals, needs[:5])
         )
-        return result + (None,)
+        return result + (None, None)
 
 
 def fused_directional_gru_scan3d(
@@ -179,6 +188,7 @@ def fused_directional_gru_scan3d(
     bias_ih: torch.Tensor,
     bias_hh: torch.Tensor,
     direction: str,
+    carry: str = "prior",
 ) -> torch.Tensor:
     """Sweep ``x: (B, S, D, H, W)`` in ``direction`` (a canonical 3D name). Inputs are validated by the caller.
 
@@ -187,5 +197,5 @@ def fused_directional_gru_scan3d(
     """
     dim, reverse = sweep_dim(direction, x.dim())
     # The plane-major view is free; the function copies it into a contiguous buffer itself.
-    y = _FusedPlaneSweep.apply(x.movedim(dim, 0), weight_ih, weight_hh, bias_ih, bias_hh, reverse)
+    y = _FusedPlaneSweep.apply(x.movedim(dim, 0), weight_ih, weight_hh, bias_ih, bias_hh, reverse, carry)
     return y.movedim(0, dim).to(x.dtype)

@@ -38,4 +38,30 @@ def fold_biases(bias_ih: torch.Tensor, bias_hh: torch.Tensor, s: int) -> tuple[t
     return b_prior, bias_ih[2 * s :].contiguous()
 
 
-__all__ = ["compute_dtype", "fold_biases", "permute_gates_ih", "unpermute_gates_ih"]
+CARRIES: tuple[str, ...] = ("line", "prior")
+"""What the update gate's ``(1 - z)`` term keeps at a position (see ``docs/maths.md``):
+
+- ``"line"``: the previous line's state at the same position, ``h_i = z n + (1 - z) h_{i-1}``.
+  An identity path along the sweep, as in a GRU over time: a far line's state reaches line
+  ``i`` attenuated only by the product of the ``(1 - z)`` factors on the way.
+- ``"prior"``: the position's own value, ``h_i = z n + (1 - z) p_i``, the published SDN cell.
+  The previous line reaches line ``i`` only through the squashed candidate ``n``, so a far
+  line's influence shrinks geometrically with the distance (docs/holistic.md measures it).
+"""
+
+
+def check_carry(carry: object) -> str:
+    """Return ``carry`` if it names a cell of :data:`CARRIES`, else raise.
+
+    Raises:
+        TypeError: ``carry`` is not a string.
+        ValueError: ``carry`` is not one of :data:`CARRIES`.
+    """
+    if not isinstance(carry, str):
+        raise TypeError(f"carry must be a string, one of {CARRIES}, got {type(carry).__name__}")
+    if carry not in CARRIES:
+        raise ValueError(f"carry={carry!r} is not a cell; expected one of {CARRIES}")
+    return carry
+
+
+__all__ = ["CARRIES", "check_carry", "compute_dtype", "fold_biases", "permute_gates_ih", "unpermute_gates_ih"]

@@ -9,14 +9,15 @@ backward that is itself an operator, so a compiled backward is one node too.
 
 Schema::
 
-    spatialrec::scan_sequence(Tensor x, Tensor[] params, int[] directions, str backend) -> Tensor
+    spatialrec::scan_sequence(Tensor x, Tensor[] params, int[] directions, str backend,
+                              str carry) -> Tensor
     spatialrec::scan_sequence_backward(Tensor grad, Tensor x, Tensor[] params, int[] directions,
-                                       str backend) -> Tensor[]
+                                       str backend, str carry) -> Tensor[]
 
 ``x: (B, S, H, W)`` or ``(B, S, D, H, W)``; ``params`` the four tensors ``weight_ih, weight_hh,
 bias_ih, bias_hh`` of each sweep, flattened in sweep order (``4 * len(directions)`` tensors);
 ``directions`` the numeric codes of :data:`spatialrec.ops.DIRECTIONS` (0 right, 1 left, 2 down,
-3 up, 4 in, 5 out); ``backend`` a name accepted by :func:`spatialrec.ops.resolve_backend`
+3 up, 4 in, 5 out); ``carry`` the cell (:data:`spatialrec.ops.gates.CARRIES`); ``backend`` a name accepted by :func:`spatialrec.ops.resolve_backend`
 (``"auto"`` is resolved inside the op, on the real tensor, so no environment lookup or import
 happens in a traced region). The outputs are contiguous tensors of the inputs' shapes and dtypes,
 whatever the inputs' memory format: an output whose strides followed its input's would be wrong
@@ -68,14 +69,14 @@ def _contiguous(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.library.custom_op("spatialrec::scan_sequence", mutates_args=(), device_types=("cpu", "cuda"))
-def _scan_sequence_impl(x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str) -> torch.Tensor:
+def _scan_sequence_impl(x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str, carry: str) -> torch.Tensor:
     with torch.no_grad():
-        y = directional_gru_scan_sequence(x, _unflatten(params), _names(directions), backend=backend)
+        y = directional_gru_scan_sequence(x, _unflatten(params), _names(directions), backend=backend, carry=carry)
     return _contiguous(x, y)
 
 
 @_scan_sequence_impl.register_fake
-def _scan_sequence_fake(x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str) -> torch.Tensor:
+def _scan_sequence_fake(x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str, carry: str) -> torch.Tensor:
     return x.new_empty(x.shape)
 
 
@@ -107,34 +108,35 @@ def _autograd_dispatch() -> torch._C._ForceDispatchKeyGuard:
 
 @torch.library.custom_op("spatialrec::scan_sequence_backward", mutates_args=(), device_types=("cpu", "cuda"))
 def _scan_sequence_backward_impl(
-    grad: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str
+    grad: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str, carry: str
 ) -> list[torch.Tensor]:
     # Recompute the forward with autograd on and let the backend's own backward run.
     inputs = [x.detach().requires_grad_()] + [p.detach().requires_grad_() for p in params]
     with torch.enable_grad(), _autograd_dispatch():
-        y = directional_gru_scan_sequence(inputs[0], _unflatten(inputs[1:]), _names(directions), backend=backend)
+        y = directional_gru_scan_sequence(inputs[0], _unflatten(inputs[1:]), _names(directions), backend=backend, carry=carry)
         grads = torch.autograd.grad(y, inputs, grad, allow_unused=True)
     return [_contiguous(t, torch.zeros_like(t) if g is None else g) for t, g in zip(inputs, grads)]
 
 
 @_scan_sequence_backward_impl.register_fake
 def _scan_sequence_backward_fake(
-    grad: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str
+    grad: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str, carry: str
 ) -> list[torch.Tensor]:
     return [x.new_empty(x.shape)] + [p.new_empty(p.shape) for p in params]
 
 
 def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    x, params, directions, backend = inputs
+    x, params, directions, backend, carry = inputs
     ctx.save_for_backward(x, *params)
     ctx.directions = directions
     ctx.backend = backend
+    ctx.carry = carry
 
 
 def _backward(ctx, grad: torch.Tensor):  # type: ignore[no-untyped-def]
     x, *params = ctx.saved_tensors
-    grads = torch.ops.spatialrec.scan_sequence_backward(grad, x, params, ctx.directions, ctx.backend)
-    return grads[0], list(grads[1:]), None, None
+    grads = torch.ops.spatialrec.scan_sequence_backward(grad, x, params, ctx.directions, ctx.backend, ctx.carry)
+    return grads[0], list(grads[1:]), None, None, None
 
 
 _scan_sequence_impl.register_autograd(_backward, setup_context=_setup_context)
@@ -155,6 +157,7 @@ def scan_sequence(
     directions: Sequence[str],
     backend: str = "auto",
     use_op: bool | None = None,
+    carry: str = "prior",
 ) -> torch.Tensor:
     """Sweep ``x: (B, S, H, W)`` or ``(B, S, D, H, W)`` in each of ``directions`` in turn.
 
@@ -169,6 +172,8 @@ def scan_sequence(
         use_op: ``True``: call ``torch.ops.spatialrec.scan_sequence``; ``False``: call the backend
             directly; ``None`` (default): the op while tracing (compile, export), the backend
             directly in eager code (no recomputation in the backward, no layout copy).
+        carry: the cell of every sweep, ``"prior"`` (published) or ``"line"``
+            (:data:`spatialrec.ops.gates.CARRIES`).
 
     Returns:
         The swept states, shape and dtype of ``x``; contiguous through the op.
@@ -178,8 +183,8 @@ def scan_sequence(
     if not use_op:
         # The backend's own layout (channels-last from the 2D fused backend): the layer hands the
         # caller's format back after its project-out, so a copy here would be wasted work.
-        return directional_gru_scan_sequence(x, params, directions, backend=backend)
+        return directional_gru_scan_sequence(x, params, directions, backend=backend, carry=carry)
     flat = [t for p in params for t in p]
     dims = x.dim() - 2
     codes = directions_to_codes(normalize_directions(directions, dims))
-    return torch.ops.spatialrec.scan_sequence(x, flat, codes, backend)
+    return torch.ops.spatialrec.scan_sequence(x, flat, codes, backend, carry)

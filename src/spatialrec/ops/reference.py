@@ -10,6 +10,8 @@ in place.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .directions import from_canonical_view, gather_neighbours, to_canonical_view
@@ -23,6 +25,7 @@ def gru_update(
     weight_hh: torch.Tensor,
     bias_ih: torch.Tensor,
     bias_hh: torch.Tensor,
+    keep: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The GRU gate equations of DESIGN.md, for every position of a line at once.
 
@@ -30,9 +33,11 @@ def gru_update(
         a: ``(B, kS, *rest)`` the neighbour vectors (k = 3 in 2D, 9 in 3D), channels first.
         prior: ``(B, S, *rest)`` the positions' own values (the "prior" ``p``).
         weight_ih: ``(3S, kS)``; weight_hh: ``(3S, S)``; bias_ih, bias_hh: ``(3S,)``.
+        keep: ``(B, S, *rest)`` what the ``(1 - z)`` term keeps; default ``prior`` (the
+            published cell, ``carry="prior"``); the previous line's states for ``carry="line"``.
 
     Returns:
-        ``(B, S, *rest)`` the updated values ``z * n + (1 - z) * p``.
+        ``(B, S, *rest)`` the updated values ``z * n + (1 - z) * keep``.
     """
     bias_shape = (-1,) + (1,) * (prior.dim() - 2)
     g_i = torch.einsum("os,bs...->bo...", weight_ih, a) + bias_ih.view(bias_shape)
@@ -43,7 +48,7 @@ def gru_update(
     r = torch.sigmoid(r_i + r_h)
     z = torch.sigmoid(z_i + z_h)
     n = torch.tanh(n_i + r * n_h)
-    return z * n + (1 - z) * prior
+    return z * n + (1 - z) * (prior if keep is None else keep)
 
 
 def reference_directional_gru_scan(
@@ -53,11 +58,14 @@ def reference_directional_gru_scan(
     bias_ih: torch.Tensor,
     bias_hh: torch.Tensor,
     direction: str,
+    carry: str = "prior",
 ) -> torch.Tensor:
     """Sweep ``x: (B, S, H, W)`` or ``(B, S, D, H, W)`` in ``direction`` (a canonical name).
 
     Inputs are validated by the caller. Line 0 of the canonical view is left unchanged; line
-    ``i`` is :func:`gru_update` of the swept line ``i - 1``'s neighbours and the prior line ``i``.
+    ``i`` is :func:`gru_update` of the swept line ``i - 1``'s neighbours and the prior line ``i``,
+    keeping (``carry``, see :data:`spatialrec.ops.gates.CARRIES`) the prior line ``i`` or the
+    swept line ``i - 1``.
     Gates are computed in float32 (float64 when any operand is float64); the result has ``x.dtype``.
     """
     dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
@@ -65,7 +73,8 @@ def reference_directional_gru_scan(
     v = to_canonical_view(x.to(dtype), direction)
     lines = [v[:, :, 0]]
     for i in range(1, v.shape[2]):
-        lines.append(gru_update(gather_neighbours(lines[-1]), v[:, :, i], *params))
+        keep = lines[-1] if carry == "line" else None
+        lines.append(gru_update(gather_neighbours(lines[-1]), v[:, :, i], *params, keep=keep))
     return from_canonical_view(torch.stack(lines, dim=2), direction).to(x.dtype)
 
 

@@ -24,6 +24,7 @@ import torch
 from .directions import DirectionLike, normalize_direction, normalize_directions
 from .fused import fused_directional_gru_scan, fused_directional_gru_scan_sequence
 from .fused3d import fused_directional_gru_scan3d
+from .gates import check_carry
 from .reference import reference_directional_gru_scan
 from .validation import check_scan_inputs
 
@@ -32,7 +33,7 @@ BACKENDS: tuple[str, ...] = ("reference", "fused", "triton")
 
 BACKEND_ENV_VAR = "SPATIALREC_BACKEND"
 
-ScanFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str], torch.Tensor]
+ScanFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str, str], torch.Tensor]
 ScanParams = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 # (backend, spatial dims) -> kernel. Triton is looked up on first use (see _kernel).
@@ -152,6 +153,7 @@ def directional_gru_scan(
     bias_hh: torch.Tensor,
     direction: DirectionLike,
     backend: str = "auto",
+    carry: str = "prior",
 ) -> torch.Tensor:
     """Sweep a state map (2D) or volume (3D) with a gated recurrent unit, line by line, in one direction.
 
@@ -171,6 +173,9 @@ def directional_gru_scan(
         direction: ``"right"``, ``"left"``, ``"down"``, ``"up"`` (and in 3D ``"in"``, ``"out"``
             along depth), or the codes 0-3 (0-5 in 3D).
         backend: ``"auto"`` (default), ``"reference"``, ``"fused"`` or ``"triton"``.
+        carry: what the update gate's ``(1 - z)`` term keeps (:data:`~spatialrec.ops.gates.CARRIES`):
+            ``"prior"`` (default here: the published cell, ``z n + (1 - z) p``) or ``"line"``
+            (the previous line's state at the same position, ``z n + (1 - z) h_{i-1}``).
 
     Returns:
         Swept states of the shape and dtype of ``x``. Gates are computed in float32 (float64 for
@@ -188,9 +193,10 @@ def directional_gru_scan(
     """
     dims = check_scan_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh)
     name = normalize_direction(direction, dims)
+    check_carry(carry)
     resolved = resolve_backend(backend, x)
     fn = _kernel(resolved, dims)
-    args = (x, weight_ih, weight_hh, bias_ih, bias_hh, name)
+    args = (x, weight_ih, weight_hh, bias_ih, bias_hh, name, carry)
     # The gate precision is the op's business, not autocast's: run the backend outside autocast.
     with torch.autocast(device_type=x.device.type, enabled=False):
         if resolved == "triton" and _auto_without_override(backend):
@@ -203,6 +209,7 @@ def directional_gru_scan_sequence(
     params: Sequence[ScanParams],
     directions: Sequence[DirectionLike],
     backend: str = "auto",
+    carry: str = "prior",
 ) -> torch.Tensor:
     """Sweep ``x`` in each of ``directions`` in turn, each sweep reading the previous one's output.
 
@@ -217,6 +224,8 @@ def directional_gru_scan_sequence(
         params: one ``(weight_ih, weight_hh, bias_ih, bias_hh)`` tuple per direction.
         directions: non-empty ordered sequence of directions (names or codes).
         backend: ``"auto"`` (default), ``"reference"``, ``"fused"`` or ``"triton"``.
+        carry: the cell of every sweep, ``"prior"`` (default, published) or ``"line"``, see
+            :func:`directional_gru_scan`.
 
     Returns:
         States of the shape and dtype of ``x`` (the 2D ``fused`` backend returns channels-last
@@ -237,13 +246,14 @@ def directional_gru_scan_sequence(
         if isinstance(p, torch.Tensor) or not isinstance(p, Sequence) or len(p) != 4:
             raise TypeError(f"params[{k}] must be a tuple (weight_ih, weight_hh, bias_ih, bias_hh), got {type(p).__name__}")
         check_scan_inputs(x, *p)
+    check_carry(carry)
     name = resolve_backend(backend, x)
     if name == "fused" and dims == 2:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return fused_directional_gru_scan_sequence(x, [(p[0], p[1], p[2], p[3]) for p in params], names)
+            return fused_directional_gru_scan_sequence(x, [(p[0], p[1], p[2], p[3]) for p in params], names, carry)
     for p, d in zip(params, names):
         # "auto" stays "auto" for Triton, so that each sweep keeps its fallback.
-        x = directional_gru_scan(x, *p, d, backend=backend if name == "triton" else name)
+        x = directional_gru_scan(x, *p, d, backend=backend if name == "triton" else name, carry=carry)
     return x
 
 
@@ -255,12 +265,13 @@ def directional_gru_scan3d(
     bias_hh: torch.Tensor,
     direction: DirectionLike,
     backend: str = "auto",
+    carry: str = "prior",
 ) -> torch.Tensor:
     """:func:`directional_gru_scan` restricted to volumes ``x: (B, S, D, H, W)`` (kept for code
     written against the former 3D op; new code calls :func:`directional_gru_scan`)."""
     if isinstance(x, torch.Tensor) and x.dim() != 5:
         raise ValueError(f"x must have shape (B, S, D, H, W) (5 dims), got shape {tuple(x.shape)}")
-    return directional_gru_scan(x, weight_ih, weight_hh, bias_ih, bias_hh, direction, backend)
+    return directional_gru_scan(x, weight_ih, weight_hh, bias_ih, bias_hh, direction, backend, carry)
 
 
 __all__ = [

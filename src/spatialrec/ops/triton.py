@@ -143,8 +143,9 @@ def _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb,
 
 
 @triton.jit
-def _fwd_line(prev_ptr, out_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr):
-    """One line: ``out[q] = p + z (n - p)``. Pointers are to line starts in padded layouts."""
+def _fwd_line(prev_ptr, out_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr, LINE: tl.constexpr):
+    """One line: ``out[q] = c + z (n - c)``, ``c`` the prior ``p`` or, with ``LINE`` (``carry="line"``),
+    the previous line's state at ``q``. Pointers are to line starts in padded layouts."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
@@ -153,13 +154,18 @@ def _fwd_line(prev_ptr, out_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSL
     _r, z, n, _gh_n = _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
     mask = mask_m[:, None] & mask_n[None, :]
     s_off = rows_p[:, None] * S + offs_n[None, :]
-    p = tl.load(x_ptr + s_off, mask=mask, other=0.0)
-    tl.store(out_ptr + s_off, p + z * (n - p), mask=mask)
+    if LINE:
+        c = tl.load(prev_ptr + s_off, mask=mask, other=0.0)
+    else:
+        c = tl.load(x_ptr + s_off, mask=mask, other=0.0)
+    tl.store(out_ptr + s_off, c + z * (n - c), mask=mask)
 
 
 @triton.jit
-def _bwd_gates_line(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, dh_ptr, d_ptr, dxd_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr):
-    """One line's gate gradients ``d = [dn | dr dz | dn r]`` (rows of 4S) and ``dxd = dh (1 - z)``."""
+def _bwd_gates_line(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, dh_ptr, d_ptr, dxd_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr, LINE: tl.constexpr):
+    """One line's gate gradients ``d = [dn | dr dz | dn r]`` (rows of 4S) and the kept share
+    ``dh (1 - z)``: stored into ``dxd`` (the prior's gradient), or with ``LINE`` added to it (the
+    previous line's state gradient, where the carry came from)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
@@ -168,9 +174,12 @@ def _bwd_gates_line(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, dh_ptr, d_ptr, dxd_
     r, z, n, gh_n = _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
     mask = mask_m[:, None] & mask_n[None, :]
     s_off = rows_p[:, None] * S + offs_n[None, :]
-    p = tl.load(x_ptr + s_off, mask=mask, other=0.0)
+    if LINE:
+        c = tl.load(prev_ptr + s_off, mask=mask, other=0.0)
+    else:
+        c = tl.load(x_ptr + s_off, mask=mask, other=0.0)
     dh = tl.load(dh_ptr + s_off, mask=mask, other=0.0)
-    dz = dh * (n - p) * z * (1.0 - z)
+    dz = dh * (n - c) * z * (1.0 - z)
     dn = dh * z * (1.0 - n * n)
     dr = dn * gh_n * r * (1.0 - r)
     d_off = rows_p[:, None] * (4 * S) + offs_n[None, :]
@@ -178,7 +187,11 @@ def _bwd_gates_line(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, dh_ptr, d_ptr, dxd_
     tl.store(d_ptr + d_off + S, dr, mask=mask)
     tl.store(d_ptr + d_off + 2 * S, dz, mask=mask)
     tl.store(d_ptr + d_off + 3 * S, dn * r, mask=mask)
-    tl.store(dxd_ptr + s_off, dh * (1.0 - z), mask=mask)
+    if LINE:
+        old = tl.load(dxd_ptr + s_off, mask=mask, other=0.0)
+        tl.store(dxd_ptr + s_off, old + dh * (1.0 - z), mask=mask)
+    else:
+        tl.store(dxd_ptr + s_off, dh * (1.0 - z), mask=mask)
 
 
 @triton.jit
@@ -208,6 +221,9 @@ def _bwd_prev_line(d_ptr, w_ptr, dprev_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BL
 
 KERNELS = {"_fwd_line": _fwd_line, "_bwd_gates_line": _bwd_gates_line, "_bwd_prev_line": _bwd_prev_line}
 """Every kernel the launcher runs, by name (compiled ahead of time by :mod:`spatialrec.ops.aot`)."""
+
+LINE_KERNELS = (_fwd_line, _bwd_gates_line)
+"""The kernels with a ``LINE`` constexpr (``carry="line"``), compiled in both variants."""
 
 
 @dataclass(frozen=True)
@@ -336,17 +352,19 @@ class _Params:
         return torch.addmm(self.b_prior, xp.view(-1, s), self.w_hh.t()).view(*xp.shape[:-1], 3 * s)
 
 
-def _launch(kernel: Any, geo: _Geometry, cfg: LaunchConfig, mode: int, dtype: torch.dtype, *args: Any, warmup: bool = False) -> None:
+def _launch(kernel: Any, geo: _Geometry, cfg: LaunchConfig, mode: int, dtype: torch.dtype, *args: Any, warmup: bool = False, line: bool = False) -> None:
     grid = (triton.cdiv(geo.m, cfg.block_m), triton.cdiv(geo.s, cfg.block_n))
     call_args = (*args, geo.m, geo.a, geo.bb, geo.s)
     meta = dict(NSLOT=geo.nslot, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, ACC=_acc(dtype), MODE=mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if kernel in LINE_KERNELS:
+        meta["LINE"] = line
     if warmup:
         kernel.warmup(*call_args, grid=grid, **meta)
     else:
         kernel[grid](*call_args, **meta)
 
 
-def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, mode: int, compile_backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, mode: int, compile_backward: bool, carry: str = "prior") -> tuple[torch.Tensor, torch.Tensor]:
     dims = x.dim() - 2
     xp = _padded_lines(x, direction, dtype)
     geo = _geometry(xp, dims)
@@ -354,22 +372,23 @@ def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtyp
     states = torch.empty_like(xp)
     states[0].copy_(xp[0])
     length = xp.shape[0]
+    line = carry == "line"
     if length > 1:
         # Pads must be zero: they are the neighbours outside the image.
         states[1:].zero_()
         gh = params.prior(xp)
         for i in range(1, length):
-            _launch(_fwd_line, geo, cfg, mode, dtype, states[i - 1], states[i], gh[i], xp[i], params.w_ih_t, params.b_ih_n)
+            _launch(_fwd_line, geo, cfg, mode, dtype, states[i - 1], states[i], gh[i], xp[i], params.w_ih_t, params.b_ih_n, line=line)
         if compile_backward and not _interpreting():
             # Compile the backward's kernels now, where a failure can still be caught by the
             # dispatcher's fallback, instead of in the middle of autograd's backward pass.
             d = torch.empty((1,), dtype=dtype, device=x.device)
-            _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[0], gh[1], xp[1], params.w_ih_t, params.b_ih_n, d, d, d, warmup=True)
+            _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[0], gh[1], xp[1], params.w_ih_t, params.b_ih_n, d, d, d, warmup=True, line=line)
             _launch(_bwd_prev_line, geo, cfg, mode, dtype, d, params.w_ih_perm, d, warmup=True)
     return _from_padded(states, direction, x.dtype, dims), states
 
 
-def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, mode: int, need_params: bool) -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, ...]]]:
+def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, mode: int, need_params: bool, carry: str = "prior") -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, ...]]]:
     """Returns ``dx (L, B, PA, PB, S)`` and, if asked, ``(dW_ih_perm, dW_hh, db_ih_perm, db_hh)``."""
     dims = x.dim() - 2
     dh = _padded_lines(grad_y, direction, dtype)  # accumulates dL/dh line by line
@@ -391,8 +410,12 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, param
     gh = params.prior(xp)
     d = torch.zeros((*dh.shape[:-1], 4 * s), dtype=dtype, device=x.device)  # pad rows stay zero
     cfg = launch_config(geo.m, s, mode, nslot)
+    line = carry == "line"
     for i in range(length - 1, 0, -1):
-        _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[i - 1], gh[i], xp[i], params.w_ih_t, params.b_ih_n, dh[i], d[i], dx[i])
+        # carry="line": the kept share goes to the previous line's gradient (dx[i] stays 0 but
+        # for the prior-term part added after the loop).
+        kept = dh[i - 1] if line else dx[i]
+        _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[i - 1], gh[i], xp[i], params.w_ih_t, params.b_ih_n, dh[i], d[i], kept, line=line)
         _launch(_bwd_prev_line, geo, cfg, mode, dtype, d[i], params.w_ih_perm, dh[i - 1])
     dx[0].copy_(dh[0])
     d_flat = d[1:].view(-1, 4 * s)
@@ -418,14 +441,15 @@ class TritonDirectionalGRUScan(torch.autograd.Function):
     """Autograd function of the Triton scan; call it through :func:`triton_directional_gru_scan`."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor, direction: str) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor, direction: str, carry: str = "prior") -> torch.Tensor:  # type: ignore[override]
         dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
         mode = dot_mode(x.dtype, dtype)
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight_ih, weight_hh, bias_ih, bias_hh))
-        y, states = _forward(x, params, direction, dtype, mode, compile_backward=needs_grad)
+        y, states = _forward(x, params, direction, dtype, mode, compile_backward=needs_grad, carry=carry)
         ctx.save_for_backward(x, weight_ih, weight_hh, bias_ih, bias_hh, states)
         ctx.direction = direction
+        ctx.carry = carry
         ctx.dtype = dtype
         ctx.mode = mode
         return y
@@ -436,11 +460,11 @@ class TritonDirectionalGRUScan(torch.autograd.Function):
         x, weight_ih, weight_hh, bias_ih, bias_hh, states = ctx.saved_tensors
         need_params = any(ctx.needs_input_grad[1:5])
         if not (ctx.needs_input_grad[0] or need_params):
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, ctx.dtype)
         s = params.s
         dims = x.dim() - 2
-        dx, grads = _backward(grad_y.contiguous(), x, states, params, ctx.direction, ctx.dtype, ctx.mode, need_params)
+        dx, grads = _backward(grad_y.contiguous(), x, states, params, ctx.direction, ctx.dtype, ctx.mode, need_params, ctx.carry)
         out: list[Optional[torch.Tensor]] = [_from_padded(dx, ctx.direction, x.dtype, dims) if ctx.needs_input_grad[0] else None]
         if grads is None:
             out += [None] * 4
@@ -453,7 +477,7 @@ class TritonDirectionalGRUScan(torch.autograd.Function):
                 db_hh.to(bias_hh.dtype),
             ]
             out += [g if need else None for g, need in zip(cand, ctx.needs_input_grad[1:5])]
-        return (*out, None)
+        return (*out, None, None)
 
 
 def triton_directional_gru_scan(
@@ -463,6 +487,7 @@ def triton_directional_gru_scan(
     bias_ih: torch.Tensor,
     bias_hh: torch.Tensor,
     direction: str,
+    carry: str = "prior",
 ) -> torch.Tensor:
     """Sweep ``x: (B, S, H, W)`` or ``(B, S, D, H, W)`` in ``direction`` (a canonical name) with the Triton kernels.
 
@@ -476,7 +501,7 @@ def triton_directional_gru_scan(
             ``SPATIALREC_TRITON_PRECISION`` is not ``ieee``/``tf32``.
     """
     _check_device(x)
-    return TritonDirectionalGRUScan.apply(x, weight_ih, weight_hh, bias_ih, bias_hh, direction)
+    return TritonDirectionalGRUScan.apply(x, weight_ih, weight_hh, bias_ih, bias_hh, direction, carry)
 
 
 __all__ = [
