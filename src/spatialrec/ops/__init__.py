@@ -9,8 +9,10 @@ by name and number of spatial dimensions (:mod:`spatialrec.ops.scan`):
 - ``"fused"``: :mod:`spatialrec.ops.fused` (2D) and :mod:`spatialrec.ops.fused3d` (3D), custom
   autograd functions (CPU and CUDA);
 - ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels for 2D and 3D (imported on first use);
-- ``"auto"``: ``SPATIALREC_BACKEND`` when set, else triton for CUDA tensors when Triton is
-  importable (falling back to fused, with one warning, if a Triton kernel fails), else fused.
+- ``"auto"``: the ``backend`` option when it is not ``"auto"`` (:mod:`spatialrec.options`,
+  default from ``SPATIALREC_BACKEND``), else triton for CUDA tensors when Triton is importable
+  (falling back to fused on that device, with one warning, if a Triton kernel fails there), else
+  fused.
 
 The layers call :func:`scan_sequence`, which goes through the registered operator
 ``torch.ops.spatialrec.scan_sequence`` (:mod:`spatialrec.ops.library`) wherever a program is
