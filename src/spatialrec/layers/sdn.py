@@ -22,11 +22,12 @@ from ..ops import (
     normalize_direction,
     normalize_directions,
     num_neighbours,
+    project_in_activation,
+    project_out,
     resolve_backend,
     scan_sequence,
+    working_layout,
 )
-from ..ops.fused import project_channels_last, tanh_
-from ..ops.library import tracing
 from .nd import conv_cls
 
 SizeArg = Union[int, Sequence[int]]
@@ -120,14 +121,6 @@ def _project_in(
     return conv_cls(spatial_dims, transposed=True)(in_channels, out_channels, k, st, p, output_padding=op)
 
 
-def _cpu_autocast() -> bool:
-    """Whether autocast is on for the CPU (``torch.is_autocast_enabled(device)`` is torch >= 2.4)."""
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:
-        return torch.is_autocast_cpu_enabled()
-
-
 def _geometry_repr(conv: nn.Module, transposed: bool) -> str:
     s = f"kernel_size={conv.kernel_size}, stride={conv.stride}, padding={conv.padding}"
     return s + (f", transposed=True, output_padding={conv.output_padding}" if transposed else "")
@@ -213,42 +206,29 @@ class SpatialDependencyLayer(nn.Module):
         for sweep in self._sweeps():
             sweep.backend = value
 
+    def _common_backend(self) -> Optional[str]:
+        """The backend of every sweep, or ``None`` when sweeps were given different ones."""
+        backends = {sweep.backend for sweep in self._sweeps()}
+        return backends.pop() if len(backends) == 1 else None
+
+    def _sweep(self, h: torch.Tensor, backend: Optional[str]) -> torch.Tensor:
+        """Every sweep in order: one scan of all directions, or, with different backends per
+        sweep, one sweep module after the other."""
+        if backend is None:
+            for sweep in self._sweeps():
+                h = sweep(h)
+            return h
+        params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in self._sweeps()]
+        return scan_sequence(h, params, self.directions, backend)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.spatial_dims, dtype=self.project_out.weight.dtype)
-        sweeps = self._sweeps()
-        backends = {sweep.backend for sweep in sweeps}
-        if len(backends) > 1:
-            # Sweeps given different backends one by one: run them one by one.
-            h = torch.tanh(self.project_in(x))
-            for sweep in sweeps:
-                h = sweep(h)
-            return self.project_out(h)
-        backend = backends.pop()
-        restore_layout = False
-        if self.spatial_dims == 2 and resolve_backend(backend, x) == "fused" and x.device.type == "cpu":
-            # The 2D fused scan works on S-innermost lines: a channels-last input (cheap at
-            # in_channels << S) makes the convolution produce channels-last states, turning the
-            # scan's layout changes into copies of S-long runs; oneDNN's convolutions are also
-            # faster in that format on the CPU.
-            restore_layout = x.is_contiguous()
-            x = x.contiguous(memory_format=torch.channels_last)
-        # In place: the convolution's backward does not need its output, and a fresh full-size
-        # tensor costs page faults.
-        # Traced (compile, export, jit.trace), the plain ops; eager on the CPU, the faster kernels.
-        eager = not (tracing() or torch.jit.is_tracing())
-        h = self.project_in(x)
-        h = tanh_(h) if eager else h.tanh_()
-        params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in sweeps]
-        h = scan_sequence(h, params, self.directions, backend)
-        if eager and restore_layout and h.permute(0, 2, 3, 1).is_contiguous() and not _cpu_autocast():
-            # The eager fused scan returned channels-last states: project them with GEMMs that
-            # write the caller's contiguous format directly (no slow 1x1 channels-last
-            # convolution, no transposing copy after it).
-            return project_channels_last(h, self.project_out.weight, self.project_out.bias)
-        y = self.project_out(h)
-        # Hand back the caller's memory format: a channels-last output would change which
-        # convolution algorithms run downstream (and so their rounding) in the caller's network.
-        return y.contiguous() if restore_layout else y
+        backend = self._common_backend()
+        # The memory layout and kernels that suit the backend on x's device (spatialrec.ops.projection).
+        layout = working_layout(x, backend)
+        h = project_in_activation(x, self.project_in, layout)  # tanh(project_in(x))
+        h = self._sweep(h, backend)
+        return project_out(h, self.project_out, layout)
 
     def extra_repr(self) -> str:
         dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"

@@ -16,7 +16,10 @@ by name and number of spatial dimensions (:mod:`spatialrec.ops.scan`):
 
 The layers call :func:`scan_sequence`, which goes through the registered operator
 ``torch.ops.spatialrec.scan_sequence`` (:mod:`spatialrec.ops.library`) wherever a program is
-traced (``torch.compile``, ``torch.export``, ONNX), so the sweeps are one node there.
+traced (``torch.compile``, ``torch.export``, ONNX), so the sweeps are one node there. Around the
+sweeps, :func:`working_layout`, :func:`project_in_activation` and :func:`project_out`
+(:mod:`spatialrec.ops.projection`) make the layers' layout and kernel choices for the backend
+and device.
 
 Every backend sweeps the canonical direction of a view of the input
 (:mod:`spatialrec.ops.directions`), computes the gates in at least float32
@@ -36,6 +39,7 @@ from .directions import (
     valid_directions,
 )
 from .library import scan_sequence, scan_sequence_op
+from .projection import WorkingLayout, project_in_activation, project_out, working_layout
 from .reference import reference_directional_gru_scan
 from .scan import (
     BACKEND_ENV_VAR,
@@ -55,6 +59,7 @@ __all__ = [
     "DEFAULT_DIRECTIONS",
     "DIRECTIONS",
     "DirectionLike",
+    "WorkingLayout",
     "available_backends",
     "check_scan_inputs",
     "directional_gru_scan",
@@ -65,6 +70,8 @@ __all__ = [
     "normalize_direction",
     "normalize_directions",
     "num_neighbours",
+    "project_in_activation",
+    "project_out",
     "reference_directional_gru_scan",
     "resolve_backend",
     "scan_sequence",
@@ -72,4 +79,5 @@ __all__ = [
     "to_canonical_view",
     "triton_available",
     "valid_directions",
+    "working_layout",
 ]
