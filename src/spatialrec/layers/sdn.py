@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Optional, Union, cast
 
 import torch
@@ -126,7 +127,64 @@ def _geometry_repr(conv: nn.Module, transposed: bool) -> str:
     return s + (f", transposed=True, output_padding={conv.output_padding}" if transposed else "")
 
 
-class SpatialDependencyLayer(nn.Module):
+@dataclass(frozen=True)
+class _Geometry:
+    """The project-in geometry of an SDN layer, as given (checked where the convolution is built)."""
+
+    kernel_size: SizeArg
+    stride: SizeArg
+    padding: PaddingArg
+    transposed: bool
+    output_padding: SizeArg
+
+    def conv(self, spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+        return _project_in(spatial_dims, in_channels, out_channels, self.kernel_size, self.stride, self.padding, self.transposed, self.output_padding)
+
+
+class _SDNArguments(nn.Module):
+    """The constructor both :class:`SpatialDependencyLayer` and :class:`ResidualSDN` take (see the
+    former for the arguments): checks them, keeps ``spatial_dims``, ``in_channels``,
+    ``out_channels``, ``state_size``, ``directions`` and ``transposed``, and lets the subclass
+    build its sub-modules (:meth:`_build`, which returns the convolution whose geometry the repr
+    shows). One signature for both, so they cannot drift apart."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
+        kernel_size: SizeArg = 3,
+        stride: SizeArg = 1,
+        padding: PaddingArg = 1,
+        transposed: bool = False,
+        output_padding: SizeArg = 0,
+        backend: str = "auto",
+        spatial_dims: int = 2,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        self.state_size = check_int("state_size", DEFAULT_STATE_SIZE[spatial_dims] if state_size is None else state_size)
+        self.directions = normalize_directions(DEFAULT_DIRECTIONS[spatial_dims] if directions is None else directions, spatial_dims)
+        resolve_backend(backend)  # fail at construction on an unknown backend name
+        self.transposed = transposed
+        conv = self._build(_Geometry(kernel_size, stride, padding, transposed, output_padding), backend)
+        self._geometry_text = _geometry_repr(conv, transposed)
+
+    def _build(self, geometry: _Geometry, backend: str) -> nn.Module:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
+        return (
+            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, directions={self.directions}, "
+            f"{self._geometry_text}, backend={self.backend!r}{dims}"
+        )
+
+
+class SpatialDependencyLayer(_SDNArguments):
     """The Spatial Dependency Network (SDN) layer, for maps (2D) and volumes (3D).
 
     ``h = tanh(project_in(x))`` (a ``ConvNd``, or ``ConvTransposeNd`` when ``transposed``), then
@@ -165,33 +223,11 @@ class SpatialDependencyLayer(nn.Module):
         torch.Size([1, 16, 6, 10, 12])
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        state_size: Optional[int] = None,
-        directions: Optional[Sequence[DirectionLike]] = None,
-        kernel_size: SizeArg = 3,
-        stride: SizeArg = 1,
-        padding: PaddingArg = 1,
-        transposed: bool = False,
-        output_padding: SizeArg = 0,
-        backend: str = "auto",
-        spatial_dims: int = 2,
-    ) -> None:
-        super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_int("in_channels", in_channels)
-        self.out_channels = check_int("out_channels", out_channels)
-        self.state_size = check_int("state_size", DEFAULT_STATE_SIZE[spatial_dims] if state_size is None else state_size)
-        self.directions = normalize_directions(DEFAULT_DIRECTIONS[spatial_dims] if directions is None else directions, spatial_dims)
-        resolve_backend(backend)
-        self.transposed = transposed
-        self.project_in = _project_in(
-            spatial_dims, in_channels, self.state_size, kernel_size, stride, padding, transposed, output_padding
-        )
-        self.sweeps = nn.ModuleList(DirectionalGRU(self.state_size, d, backend, spatial_dims) for d in self.directions)
-        self.project_out = conv_cls(spatial_dims)(self.state_size, out_channels, 1)
+    def _build(self, geometry: _Geometry, backend: str) -> nn.Module:
+        self.project_in = geometry.conv(self.spatial_dims, self.in_channels, self.state_size)
+        self.sweeps = nn.ModuleList(DirectionalGRU(self.state_size, d, backend, self.spatial_dims) for d in self.directions)
+        self.project_out = conv_cls(self.spatial_dims)(self.state_size, self.out_channels, 1)
+        return self.project_in
 
     def _sweeps(self) -> list[DirectionalGRU]:
         return [cast(DirectionalGRU, s) for s in self.sweeps]
@@ -230,15 +266,8 @@ class SpatialDependencyLayer(nn.Module):
         h = self._sweep(h, backend)
         return project_out(h, self.project_out, layout)
 
-    def extra_repr(self) -> str:
-        dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
-        return (
-            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, directions={self.directions}, "
-            f"{_geometry_repr(self.project_in, self.transposed)}, backend={self.backend!r}{dims}"
-        )
 
-
-class ResidualSDN(nn.Module):
+class ResidualSDN(_SDNArguments):
     """Gated residual SDN: a convolution and an SDN layer mixed by a learned per-pixel gate.
 
     ``c = conv(x)`` (same geometry as the SDN's project-in, ``out_channels`` channels);
@@ -256,39 +285,13 @@ class ResidualSDN(nn.Module):
         torch.Size([1, 16, 3, 5, 6])
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        state_size: Optional[int] = None,
-        directions: Optional[Sequence[DirectionLike]] = None,
-        kernel_size: SizeArg = 3,
-        stride: SizeArg = 1,
-        padding: PaddingArg = 1,
-        transposed: bool = False,
-        output_padding: SizeArg = 0,
-        backend: str = "auto",
-        spatial_dims: int = 2,
-    ) -> None:
-        super().__init__()
+    def _build(self, geometry: _Geometry, backend: str) -> nn.Module:
         self.sdn = SpatialDependencyLayer(
-            in_channels, 2 * check_int("out_channels", out_channels), state_size, directions,
-            kernel_size, stride, padding, transposed, output_padding, backend, spatial_dims,
+            self.in_channels, 2 * self.out_channels, self.state_size, self.directions, geometry.kernel_size,
+            geometry.stride, geometry.padding, geometry.transposed, geometry.output_padding, backend, self.spatial_dims,
         )  # fmt: skip
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.conv = _project_in(
-            spatial_dims, in_channels, out_channels, kernel_size, stride, padding, transposed, output_padding
-        )
-
-    @property
-    def state_size(self) -> int:
-        return self.sdn.state_size
-
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return self.sdn.directions
+        self.conv = geometry.conv(self.spatial_dims, self.in_channels, self.out_channels)
+        return self.conv
 
     @property
     def backend(self) -> str:
@@ -303,13 +306,6 @@ class ResidualSDN(nn.Module):
         s, g = self.sdn(x).chunk(2, dim=1)
         gate = torch.sigmoid(g)
         return gate * self.conv(x) + (1 - gate) * s
-
-    def extra_repr(self) -> str:
-        dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
-        return (
-            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, directions={self.directions}, "
-            f"{_geometry_repr(self.conv, self.sdn.transposed)}, backend={self.backend!r}{dims}"
-        )
 
 
 # ---------------------------------------------------------------------------- thin aliases (see the module docstring)
