@@ -73,7 +73,9 @@ _MATMUL_TO_TRITON = {"highest": "ieee", "high": "tf32", "medium": "tf32"}
 _lock = threading.Lock()
 _values: dict[str, Union[str, Path]] = {}  # set by a setter or override()
 _environment: dict[str, str] = {}  # the variables of ENV_VARS, as read at import or by reset()
-_triton_fallback: dict[str, str] = {}  # device -> why "auto" runs fused there
+# device -> why "auto" runs fused there; not retried by itself (a failed compile is slow and would
+# fail again), only after reset_triton_fallback().
+_triton_fallback: dict[str, str] = {}
 
 
 def _read_environment(names: tuple[str, ...]) -> None:
