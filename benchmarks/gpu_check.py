@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
+from spatialrec import options  # noqa: E402
 from spatialrec.ops import directional_gru_scan, directional_gru_scan_sequence  # noqa: E402
 
 TIMING_CONFIGS: dict[str, dict[str, int]] = {
@@ -67,21 +68,9 @@ def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.double() - want.double()).abs().max() / want.double().abs().max().clamp_min(1e-30)).item()
 
 
-def _with_precision(value: Optional[str]) -> Any:
-    """Context manager setting SPATIALREC_TRITON_PRECISION (None: unset)."""
-
-    class _Ctx:
-        def __enter__(self) -> None:
-            self.old = os.environ.pop("SPATIALREC_TRITON_PRECISION", None)
-            if value is not None:
-                os.environ["SPATIALREC_TRITON_PRECISION"] = value
-
-        def __exit__(self, *exc: object) -> None:
-            os.environ.pop("SPATIALREC_TRITON_PRECISION", None)
-            if self.old is not None:
-                os.environ["SPATIALREC_TRITON_PRECISION"] = self.old
-
-    return _Ctx()
+def _with_precision(value: str) -> Any:
+    """Context manager setting the Triton float32 precision, ``"ieee"`` or ``"tf32"``."""
+    return options.override(triton_precision=value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,7 +97,7 @@ def check_correctness(device: torch.device, backends: list[str], tiny: bool) -> 
                 dtype = torch.bfloat16 if dtype_name == "bfloat16" else torch.float32
                 row: dict[str, Any] = {"dims": dims, "shape": list(shape), "backend": backend, "dtype": dtype_name}
                 try:
-                    with _with_precision("tf32" if dtype_name == "float32-tf32" else None):
+                    with _with_precision("tf32" if dtype_name == "float32-tf32" else "ieee"):
                         leaves = [x.to(dtype).requires_grad_(True), *(p.clone().requires_grad_(True) for p in params)]
                         y = directional_gru_scan(leaves[0], *leaves[1:], direction, backend=backend)
                         got = [y, *torch.autograd.grad(y, leaves, grad_out.to(dtype))]
@@ -220,7 +209,7 @@ def check_timing(device: torch.device, configs: dict[str, dict[str, int]], backe
                 rows.append(row)
                 continue
             try:
-                with _with_precision("tf32" if "tf32" in label else None):
+                with _with_precision("tf32" if "tf32" in label else "ieee"):
                     reps = 1 if label == "naive" else repeats
                     sec, peak = _measure(fn, device, warmup if label != "naive" else 1, reps)
                 row.update(seconds=sec, peak_bytes=peak, error="")
@@ -304,7 +293,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 parser.error("no CUDA device: run with --compile-only, or --device cpu --tiny")
             report["gpu"] = torch.cuda.get_device_name(device)
             print(f"GPU: {report['gpu']}")
-        triton_ok = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+        triton_ok = device.type == "cuda" or options.triton_interpret()
         backends = ["fused"] + (["triton"] if triton_ok else [])
         corr = check_correctness(device, backends, args.tiny)
         print("\n## Correctness against reference (float64)\n")
@@ -317,9 +306,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         report.update(correctness=corr, timing=timing)
         # After all that, "auto" must still pick triton on the GPU: no kernel failed and fell back.
         from spatialrec.ops import resolve_backend
-        from spatialrec.ops import scan as scan_module
 
-        report["auto"] = {"resolves_to": resolve_backend("auto", torch.zeros(1, 1, 1, 1, device=device)), "triton_failure": scan_module._TRITON_FAILURE}
+        probe = torch.zeros(1, 1, 1, 1, device=device)
+        report["auto"] = {"resolves_to": resolve_backend("auto", probe), "triton_failure": options.triton_fallback().get(str(probe.device))}
         print(f"\nbackend='auto' resolves to {report['auto']['resolves_to']!r}; Triton failure seen by 'auto': {report['auto']['triton_failure']}")
         if device.type == "cuda" and report["auto"]["resolves_to"] != "triton":
             failed = True

@@ -19,3 +19,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def option_env(monkeypatch):
+    """``option_env(name, value)`` sets the environment variable of option ``name`` (``None``:
+    unsets it) and makes :mod:`spatialrec.options` read it again; after the test the variable is
+    restored and read again too, so no test leaves another its environment defaults."""
+    from spatialrec import options
+
+    def set_env(name: str, value):
+        if value is None:
+            monkeypatch.delenv(options.ENV_VARS[name], raising=False)
+        else:
+            monkeypatch.setenv(options.ENV_VARS[name], value)
+        options.reset(name)
+
+    yield set_env
+    monkeypatch.undo()
+    options.reset()

@@ -482,3 +482,21 @@ def test_device_of_the_replaced_conv_is_kept(dims: int) -> None:
     add_spatial_recurrence(net, "*", **FAST)
     for name, p in net.named_parameters():
         assert p.device.type == "meta", name
+
+
+def test_a_conv_reached_by_several_paths_is_replaced_under_each() -> None:
+    # A conv registered twice in one parent, and a block shared by two parents: every name
+    # under which the conv is reachable gets the (one) replacement.
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    block = nn.Sequential(conv, nn.ReLU())
+    model = nn.Module()
+    model.a = block
+    model.b = block
+    model.a.add_module("again", conv)
+    x = torch.randn(1, 2, 5, 6)
+    want = conv(x)
+    assert add_spatial_recurrence(model, ["a.0"], **FAST) == ["a.0"]
+    new = model.a[0]
+    assert isinstance(new, ResidualSDN)
+    assert model.b[0] is new and model.a.again is new
+    torch.testing.assert_close(new(x), want, rtol=0, atol=0)

@@ -5,6 +5,8 @@ The public API, re-exported from the submodules:
 - layers: :class:`SpatialDependencyLayer`, :class:`ResidualSDN`, :class:`DirectionalGRU`, for maps
   and volumes alike (``spatial_dims=2`` or ``3``)
 - ops: :func:`directional_gru_scan`, :func:`directional_gru_scan_sequence` (and :mod:`spatialrec.ops` for backends)
+- :mod:`spatialrec.options`: process-wide options (scan backend, fused gate memory, Triton
+  precision, cache folder) and the Triton fallback state
 - compat: :func:`convert_published_state_dict`
 - convert: :func:`add_spatial_recurrence`, :func:`sdn_modules`, :func:`freeze_except_sdn`
 - models: :func:`create_model`, :func:`list_models`, :func:`register_model`, :class:`UNet`,
@@ -16,7 +18,7 @@ The public API, re-exported from the submodules:
   :func:`sliding_window_inference`, models ``unet3d`` and ``sdn_unet3d``
 """
 
-from . import blocks, data, losses, metrics, models, ops  # data readers import Pillow/nibabel lazily
+from . import blocks, data, losses, metrics, models, ops, options  # data readers import Pillow/nibabel lazily
 from .compat import convert_published_state_dict
 from .convert import add_spatial_recurrence, freeze_except_sdn, sdn_modules
 from .inference import sliding_window_inference
@@ -70,4 +72,5 @@ __all__ = [
     "metrics",
     "models",
     "ops",
+    "options",
 ]

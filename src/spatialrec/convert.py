@@ -42,6 +42,7 @@ from .checks import check_float
 from .layers import DirectionalGRU, ResidualSDN, SpatialDependencyLayer
 from .layers.nd import CONV_TYPES, ConvNd
 from .ops import DirectionLike
+from .torch_private import has_module_hooks
 
 __all__ = ["add_spatial_recurrence", "exact_start", "freeze_except_sdn", "sdn_modules"]
 
@@ -92,7 +93,7 @@ def _check_convertible(name: str, conv: Conv) -> None:
             f"{base.__name__} with its own behaviour; only plain torch.nn.{', '.join(t.__name__ for t in CONV_TYPES)} "
             "can be converted (leave it out of `select`)"
         )
-    if conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks or conv._backward_pre_hooks:
+    if has_module_hooks(conv):
         raise ValueError(
             f"module {name!r} has forward or backward hooks (e.g. old-style weight_norm); they would be "
             "lost by the replacement, remove them before converting"
@@ -354,11 +355,12 @@ def add_spatial_recurrence(
         id(conv): _build_replacement(name, conv, state_size, directions, backend, gate_init)
         for name, conv in selected.items()
     }
-    for parent in list(model.modules()):
-        # _modules, not named_children(): a conv registered twice in one parent is replaced twice.
-        for child_name, child in list(parent._modules.items()):
-            if child is not None and id(child) in replacements:
-                setattr(parent, child_name, replacements[id(child)])
+    # Every path to a chosen conv, not named_children() (which yields a module once per parent):
+    # a conv registered twice, in one parent or in several, is replaced under each name.
+    targets = [(name, m) for name, m in model.named_modules(remove_duplicate=False) if name and id(m) in replacements]
+    for path, conv in targets:
+        parent_name, _, child_name = path.rpartition(".")
+        setattr(model.get_submodule(parent_name), child_name, replacements[id(conv)])
     for name, conv in selected.items():
         logger.info("replaced %s (%s) by %s", name, conv, replacements[id(conv)])
     return list(selected)

@@ -206,3 +206,71 @@ def test_output_keeps_the_callers_memory_format(cls, backend):
     y = layer(torch.randn(2, 3, 6, 7))
     assert y.is_contiguous()
     y.view(2, -1)  # would fail on a channels-last result
+
+
+# ---- forward: project in, sweep, project out, with the backend's fast paths -------------------
+
+
+@pytest.fixture
+def fast_path_calls(monkeypatch):
+    """Counts the calls of the CPU fast kernels the layer's projections may take."""
+    from spatialrec.ops import projection
+
+    calls = {"tanh_": 0, "project_channels_last": 0}
+    for name in calls:
+        real = getattr(projection, name)
+
+        def spy(*args, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(projection, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "backend, memory_format, fast_tanh, gemm_projection, contiguous_out",
+    [
+        ("fused", torch.contiguous_format, 1, 1, True),  # channels-last inside, GEMM projection
+        ("auto", torch.contiguous_format, 1, 1, True),  # "auto" is fused on the CPU
+        ("fused", torch.channels_last, 1, 0, False),  # a channels-last caller keeps its format
+        ("reference", torch.contiguous_format, 1, 0, True),
+    ],
+)
+def test_forward_is_project_in_sweep_project_out(fast_path_calls, backend, memory_format, fast_tanh, gemm_projection, contiguous_out):
+    torch.manual_seed(0)
+    layer = SpatialDependencyLayer(3, 4, state_size=5, directions=("right", "down"), backend=backend)
+    x = torch.randn(2, 3, 6, 7).contiguous(memory_format=memory_format)
+    y = layer(x)
+    assert fast_path_calls == {"tanh_": fast_tanh, "project_channels_last": gemm_projection}
+    assert y.is_contiguous() == contiguous_out
+    # The maths, with plain torch ops and the reference scan.
+    h = torch.tanh(layer.project_in(x))
+    for sweep in layer.sweeps:
+        h = directional_gru_scan(h, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, sweep.direction, backend="reference")
+    torch.testing.assert_close(y, layer.project_out(h), rtol=1e-5, atol=1e-5)
+
+
+def test_forward_with_sweeps_on_different_backends_takes_plain_ops(fast_path_calls):
+    torch.manual_seed(1)
+    layer = SpatialDependencyLayer(3, 4, state_size=5, directions=("right", "down"), backend="fused")
+    x = torch.randn(1, 3, 5, 6)
+    want = layer(x)
+    layer.sweeps[1].backend = "reference"
+    assert layer.backend == "fused"  # the first sweep's
+    calls = dict(fast_path_calls)
+    y = layer(x)
+    assert fast_path_calls == calls  # no fast kernel: one sweep module after the other
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_forward_under_cpu_autocast_keeps_the_convolution(fast_path_calls):
+    torch.manual_seed(2)
+    layer = SpatialDependencyLayer(3, 4, state_size=5, backend="fused")
+    x = torch.randn(1, 3, 5, 6)
+    want = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert fast_path_calls["project_channels_last"] == 1  # only the first, full-precision, call
+    assert y.is_contiguous()
+    torch.testing.assert_close(y.float(), want, rtol=5e-2, atol=5e-2)

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from spatialrec import options
 from spatialrec.ops import directional_gru_scan, valid_directions
 
 DIRECTIONS = valid_directions(2)  # the 2D scan's four directions
@@ -185,10 +186,10 @@ def test_fused_kept_and_recomputed_gates_give_the_same_gradients(monkeypatch, di
     y_ref, g_ref = _grads(leaves[0], leaves[1:], direction, "reference", g, leaves)
     runs = {}
     for mode in ("save", "recompute"):
-        monkeypatch.setenv(fused.GATES_ENV_VAR, mode)
-        runs[mode] = _grads(leaves[0], leaves[1:], direction, "fused", g, leaves)
-        x2, p2 = _inputs((1, 3, 4, 5), seed=32)
-        runs[mode + "-seq"] = _sequence_grads(x2, [p2, params], ("down", direction), torch.ones(1, 3, 4, 5, dtype=torch.float64))
+        with options.override(fused_gates=mode):
+            runs[mode] = _grads(leaves[0], leaves[1:], direction, "fused", g, leaves)
+            x2, p2 = _inputs((1, 3, 4, 5), seed=32)
+            runs[mode + "-seq"] = _sequence_grads(x2, [p2, params], ("down", direction), torch.ones(1, 3, 4, 5, dtype=torch.float64))
     for mode in ("save", "recompute"):
         y, grads = runs[mode]
         torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
@@ -217,21 +218,21 @@ def test_fused_keeps_gates_only_when_a_backward_follows(monkeypatch):
     directional_gru_scan(x, *params, "down", backend="fused")  # nothing requires grad
     p_grad = [t.clone().requires_grad_(True) for t in params]
     directional_gru_scan(x, *p_grad, "right", backend="fused").sum().backward()  # training
-    monkeypatch.setenv(fused.GATES_ENV_VAR, "recompute")
-    directional_gru_scan(x, *p_grad, "right", backend="fused").sum().backward()
+    with options.override(fused_gates="recompute"):
+        directional_gru_scan(x, *p_grad, "right", backend="fused").sum().backward()
     assert kept == [False, False, True, False]
 
 
-def test_fused_gates_mode_rejects_an_unknown_value(monkeypatch):
-    from spatialrec.ops import fused
-
+def test_fused_gates_mode_rejects_an_unknown_value(option_env):
     x, params = _inputs((1, 2, 3, 3), seed=3)
     p_grad = [t.clone().requires_grad_(True) for t in params]
-    monkeypatch.setenv(fused.GATES_ENV_VAR, "fast")
+    option_env("fused_gates", "fast")
     with pytest.raises(ValueError, match="SPATIALREC_FUSED_GATES='fast'"):
         directional_gru_scan(x, *p_grad, "down", backend="fused")
-    monkeypatch.setenv(fused.GATES_ENV_VAR, " Recompute ")
+    option_env("fused_gates", " Recompute ")
     directional_gru_scan(x, *p_grad, "down", backend="fused").sum().backward()
+    with pytest.raises(ValueError, match="fused_gates='fast'"):
+        options.set_fused_gates("fast")
 
 
 # --- The layer's 1x1 projection of channels-last states --------------------------------------

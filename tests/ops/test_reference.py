@@ -145,12 +145,12 @@ def test_bad_inputs_raise_clear_errors(mutate, exc, match):
         directional_gru_scan(**args)
 
 
-def test_environment_variable_selects_backend(monkeypatch):
+def test_environment_variable_selects_backend(option_env):
     from spatialrec.ops import resolve_backend
 
-    monkeypatch.setenv("SPATIALREC_BACKEND", "reference")
+    option_env("backend", "reference")
     assert resolve_backend("auto") == "reference"
     assert resolve_backend("fused") == "fused"  # an explicit argument wins over the variable
-    monkeypatch.setenv("SPATIALREC_BACKEND", "nonsense")
+    option_env("backend", "nonsense")
     with pytest.raises(ValueError, match="SPATIALREC_BACKEND='nonsense'"):
         resolve_backend("auto")

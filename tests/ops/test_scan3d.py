@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from spatialrec import options
 from spatialrec.ops import (
     DIRECTIONS,
     directional_gru_scan,
@@ -220,16 +221,16 @@ def test_canonical_view_round_trip() -> None:
     assert to_canonical_view(x, "up").shape == (1, 2, 4, 3, 5)
 
 
-def test_backend_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backend_resolution(option_env) -> None:
     vol = torch.zeros(1, 1, 1, 1, 1)
-    monkeypatch.delenv("SPATIALREC_BACKEND", raising=False)
+    option_env("backend", None)
     assert resolve_backend("auto", vol) == "fused"
     assert resolve_backend("triton", vol) == "triton"  # the N-d Triton kernels
     assert resolve_backend("Reference", vol) == "reference"
-    monkeypatch.setenv("SPATIALREC_BACKEND", "reference")
+    option_env("backend", "reference")
     assert resolve_backend("auto", vol) == "reference"
     assert resolve_backend("fused", vol) == "fused"
-    monkeypatch.setenv("SPATIALREC_BACKEND", "bogus")
+    option_env("backend", "bogus")
     with pytest.raises(ValueError, match="SPATIALREC_BACKEND"):
         resolve_backend("auto", vol)
 
@@ -252,9 +253,8 @@ def test_auto_dispatches_to_the_resolved_backend(monkeypatch: pytest.MonkeyPatch
     s = 2
     x = torch.randn(1, s, 2, 2, 2)
     params = _params(s, dtype=torch.float32)
-    monkeypatch.setenv("SPATIALREC_BACKEND", "reference")
-    directional_gru_scan(x, *params, "in")
-    monkeypatch.delenv("SPATIALREC_BACKEND")
+    with options.override(backend="reference"):
+        directional_gru_scan(x, *params, "in")
     directional_gru_scan(x, *params, "in")
     assert calls == [("reference", 3), ("fused", 3)]  # CPU tensors: "auto" never runs triton
 

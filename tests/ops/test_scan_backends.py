@@ -11,8 +11,8 @@ from spatialrec.ops import BACKEND_ENV_VAR, available_backends, directional_gru_
 from .naive import random_params
 
 
-def test_auto_picks_fused_on_cpu_and_never_triton(monkeypatch):
-    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+def test_auto_picks_fused_on_cpu_and_never_triton(monkeypatch, option_env):
+    option_env("backend", None)
     x = torch.zeros(1, 2, 3, 3)
     assert resolve_backend("auto", x) == "fused"
     assert resolve_backend("auto") == "fused"
@@ -22,18 +22,18 @@ def test_auto_picks_fused_on_cpu_and_never_triton(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_auto_picks_triton_on_cuda_when_importable(monkeypatch):
-    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+def test_auto_picks_triton_on_cuda_when_importable(option_env):
+    option_env("backend", None)
     want = "triton" if triton_available() else "fused"
     assert resolve_backend("auto", torch.zeros(1, device="cuda")) == want
 
 
-def test_environment_variable_forces_a_backend(monkeypatch):
+def test_environment_variable_forces_a_backend(option_env):
     x = torch.zeros(1, 2, 3, 3)
-    monkeypatch.setenv(BACKEND_ENV_VAR, "reference")
+    option_env("backend", "reference")
     assert resolve_backend("auto", x) == "reference"
     assert resolve_backend("fused", x) == "fused"  # an explicit argument wins over the variable
-    monkeypatch.setenv(BACKEND_ENV_VAR, "nonsense")
+    option_env("backend", "nonsense")
     with pytest.raises(ValueError, match=BACKEND_ENV_VAR):
         resolve_backend("auto", x)
 
@@ -51,8 +51,8 @@ def test_available_backends_on_this_machine():
     assert ("triton" in names) == triton_available()
 
 
-def test_auto_gives_the_fused_result(monkeypatch):
-    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+def test_auto_gives_the_fused_result(option_env):
+    option_env("backend", None)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
     params = random_params(3, g)

@@ -174,22 +174,22 @@ def test_triton_gradcheck(shape):
     assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def test_precision_option(monkeypatch):
+def test_precision_option(option_env):
     from spatialrec.ops import triton as triton_backend
 
-    monkeypatch.delenv(triton_backend.PRECISION_ENV_VAR, raising=False)
+    option_env("triton_precision", None)
     assert triton_backend.dot_mode(torch.float32, torch.float32) == triton_backend.IEEE
     assert triton_backend.dot_mode(torch.float16, torch.float32) == triton_backend.FP16
     assert triton_backend.dot_mode(torch.bfloat16, torch.float32) in (triton_backend.BF16, triton_backend.BF16_EMULATED)
     assert triton_backend.dot_mode(torch.float64, torch.float64) == triton_backend.IEEE
-    monkeypatch.setenv(triton_backend.PRECISION_ENV_VAR, "TF32")
+    option_env("triton_precision", "TF32")
     assert triton_backend.dot_mode(torch.float32, torch.float32) == triton_backend.TF32
     assert triton_backend.dot_mode(torch.float64, torch.float64) == triton_backend.IEEE  # float64 stays exact
     # The interpreter computes "tf32" dots exactly; on a GPU the documented tolerance is 2e-3.
     x, *params = _inputs((1, 20, 3, 5), seed=13, dtype=torch.float32)
     y = directional_gru_scan(x, *params, "down", backend="triton")
     assert _rel_err(y, directional_gru_scan(x, *params, "down", backend="reference")) <= 2e-3
-    monkeypatch.setenv(triton_backend.PRECISION_ENV_VAR, "fp8")
+    option_env("triton_precision", "fp8")
     with pytest.raises(ValueError, match="SPATIALREC_TRITON_PRECISION='fp8'"):
         directional_gru_scan(x, *params, "down", backend="triton")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -13,6 +12,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .. import options
 from ._io import (
     DatasetError, SegmentationDataset, SizeLike, Transform, align_labels_to_image, atomic_write, logger,
     read_nifti, read_nifti_grid, require_nibabel, resize_pair
@@ -24,9 +24,9 @@ _CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
-    """``$SPATIALREC_CACHE`` or ``~/.cache/spatialrec``."""
-    env = os.environ.get("SPATIALREC_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "spatialrec"
+    """The ``cache_dir`` option (:func:`spatialrec.options.get_cache_dir`): set there, else
+    ``$SPATIALREC_CACHE``, else ``~/.cache/spatialrec``."""
+    return options.get_cache_dir()
 
 
 @dataclass(frozen=True)

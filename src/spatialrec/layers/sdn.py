@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Optional, Union, cast
 
 import torch
@@ -22,11 +23,12 @@ from ..ops import (
     normalize_direction,
     normalize_directions,
     num_neighbours,
+    project_in_activation,
+    project_out,
     resolve_backend,
     scan_sequence,
+    working_layout,
 )
-from ..ops.fused import project_channels_last, tanh_
-from ..ops.library import tracing
 from .nd import conv_cls
 
 SizeArg = Union[int, Sequence[int]]
@@ -120,20 +122,69 @@ def _project_in(
     return conv_cls(spatial_dims, transposed=True)(in_channels, out_channels, k, st, p, output_padding=op)
 
 
-def _cpu_autocast() -> bool:
-    """Whether autocast is on for the CPU (``torch.is_autocast_enabled(device)`` is torch >= 2.4)."""
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:
-        return torch.is_autocast_cpu_enabled()
-
-
 def _geometry_repr(conv: nn.Module, transposed: bool) -> str:
     s = f"kernel_size={conv.kernel_size}, stride={conv.stride}, padding={conv.padding}"
     return s + (f", transposed=True, output_padding={conv.output_padding}" if transposed else "")
 
 
-class SpatialDependencyLayer(nn.Module):
+@dataclass(frozen=True)
+class _Geometry:
+    """The project-in geometry of an SDN layer, as given (checked where the convolution is built)."""
+
+    kernel_size: SizeArg
+    stride: SizeArg
+    padding: PaddingArg
+    transposed: bool
+    output_padding: SizeArg
+
+    def conv(self, spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+        return _project_in(spatial_dims, in_channels, out_channels, self.kernel_size, self.stride, self.padding, self.transposed, self.output_padding)
+
+
+class _SDNArguments(nn.Module):
+    """The constructor both :class:`SpatialDependencyLayer` and :class:`ResidualSDN` take (see the
+    former for the arguments): checks them, keeps ``spatial_dims``, ``in_channels``,
+    ``out_channels``, ``state_size``, ``directions`` and ``transposed``, and lets the subclass
+    build its sub-modules (:meth:`_build`, which returns the convolution whose geometry the repr
+    shows). One signature for both, so they cannot drift apart."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        state_size: Optional[int] = None,
+        directions: Optional[Sequence[DirectionLike]] = None,
+        kernel_size: SizeArg = 3,
+        stride: SizeArg = 1,
+        padding: PaddingArg = 1,
+        transposed: bool = False,
+        output_padding: SizeArg = 0,
+        backend: str = "auto",
+        spatial_dims: int = 2,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        self.state_size = check_int("state_size", DEFAULT_STATE_SIZE[spatial_dims] if state_size is None else state_size)
+        self.directions = normalize_directions(DEFAULT_DIRECTIONS[spatial_dims] if directions is None else directions, spatial_dims)
+        resolve_backend(backend)  # fail at construction on an unknown backend name
+        self.transposed = transposed
+        conv = self._build(_Geometry(kernel_size, stride, padding, transposed, output_padding), backend)
+        self._geometry_text = _geometry_repr(conv, transposed)
+
+    def _build(self, geometry: _Geometry, backend: str) -> nn.Module:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
+        return (
+            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, directions={self.directions}, "
+            f"{self._geometry_text}, backend={self.backend!r}{dims}"
+        )
+
+
+class SpatialDependencyLayer(_SDNArguments):
     """The Spatial Dependency Network (SDN) layer, for maps (2D) and volumes (3D).
 
     ``h = tanh(project_in(x))`` (a ``ConvNd``, or ``ConvTransposeNd`` when ``transposed``), then
@@ -172,33 +223,11 @@ class SpatialDependencyLayer(nn.Module):
         torch.Size([1, 16, 6, 10, 12])
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        state_size: Optional[int] = None,
-        directions: Optional[Sequence[DirectionLike]] = None,
-        kernel_size: SizeArg = 3,
-        stride: SizeArg = 1,
-        padding: PaddingArg = 1,
-        transposed: bool = False,
-        output_padding: SizeArg = 0,
-        backend: str = "auto",
-        spatial_dims: int = 2,
-    ) -> None:
-        super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_int("in_channels", in_channels)
-        self.out_channels = check_int("out_channels", out_channels)
-        self.state_size = check_int("state_size", DEFAULT_STATE_SIZE[spatial_dims] if state_size is None else state_size)
-        self.directions = normalize_directions(DEFAULT_DIRECTIONS[spatial_dims] if directions is None else directions, spatial_dims)
-        resolve_backend(backend)
-        self.transposed = transposed
-        self.project_in = _project_in(
-            spatial_dims, in_channels, self.state_size, kernel_size, stride, padding, transposed, output_padding
-        )
-        self.sweeps = nn.ModuleList(DirectionalGRU(self.state_size, d, backend, spatial_dims) for d in self.directions)
-        self.project_out = conv_cls(spatial_dims)(self.state_size, out_channels, 1)
+    def _build(self, geometry: _Geometry, backend: str) -> nn.Module:
+        self.project_in = geometry.conv(self.spatial_dims, self.in_channels, self.state_size)
+        self.sweeps = nn.ModuleList(DirectionalGRU(self.state_size, d, backend, self.spatial_dims) for d in self.directions)
+        self.project_out = conv_cls(self.spatial_dims)(self.state_size, self.out_channels, 1)
+        return self.project_in
 
     def _sweeps(self) -> list[DirectionalGRU]:
         return [cast(DirectionalGRU, s) for s in self.sweeps]
@@ -213,52 +242,32 @@ class SpatialDependencyLayer(nn.Module):
         for sweep in self._sweeps():
             sweep.backend = value
 
+    def _common_backend(self) -> Optional[str]:
+        """The backend of every sweep, or ``None`` when sweeps were given different ones."""
+        backends = {sweep.backend for sweep in self._sweeps()}
+        return backends.pop() if len(backends) == 1 else None
+
+    def _sweep(self, h: torch.Tensor, backend: Optional[str]) -> torch.Tensor:
+        """Every sweep in order: one scan of all directions, or, with different backends per
+        sweep, one sweep module after the other."""
+        if backend is None:
+            for sweep in self._sweeps():
+                h = sweep(h)
+            return h
+        params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in self._sweeps()]
+        return scan_sequence(h, params, self.directions, backend)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.spatial_dims, dtype=self.project_out.weight.dtype)
-        sweeps = self._sweeps()
-        backends = {sweep.backend for sweep in sweeps}
-        if len(backends) > 1:
-            # Sweeps given different backends one by one: run them one by one.
-            h = torch.tanh(self.project_in(x))
-            for sweep in sweeps:
-                h = sweep(h)
-            return self.project_out(h)
-        backend = backends.pop()
-        restore_layout = False
-        if self.spatial_dims == 2 and resolve_backend(backend, x) == "fused" and x.device.type == "cpu":
-            # The 2D fused scan works on S-innermost lines: a channels-last input (cheap at
-            # in_channels << S) makes the convolution produce channels-last states, turning the
-            # scan's layout changes into copies of S-long runs; oneDNN's convolutions are also
-            # faster in that format on the CPU.
-            restore_layout = x.is_contiguous()
-            x = x.contiguous(memory_format=torch.channels_last)
-        # In place: the convolution's backward does not need its output, and a fresh full-size
-        # tensor costs page faults.
-        # Traced (compile, export, jit.trace), the plain ops; eager on the CPU, the faster kernels.
-        eager = not (tracing() or torch.jit.is_tracing())
-        h = self.project_in(x)
-        h = tanh_(h) if eager else h.tanh_()
-        params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in sweeps]
-        h = scan_sequence(h, params, self.directions, backend)
-        if eager and restore_layout and h.permute(0, 2, 3, 1).is_contiguous() and not _cpu_autocast():
-            # The eager fused scan returned channels-last states: project them with GEMMs that
-            # write the caller's contiguous format directly (no slow 1x1 channels-last
-            # convolution, no transposing copy after it).
-            return project_channels_last(h, self.project_out.weight, self.project_out.bias)
-        y = self.project_out(h)
-        # Hand back the caller's memory format: a channels-last output would change which
-        # convolution algorithms run downstream (and so their rounding) in the caller's network.
-        return y.contiguous() if restore_layout else y
-
-    def extra_repr(self) -> str:
-        dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
-        return (
-            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, directions={self.directions}, "
-            f"{_geometry_repr(self.project_in, self.transposed)}, backend={self.backend!r}{dims}"
-        )
+        backend = self._common_backend()
+        # The memory layout and kernels that suit the backend on x's device (spatialrec.ops.projection).
+        layout = working_layout(x, backend)
+        h = project_in_activation(x, self.project_in, layout)  # tanh(project_in(x))
+        h = self._sweep(h, backend)
+        return project_out(h, self.project_out, layout)
 
 
-class ResidualSDN(nn.Module):
+class ResidualSDN(_SDNArguments):
     """Gated residual SDN: a convolution and an SDN layer mixed by a learned per-pixel gate.
 
     ``c = conv(x)`` (same geometry as the SDN's project-in, ``out_channels`` channels);
@@ -276,39 +285,13 @@ class ResidualSDN(nn.Module):
         torch.Size([1, 16, 3, 5, 6])
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        state_size: Optional[int] = None,
-        directions: Optional[Sequence[DirectionLike]] = None,
-        kernel_size: SizeArg = 3,
-        stride: SizeArg = 1,
-        padding: PaddingArg = 1,
-        transposed: bool = False,
-        output_padding: SizeArg = 0,
-        backend: str = "auto",
-        spatial_dims: int = 2,
-    ) -> None:
-        super().__init__()
+    def _build(self, geometry: _Geometry, backend: str) -> nn.Module:
         self.sdn = SpatialDependencyLayer(
-            in_channels, 2 * check_int("out_channels", out_channels), state_size, directions,
-            kernel_size, stride, padding, transposed, output_padding, backend, spatial_dims,
+            self.in_channels, 2 * self.out_channels, self.state_size, self.directions, geometry.kernel_size,
+            geometry.stride, geometry.padding, geometry.transposed, geometry.output_padding, backend, self.spatial_dims,
         )  # fmt: skip
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.conv = _project_in(
-            spatial_dims, in_channels, out_channels, kernel_size, stride, padding, transposed, output_padding
-        )
-
-    @property
-    def state_size(self) -> int:
-        return self.sdn.state_size
-
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return self.sdn.directions
+        self.conv = geometry.conv(self.spatial_dims, self.in_channels, self.out_channels)
+        return self.conv
 
     @property
     def backend(self) -> str:
@@ -323,13 +306,6 @@ class ResidualSDN(nn.Module):
         s, g = self.sdn(x).chunk(2, dim=1)
         gate = torch.sigmoid(g)
         return gate * self.conv(x) + (1 - gate) * s
-
-    def extra_repr(self) -> str:
-        dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
-        return (
-            f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, directions={self.directions}, "
-            f"{_geometry_repr(self.conv, self.sdn.transposed)}, backend={self.backend!r}{dims}"
-        )
 
 
 # ---------------------------------------------------------------------------- thin aliases (see the module docstring)

@@ -9,12 +9,17 @@ by name and number of spatial dimensions (:mod:`spatialrec.ops.scan`):
 - ``"fused"``: :mod:`spatialrec.ops.fused` (2D) and :mod:`spatialrec.ops.fused3d` (3D), custom
   autograd functions (CPU and CUDA);
 - ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels for 2D and 3D (imported on first use);
-- ``"auto"``: ``SPATIALREC_BACKEND`` when set, else triton for CUDA tensors when Triton is
-  importable (falling back to fused, with one warning, if a Triton kernel fails), else fused.
+- ``"auto"``: the ``backend`` option when it is not ``"auto"`` (:mod:`spatialrec.options`,
+  default from ``SPATIALREC_BACKEND``), else triton for CUDA tensors when Triton is importable
+  (falling back to fused on that device, with one warning, if a Triton kernel fails there), else
+  fused.
 
 The layers call :func:`scan_sequence`, which goes through the registered operator
 ``torch.ops.spatialrec.scan_sequence`` (:mod:`spatialrec.ops.library`) wherever a program is
-traced (``torch.compile``, ``torch.export``, ONNX), so the sweeps are one node there.
+traced (``torch.compile``, ``torch.export``, ONNX), so the sweeps are one node there. Around the
+sweeps, :func:`working_layout`, :func:`project_in_activation` and :func:`project_out`
+(:mod:`spatialrec.ops.projection`) make the layers' layout and kernel choices for the backend
+and device.
 
 Every backend sweeps the canonical direction of a view of the input
 (:mod:`spatialrec.ops.directions`), computes the gates in at least float32
@@ -34,6 +39,7 @@ from .directions import (
     valid_directions,
 )
 from .library import scan_sequence, scan_sequence_op
+from .projection import WorkingLayout, project_in_activation, project_out, working_layout
 from .reference import reference_directional_gru_scan
 from .scan import (
     BACKEND_ENV_VAR,
@@ -53,6 +59,7 @@ __all__ = [
     "DEFAULT_DIRECTIONS",
     "DIRECTIONS",
     "DirectionLike",
+    "WorkingLayout",
     "available_backends",
     "check_scan_inputs",
     "directional_gru_scan",
@@ -63,6 +70,8 @@ __all__ = [
     "normalize_direction",
     "normalize_directions",
     "num_neighbours",
+    "project_in_activation",
+    "project_out",
     "reference_directional_gru_scan",
     "resolve_backend",
     "scan_sequence",
@@ -70,4 +79,5 @@ __all__ = [
     "to_canonical_view",
     "triton_available",
     "valid_directions",
+    "working_layout",
 ]

@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -31,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Optional
+
+from .. import options
 
 SHARED_LIMITS: dict[int, int] = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024, 100: 227 * 1024, 120: 99 * 1024}
 """Shared memory one block may use (opt-in maximum), bytes, per compute capability (CUDA guide)."""
@@ -41,7 +44,7 @@ STATE_SIZES: tuple[int, ...] = (16, 32, 64, 128, 150, 256)
 """State sizes whose launcher configurations are compiled (the paper uses 150)."""
 
 DTYPES: tuple[str, ...] = ("float32", "float32-tf32", "bfloat16", "float16")
-"""Input dtypes (``float32-tf32``: float32 with ``SPATIALREC_TRITON_PRECISION=tf32``)."""
+"""Input dtypes (``float32-tf32``: float32 with the ``triton_precision`` option at ``tf32``)."""
 
 LINE_POSITIONS = 4096
 """Positions per line the configurations are chosen for (any line of >= 64 positions gets the
@@ -228,7 +231,8 @@ def compile_job(job: CompileJob) -> CompileResult:
         compiled = triton.compile(
             ASTSource(fn, signature, constexprs),
             target=GPUTarget("cuda", job.arch, 32),
-            options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages},
+            # enable_fp_fusion: Triton 3.9's default, asked for explicitly (else it warns that its default may change).
+            options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages, "enable_fp_fusion": True},
         )
         tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
         regs, stack = _resource_usage(compiled.asm["cubin"], tool)
@@ -248,20 +252,29 @@ def compile_matrix(
     kernels: Optional[Iterable[str]] = None,
     workers: int = 1,
 ) -> list[CompileResult]:
-    """Compile every job of :func:`jobs` in ``workers`` fresh processes (spawned, without
-    ``TRITON_INTERPRET``, so that the kernels are compilable whatever this process imported)."""
+    """Compile every job of :func:`jobs` in ``workers`` fresh processes (spawned; each compiles
+    without ``TRITON_INTERPRET``, so that the kernels are compilable whatever this process imported)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     todo = jobs(archs, dtypes, state_sizes, spatial_dims, kernels)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx, initializer=_clean_worker) as pool:
-        return list(pool.map(compile_job, todo))
+    # Jobs travel as plain values: unpickling a LaunchConfig would import Triton in the worker
+    # before _compile_in_worker could keep the interpreter out of it.
+    plain = [(j.kernel, j.spatial_dims, j.dtype, j.arch, dataclasses.astuple(j.config), j.state_sizes) for j in todo]
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+        return list(pool.map(_compile_in_worker, plain))
 
 
-def _clean_worker() -> None:
-    os.environ.pop("TRITON_INTERPRET", None)
-    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, without its warning
+def _compile_in_worker(job: tuple[str, int, str, int, tuple[int, ...], tuple[int, ...]]) -> CompileResult:
+    """:func:`compile_job` in a worker process of :func:`compile_matrix`. The worker inherits
+    this process's environment, and Triton decides at import, from ``TRITON_INTERPRET``, whether
+    its functions are interpreted or compilable: so the variable is unset around the import and
+    the compile, in the worker only, and restored after; the caller's process is never touched."""
+    kernel, dims, dtype, arch, config, state_sizes = job
+    with options.scoped_environ(TRITON_INTERPRET=None):
+        mod = kernel_module()
+        return compile_job(CompileJob(kernel, dims, dtype, arch, mod.LaunchConfig(*config), state_sizes))
 
 
 def supported_archs(candidates: Sequence[int] = (80, 90, 100)) -> tuple[int, ...]:

@@ -37,19 +37,19 @@ of every direction keep ``S`` innermost (``(H, B, W, S)`` for `down`/`up`, ``(W,
 sweep, so that each sweep's saved states are freed as soon as its backward has run.
 
 Saved for the backward: the swept states ``(H, B, W + 2, S)`` in the compute dtype, the input
-``x`` itself (already alive in the caller's graph) and, unless ``SPATIALREC_FUSED_GATES=recompute``
-(:data:`GATES_ENV_VAR`), the gates ``(H - 1, M, 3S)``: three times the states' size, to save a
+``x`` itself (already alive in the caller's graph) and, unless the ``fused_gates`` option is
+``recompute`` (:func:`spatialrec.options.set_fused_gates`, default from ``SPATIALREC_FUSED_GATES``), the gates ``(H - 1, M, 3S)``: three times the states' size, to save a
 quarter of the forward+backward GEMM work. Inference keeps nothing. Nothing full-size is
 allocated per line.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import torch
 
+from .. import options
 from .directions import from_canonical_view
 from .gates import compute_dtype, fold_biases, permute_gates_ih, unpermute_gates_ih
 
@@ -57,24 +57,21 @@ from .gates import compute_dtype, fold_biases, permute_gates_ih, unpermute_gates
 # each GEMM large enough (>= ~1500 rows at S = 150) to run at full speed.
 _GH_BLOCK_ELEMENTS = 1 << 20
 
-GATES_ENV_VAR = "SPATIALREC_FUSED_GATES"
-"""Environment variable choosing what a training forward keeps for the backward: ``save``
-(default: the gate activations, ``3S`` values per position and sweep) or ``recompute`` (only
-the swept states; the backward recomputes the gates with one more GEMM per line)."""
-
-_GATES_MODES = ("save", "recompute")
+GATES_ENV_VAR = options.ENV_VARS["fused_gates"]
+"""Environment variable the ``fused_gates`` option defaults from (:mod:`spatialrec.options`):
+what a training forward keeps for the backward, ``save`` (default: the gate activations, ``3S``
+values per position and sweep) or ``recompute`` (only the swept states; the backward recomputes
+the gates with one more GEMM per line)."""
 
 
 def save_gates() -> bool:
-    """Whether a fused forward that needs a backward keeps its gates (read from :data:`GATES_ENV_VAR` per call).
+    """Whether a fused forward that needs a backward keeps its gates (the ``fused_gates`` option,
+    :func:`spatialrec.options.get_fused_gates`, at the time of the call).
 
     Raises:
-        ValueError: the variable is set to something else than ``save`` or ``recompute``.
+        ValueError: the option is not set and its variable is neither ``save`` nor ``recompute``.
     """
-    mode = os.environ.get(GATES_ENV_VAR, "").strip().lower() or "save"
-    if mode not in _GATES_MODES:
-        raise ValueError(f"{GATES_ENV_VAR}={mode!r} is not a mode; expected one of {_GATES_MODES}")
-    return mode == "save"
+    return options.get_fused_gates() == "save"
 
 
 def _lines_per_block(num_rows: int, width: int, num_lines: int) -> int:
@@ -416,7 +413,7 @@ def _backward_lines(
 
 def _keep_gates(*tensors: torch.Tensor) -> bool:
     """Whether a fused forward on ``tensors`` keeps its gates: a backward will follow (grad mode
-    on and an input that requires grad), :data:`GATES_ENV_VAR` does not say ``recompute`` and
+    on and an input that requires grad), the ``fused_gates`` option is not ``recompute`` and
     ``torch.jit.trace`` is not recording the call (its check re-runs the trace without grad)."""
     if torch.jit.is_tracing():
         return False

@@ -5,8 +5,9 @@
 the backend name (see :mod:`spatialrec.ops`), selects the kernel: the reference scan for both,
 :mod:`~spatialrec.ops.fused` (2D) or :mod:`~spatialrec.ops.fused3d` (3D), whose algorithms
 differ, or the Triton kernels for both. When ``"auto"`` chose ``"triton"`` and compiling or
-launching a Triton kernel fails, it warns once and runs ``"fused"`` from then on
-(:func:`_run_triton_or_fallback`); an explicit ``backend="triton"`` raises instead.
+launching a Triton kernel fails, it warns once per device and runs ``"fused"`` on that device
+from then on (:func:`_run_triton_or_fallback`; :func:`spatialrec.options.triton_fallback` lists
+those devices); an explicit ``backend="triton"`` raises instead.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Callable, Optional
 
 import torch
 
+from .. import options
 from .directions import DirectionLike, normalize_direction, normalize_directions
 from .fused import fused_directional_gru_scan, fused_directional_gru_scan_sequence
 from .fused3d import fused_directional_gru_scan3d
@@ -31,7 +32,8 @@ from .validation import check_scan_inputs
 BACKENDS: tuple[str, ...] = ("reference", "fused", "triton")
 """The backends :func:`directional_gru_scan` knows, plus ``"auto"``."""
 
-BACKEND_ENV_VAR = "SPATIALREC_BACKEND"
+BACKEND_ENV_VAR = options.ENV_VARS["backend"]
+"""The environment variable the ``backend`` option (:mod:`spatialrec.options`) defaults from."""
 
 ScanFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str, str], torch.Tensor]
 ScanParams = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -64,73 +66,85 @@ def available_backends() -> tuple[str, ...]:
 def resolve_backend(backend: str, x: Optional[torch.Tensor] = None) -> str:
     """Turn ``backend`` (possibly ``"auto"``) into the backend that runs for tensor ``x``.
 
-    ``"auto"`` reads ``SPATIALREC_BACKEND`` first; without it: ``"triton"`` when ``x`` is a CUDA
-    tensor, Triton is importable and no Triton kernel has failed in this process (see
-    :func:`_run_triton_or_fallback`), else ``"fused"``. Without ``x`` only the name is checked
-    and resolved.
+    ``"auto"`` takes the ``backend`` option first (:func:`spatialrec.options.set_backend`, default
+    from ``SPATIALREC_BACKEND``); left at ``"auto"``: ``"triton"`` when ``x`` is a CUDA tensor
+    (:func:`triton_device`), Triton is importable and no Triton kernel has failed on ``x``'s device
+    (:func:`spatialrec.options.triton_fallback`), else ``"fused"``. Without ``x`` only the name is
+    checked and resolved.
 
     Raises:
         TypeError: ``backend`` is not a string.
-        ValueError: ``backend`` (or the environment variable) names no known backend.
+        ValueError: ``backend`` (or the option's environment variable) names no known backend.
     """
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     name = backend.strip().lower()
     if name == "auto":
-        env = os.environ.get(BACKEND_ENV_VAR, "").strip().lower()
-        if env and env != "auto":
-            if env not in BACKENDS:
-                raise ValueError(f"{BACKEND_ENV_VAR}={env!r} is not a backend; expected one of {BACKENDS} or 'auto'")
-            name = env
+        chosen = options.get_backend()
+        if chosen != "auto":
+            name = chosen
         else:
-            usable = x is not None and _triton_device(x) and triton_available() and _TRITON_FAILURE is None
+            usable = x is not None and triton_device(x) and triton_available() and str(x.device) not in options.triton_fallback()
             name = "triton" if usable else "fused"
     elif name not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not a backend; expected one of {BACKENDS} or 'auto'")
     return name
 
 
-def _triton_device(x: torch.Tensor) -> bool:
-    """Whether ``"auto"`` may run Triton kernels on ``x``'s device (CUDA only; never the interpreter)."""
+def triton_device(x: torch.Tensor) -> bool:
+    """Whether ``"auto"`` may run Triton kernels on ``x``'s device: CUDA only, never the
+    interpreter (tests replace this function to send CPU tensors to a stand-in kernel)."""
     return x.is_cuda
 
 
-# The first Triton compile/launch error "auto" met in this process, if any: from then on "auto"
-# runs "fused" without retrying (a failed compile is slow, and it would fail again).
-_TRITON_FAILURE: Optional[str] = None
 _log = logging.getLogger(__name__)
 
 
 def _auto_without_override(backend: str) -> bool:
-    """Whether ``backend`` is ``"auto"`` left to choose by itself (``SPATIALREC_BACKEND`` unset):
-    only then may a failing Triton kernel fall back; a named backend is the caller's decision."""
-    env = os.environ.get(BACKEND_ENV_VAR, "").strip().lower()
-    return backend.strip().lower() == "auto" and env in ("", "auto")
+    """Whether ``backend`` is ``"auto"`` left to choose by itself (the ``backend`` option at
+    ``"auto"``): only then may a failing Triton kernel fall back; a named backend is the caller's
+    decision."""
+    return backend.strip().lower() == "auto" and options.get_backend() == "auto"
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says the device ran out of memory: a property of this call's sizes, not of
+    the Triton toolchain, so it must reach the caller (who may retry with a smaller batch)."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):  # torch.OutOfMemoryError on torch >= 2.5, the same class
+        return True
+    # Driver and allocator errors that Triton or torch raise as plain RuntimeErrors.
+    message = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
 
 
 def _run_triton_or_fallback(fn: ScanFn, fallback: ScanFn, args: tuple) -> torch.Tensor:
-    """Run a Triton kernel that ``"auto"`` chose; if it fails to compile or launch, warn once and
-    run ``fallback`` (the ``fused`` kernel) on the same device instead.
+    """Run a Triton kernel that ``"auto"`` chose; if it fails to compile or launch, mark the
+    device (:func:`spatialrec.options.mark_triton_fallback`), warn once for that device and run
+    ``fallback`` (the ``fused`` kernel) on it instead.
 
-    Input errors (``ValueError``, ``TypeError``) are not Triton failures and propagate. A failure
-    in the backward pass cannot be caught here; the Triton function therefore compiles its
-    backward kernels during the forward (see :mod:`spatialrec.ops.triton`).
+    Input errors (``ValueError``, ``TypeError``) and out-of-memory errors are not Triton failures
+    and propagate, leaving the device on Triton. A failure in the backward pass cannot be caught
+    here; the Triton function therefore compiles its backward kernels during the forward (see
+    :mod:`spatialrec.ops.triton`).
     """
-    global _TRITON_FAILURE
     try:
         return fn(*args)
     except (ValueError, TypeError):
         raise
     except Exception as err:  # noqa: BLE001 - any compiler/driver error; re-raised by backend="triton"
-        if _TRITON_FAILURE is None:
-            _TRITON_FAILURE = f"{type(err).__name__}: {err}"
+        if _is_out_of_memory(err):
+            raise
+        device = args[0].device
+        reason = f"{type(err).__name__}: {err}"
+        if options.mark_triton_fallback(device, reason):
             warnings.warn(
-                f"spatialrec: the Triton scan kernel failed ({_TRITON_FAILURE}); backend='auto' falls back "
-                "to backend='fused' for the rest of this process (pass backend='triton' to get the error)",
+                f"spatialrec: the Triton scan kernel failed on {device} ({reason}); backend='auto' falls back "
+                f"to backend='fused' on {device} for the rest of this process (pass backend='triton' to get the "
+                "error; spatialrec.options.reset_triton_fallback() to try Triton again)",
                 RuntimeWarning,
                 stacklevel=4,
             )
-            _log.warning("Triton scan failed, falling back to fused: %s", _TRITON_FAILURE)
+            _log.warning("Triton scan failed on %s, falling back to fused: %s", device, reason)
         return fallback(*args)
 
 
@@ -283,4 +297,5 @@ __all__ = [
     "directional_gru_scan_sequence",
     "resolve_backend",
     "triton_available",
+    "triton_device",
 ]

@@ -28,8 +28,10 @@ copy) and the zero padding makes every shift branch-free.
   GEMM per slot over all lines at once, thanks to the padding) and the bias sums, by cuBLAS.
 
 Precision of the ``tl.dot`` tiles (:func:`dot_mode`): float32 inputs use ``"ieee"`` (exact
-float32 products, matches the reference to ~1e-6) unless ``SPATIALREC_TRITON_PRECISION=tf32``
-asks for TF32 tensor cores; bfloat16 / float16 inputs feed the dot with operands rounded to
+float32 products, matches the reference to ~1e-6) or TF32 tensor cores, as the
+``triton_precision`` option says (:func:`spatialrec.options.get_triton_precision`: by default
+``tf32`` exactly when ``torch.get_float32_matmul_precision()`` is ``"high"`` or ``"medium"``;
+``SPATIALREC_TRITON_PRECISION`` sets it); bfloat16 / float16 inputs feed the dot with operands rounded to
 their own dtype (tensor cores), always accumulating in float32; gate arithmetic and the stored
 states are float32 in every mode. float64 inputs use float64 throughout.
 
@@ -42,7 +44,6 @@ Why per-line kernels and not a persistent kernel: see ``docs/kernels.md`` (launc
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -54,11 +55,14 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without triton
     raise ImportError("the triton backend needs Triton: pip install 'spatialrec[triton]'") from err
 
+from .. import options
 from .directions import from_canonical_view, to_canonical_view
 from .gates import compute_dtype, fold_biases, permute_gates_ih, unpermute_gates_ih
 
-PRECISION_ENV_VAR = "SPATIALREC_TRITON_PRECISION"
-"""``ieee`` (default, exact float32) or ``tf32`` (TF32 tensor cores) for float32 inputs."""
+PRECISION_ENV_VAR = options.ENV_VARS["triton_precision"]
+"""Environment variable the ``triton_precision`` option defaults from: ``auto`` (follow
+``torch.get_float32_matmul_precision()``), ``ieee`` (exact float32) or ``tf32`` (TF32 tensor
+cores), for float32 inputs."""
 
 # Dot modes (a constexpr of every kernel).
 IEEE, TF32, BF16, FP16, BF16_EMULATED = 0, 1, 2, 3, 4
@@ -241,7 +245,8 @@ def dot_mode(x_dtype: torch.dtype, dtype: torch.dtype) -> int:
     """The ``tl.dot`` mode for inputs of ``x_dtype`` computed in ``dtype`` (see the module docstring).
 
     Raises:
-        ValueError: ``SPATIALREC_TRITON_PRECISION`` is set to something else than ``ieee``/``tf32``.
+        ValueError: the ``triton_precision`` option is not set and ``SPATIALREC_TRITON_PRECISION``
+            is not ``auto``/``ieee``/``tf32``.
     """
     if dtype == torch.float64:
         return IEEE
@@ -250,10 +255,7 @@ def dot_mode(x_dtype: torch.dtype, dtype: torch.dtype) -> int:
         return BF16_EMULATED if _interpreting() else BF16
     if x_dtype == torch.float16:
         return FP16
-    env = os.environ.get(PRECISION_ENV_VAR, "ieee").strip().lower() or "ieee"
-    if env not in ("ieee", "tf32"):
-        raise ValueError(f"{PRECISION_ENV_VAR}={env!r} is not a precision; expected 'ieee' (exact float32) or 'tf32'")
-    return TF32 if env == "tf32" else IEEE
+    return TF32 if options.get_triton_precision() == "tf32" else IEEE
 
 
 def launch_config(m: int, s: int, mode: int, nslot: int) -> LaunchConfig:
@@ -284,7 +286,7 @@ def _acc(dtype: torch.dtype) -> Any:
 
 
 def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return options.triton_interpret()
 
 
 def _check_device(x: torch.Tensor) -> None:
@@ -498,7 +500,7 @@ def triton_directional_gru_scan(
 
     Raises:
         ValueError: ``x`` is not on a CUDA device and the Triton interpreter is not enabled, or
-            ``SPATIALREC_TRITON_PRECISION`` is not ``ieee``/``tf32``.
+            ``SPATIALREC_TRITON_PRECISION`` is not ``auto``/``ieee``/``tf32``.
     """
     _check_device(x)
     return TritonDirectionalGRUScan.apply(x, weight_ih, weight_hh, bias_ih, bias_hh, direction, carry)

@@ -1,0 +1,142 @@
+"""The projections around the sweeps, in the layout the scan backend works in.
+
+An SDN layer computes ``h = tanh(conv_in(x))``, sweeps ``h``, and projects ``y = conv_out(h)``
+with a ``1x1`` convolution. Which memory layout those steps should run in, and which faster
+kernels may replace torch's, depends on the backend and the device, not on the maths; this
+module makes those choices, so that the layer reads as the maths:
+
+- :func:`working_layout` decides once per forward. The 2D ``fused`` backend on the CPU works on
+  ``S``-innermost lines: a channels-last input (cheap at ``in_channels << S``) makes the
+  convolution produce channels-last states, which turns the scan's layout changes into copies
+  of ``S``-long runs (oneDNN's convolutions are also faster in that format on the CPU).
+- :func:`project_in_activation`: ``tanh(conv_in(x))`` in that layout, the tanh in place (the
+  convolution's backward does not need its output, and a fresh full-size tensor costs page
+  faults) and, in eager code, as :func:`spatialrec.ops.fused.tanh_` (3-4x torch's CPU tanh).
+- :func:`project_out`: ``conv_out(h)`` handed back in the caller's memory format; in eager code,
+  channels-last states from the fused scan are projected with GEMMs that write the caller's
+  contiguous format directly (:func:`spatialrec.ops.fused.project_channels_last`: no slow ``1x1``
+  channels-last convolution, no transposing copy after it).
+
+Traced programs (``torch.compile``, ``torch.export``, ``torch.jit.trace``) get the plain torch
+ops: the fast kernels are autograd functions made for eager CPU execution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
+
+import torch
+
+from .fused import project_channels_last, tanh_
+from .library import tracing
+from .scan import resolve_backend
+
+
+class PointwiseConv(Protocol):
+    """A ``1x1`` convolution module: callable, with ``weight: (C, S, 1, 1)`` and ``bias: (C,)`` or None."""
+
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class WorkingLayout:
+    """How one forward lays out the states around the scan (see :func:`working_layout`).
+
+    Attributes:
+        channels_last: run project-in, sweeps and project-out on channels-last states.
+        restore_contiguous: the caller's input was contiguous: hand the output back contiguous.
+        fast_kernels: eager code: the faster CPU tanh and GEMM projection may run.
+    """
+
+    channels_last: bool = False
+    restore_contiguous: bool = False
+    fast_kernels: bool = False
+
+
+def working_layout(x: torch.Tensor, backend: Optional[str]) -> WorkingLayout:
+    """The working layout for layer input ``x: (B, C, *spatial)`` swept by ``backend``.
+
+    Args:
+        x: the layer's input, NCHW or NCDHW.
+        backend: the backend name of every sweep (``"auto"`` allowed, resolved for ``x``), or
+            ``None`` when the sweeps run on different backends: then plain torch ops throughout.
+
+    Returns:
+        Channels-last states for the 2D ``fused`` backend on the CPU, else the input's layout;
+        fast kernels in eager code.
+
+    Example:
+        >>> working_layout(torch.randn(1, 3, 8, 8), "fused")
+        WorkingLayout(channels_last=True, restore_contiguous=True, fast_kernels=True)
+        >>> working_layout(torch.randn(1, 3, 8, 8), "reference")
+        WorkingLayout(channels_last=False, restore_contiguous=False, fast_kernels=True)
+    """
+    if backend is None:
+        return WorkingLayout()
+    eager = not (tracing() or torch.jit.is_tracing())
+    if x.dim() == 4 and resolve_backend(backend, x) == "fused" and x.device.type == "cpu":
+        return WorkingLayout(channels_last=True, restore_contiguous=x.is_contiguous(), fast_kernels=eager)
+    return WorkingLayout(fast_kernels=eager)
+
+
+def project_in_activation(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.Tensor], layout: WorkingLayout) -> torch.Tensor:
+    """``tanh(conv(x))`` in ``layout``: ``x: (B, C, *spatial)`` -> ``(B, S, *spatial')``.
+
+    ``conv`` is the project-in convolution (any geometry, transposed or not); the result has the
+    working layout's memory format.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        >>> x = torch.randn(1, 3, 5, 6)
+        >>> h = project_in_activation(x, conv, working_layout(x, "fused"))
+        >>> h.shape, h.is_contiguous(memory_format=torch.channels_last)
+        (torch.Size([1, 8, 5, 6]), True)
+        >>> torch.allclose(h, torch.tanh(conv(x)), atol=1e-6)
+        True
+    """
+    if layout.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    h = conv(x)
+    return tanh_(h) if layout.fast_kernels else h.tanh_()
+
+
+def _cpu_autocast() -> bool:
+    """Whether autocast is on for the CPU (``torch.is_autocast_enabled(device)`` is torch >= 2.4)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:
+        return torch.is_autocast_cpu_enabled()
+
+
+def project_out(h: torch.Tensor, conv: PointwiseConv, layout: WorkingLayout) -> torch.Tensor:
+    """``conv(h)`` for swept states ``h: (B, S, *spatial)`` -> ``(B, C, *spatial)``, in the
+    caller's memory format.
+
+    ``conv`` is the ``1x1`` project-out convolution. A channels-last output would change which
+    convolution algorithms run downstream (and so their rounding) in the caller's network, so a
+    contiguous caller gets a contiguous output.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(8, 4, 1)
+        >>> x = torch.randn(1, 3, 5, 6)
+        >>> h = torch.randn(1, 8, 5, 6).contiguous(memory_format=torch.channels_last)
+        >>> y = project_out(h, conv, working_layout(x, "fused"))
+        >>> y.shape, y.is_contiguous(), torch.allclose(y, conv(h), atol=1e-6)
+        (torch.Size([1, 4, 5, 6]), True, True)
+    """
+    if (
+        layout.fast_kernels
+        and layout.restore_contiguous
+        and h.permute(0, 2, 3, 1).is_contiguous()
+        and not _cpu_autocast()
+    ):
+        return project_channels_last(h, conv.weight, conv.bias)
+    y = conv(h)
+    return y.contiguous() if layout.restore_contiguous else y
+
+
+__all__ = ["PointwiseConv", "WorkingLayout", "project_in_activation", "project_out", "working_layout"]
