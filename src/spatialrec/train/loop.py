@@ -23,10 +23,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as D
-from .checkpoint import TrainState, capture_rng_state, find_resume_checkpoint, resume_training, training_checkpoint
 from .config import FitConfig, LossFn, check_dataset, resolve_amp_dtype
 from .errors import NonFiniteLossError, NonFiniteStateError
 from .evaluation import evaluate
+from .resume import TrainState, find_resume_checkpoint, resume_training, training_checkpoint
+from .rng import capture_rng_state
 from .runfiles import CSV_COLUMNS, RunFiles
 from .steps import make_loader, non_finite_state, progress_bar, require_tqdm, seed_everything, train_epoch, validate
 
