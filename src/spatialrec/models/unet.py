@@ -196,11 +196,10 @@ def published_unet_levels(
         ValueError: ``block`` is unknown, or an SDN ``block`` is combined with ``sdn_b_enc``/
             ``sdn_b_dec`` (the published script then looks up ``"vgg_sdn_sdn"`` and fails).
     """
-    check_int("n_layers", n_layers)
+    n_layers = check_int("n_layers", n_layers)
     check_bool("sdn_b_enc", sdn_b_enc)
     check_bool("sdn_b_dec", sdn_b_dec)
-    if isinstance(sdn_n_layers, bool) or not isinstance(sdn_n_layers, int):
-        raise TypeError(f"sdn_n_layers must be an int, got {sdn_n_layers!r}")
+    sdn_n_layers = check_int("sdn_n_layers", sdn_n_layers, minimum=None)  # any int: stages i <= it get SDN
     if block not in PUBLISHED_BLOCKS:
         raise ValueError(f"block={block!r} is not a published block; expected one of {tuple(PUBLISHED_BLOCKS)}")
     whole = PUBLISHED_BLOCKS[block]
