@@ -6,7 +6,8 @@ system), and the folder is fsynced so that the rename survives a power cut. A re
 killed while writing, sees the previous file or the new one, never a part. The temporary file
 is removed when writing fails; a process killed outright leaves it behind, under a name that
 says which process wrote it (:func:`spatialrec.train.runfiles.remove_stale_temp_files` clears
-those of a run folder).
+those of a run folder). The temporary name is per process, so one file is written by one
+thread of a process at a time (different processes, e.g. DataLoader workers, never collide).
 
 Bottom level: imports only the standard library (torch only inside :func:`atomic_torch_save`).
 """

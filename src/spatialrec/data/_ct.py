@@ -13,8 +13,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..io import atomic_write
 from ._io import (
-    DatasetError, SegmentationDataset, SizeLike, Transform, align_labels_to_image, atomic_write, logger,
+    DatasetError, SegmentationDataset, SizeLike, Transform, align_labels_to_image, logger,
     read_nifti, read_nifti_grid, require_nibabel, resize_pair
 )
 from .splits import assign_splits, check_split
@@ -156,7 +157,7 @@ class CTSliceDataset(SegmentationDataset):
         }
         for name, arr in (("image.npy", image), ("labels.npy", labels)):
             atomic_write(folder / name, functools.partial(np.save, arr=arr))
-        atomic_write(meta_path, lambda f: json.dump(meta, f), "w")  # last: it marks the entry complete
+        atomic_write(meta_path, lambda f: json.dump(meta, f), mode="w")  # last: it marks the entry complete
         return folder, meta
 
     def _preprocess(self, vol: VolumeRecord) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
