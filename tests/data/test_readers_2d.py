@@ -119,6 +119,10 @@ def test_dsb_bad_input(tmp_path):
         DSB2018(tmp_path / "q", layout="zip")
     with pytest.raises(ValueError, match="split"):
         DSB2018(tmp_path / "k", split="validation")
+    with pytest.raises(TypeError, match="layout must be a string.*got int 0"):
+        DSB2018(tmp_path / "q", layout=0)
+    with pytest.raises(TypeError, match="split must be a string.*got NoneType None"):
+        DSB2018(tmp_path / "k", split=None)
 
 
 def test_dsb_size_mismatch_and_unreadable_name_the_file(tmp_path):

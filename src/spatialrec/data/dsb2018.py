@@ -9,6 +9,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ..checks import check_choice
 from ..io import atomic_write
 from ._io import (
     DatasetError, SegmentationDataset, SizeLike, Transform, data_files, logger, read_image, require_dir,
@@ -138,10 +139,9 @@ class DSB2018(SegmentationDataset):
         self.root = Path(root)
         self.split = check_split(split)
         require_dir(self.root, "DSB2018 root", _LAYOUT)
+        check_choice("layout", layout, ("auto", "kaggle", "preprocessed"))
         if layout == "auto":
             layout = "preprocessed" if (self.root / "images").is_dir() and (self.root / "masks").is_dir() else "kaggle"
-        if layout not in ("kaggle", "preprocessed"):
-            raise ValueError(f"layout must be 'auto', 'kaggle' or 'preprocessed', got {layout!r}")
         self.layout = layout
         self.data_dir = _find_kaggle_samples(self.root) if layout == "kaggle" else self.root
         self.cache_masks = bool(cache_masks)
