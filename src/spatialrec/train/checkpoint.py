@@ -32,7 +32,10 @@ from typing import Any, Callable, Mapping, Union
 import torch
 
 from ..io import atomic_torch_save, temp_path
-from ..io import atomic_write as atomic_write  # re-exported: imported from here before spatialrec.io existed
+
+# Re-exported: these lived here before the writer moved to spatialrec.io and the RNG snapshots
+# to spatialrec.train.rng; code importing them from here keeps working.
+from ..io import atomic_write as atomic_write
 from ..io import write_error as write_error
 from .rng import capture_rng_state as capture_rng_state
 from .rng import restore_rng_state as restore_rng_state
