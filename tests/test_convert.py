@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -322,6 +323,18 @@ def test_selection_errors_leave_the_model_unchanged() -> None:
         add_spatial_recurrence("net", "*")  # type: ignore[arg-type]
     assert repr(net) == structure
     assert sdn_modules(net) == {}
+
+
+def test_numpy_integer_state_size_is_accepted() -> None:
+    # e.g. a sweep over np.arange(...) or a value read from a NumPy config array
+    net = _net()
+    names = add_spatial_recurrence(net, "*", state_size=np.int64(3))
+    assert names
+    for layer in sdn_modules(net).values():
+        assert isinstance(layer, ResidualSDN)
+        assert type(layer.sdn.state_size) is int and layer.sdn.state_size == 3
+    with pytest.raises(TypeError, match="state_size must be an int, got bool True"):
+        add_spatial_recurrence(_net(), "*", state_size=True)  # type: ignore[arg-type]
 
 
 @DIMS

@@ -12,10 +12,10 @@ Every message names the argument, the value given and what is expected.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Optional, Union
 
-import numpy as np
 import torch
 
 SPATIAL_DIMS: tuple[int, ...] = (2, 3)
@@ -25,15 +25,16 @@ SizeLike = Union[int, Sequence[int]]
 
 
 def check_int(name: str, value: object, minimum: Optional[int] = 1, maximum: Optional[int] = None) -> int:
-    """Return ``value`` (a Python or NumPy integer) as an int in ``[minimum, maximum]``; ``None``
-    leaves that side unbounded."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    """Return ``value`` (a Python or NumPy integer: any :class:`numbers.Integral` but a bool) as an
+    int in ``[minimum, maximum]``; ``None`` leaves that side unbounded."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
+    v = int(value)
+    if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
+    if maximum is not None and v > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return int(value)
+    return v
 
 
 def check_bool(name: str, value: object) -> bool:

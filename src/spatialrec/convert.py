@@ -38,7 +38,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .checks import check_float
+from .checks import check_float, check_int
 from .layers import DirectionalGRU, ResidualSDN, SpatialDependencyLayer
 from .layers.nd import CONV_TYPES, ConvNd
 from .ops import DirectionLike
@@ -340,10 +340,7 @@ def add_spatial_recurrence(
         (('right', 'down', 'in'), torch.Size([1, 2, 4, 6, 8]))
     """
     _check_model(model)
-    if isinstance(state_size, bool) or not isinstance(state_size, int):
-        raise TypeError(f"state_size must be an int, got {type(state_size).__name__} {state_size!r}")
-    if state_size < 1:
-        raise ValueError(f"state_size must be >= 1, got {state_size}")
+    state_size = check_int("state_size", state_size)  # NumPy integers too (e.g. from a sweep's np.arange)
     gate_init = check_float("gate_init", gate_init, 0.0, 1.0, low_open=True, high_open=True)
 
     selected = _select(model, select)

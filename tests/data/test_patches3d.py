@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,3 +88,23 @@ def test_bad_arguments() -> None:
         RandomPatchDataset3d([flat], 4)
     with pytest.raises(IndexError):
         RandomPatchDataset3d(vols, 4, samples_per_volume=2)[2]
+
+
+def test_wrong_types_raise_type_error_and_numpy_ints_are_accepted() -> None:
+    vols = [_volume("a")]
+    with pytest.raises(TypeError, match="patch_size must be an int, got float 4.0"):
+        RandomPatchDataset3d(vols, (4, 4.0, 4))
+    with pytest.raises(TypeError, match="patch_size must be an int or three ints"):
+        RandomPatchDataset3d(vols, "444")
+    with pytest.raises(TypeError, match="samples_per_volume must be an int, got str '2'"):
+        RandomPatchDataset3d(vols, 4, samples_per_volume="2")
+    with pytest.raises(TypeError, match="seed must be an int, got float 1.0"):
+        RandomPatchDataset3d(vols, 4, seed=1.0)
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        RandomPatchDataset3d(vols, 4, seed=-1)
+    ds = RandomPatchDataset3d(vols, np.int64(4), samples_per_volume=np.int32(2), seed=np.uint8(3))
+    assert ds.patch_size == (4, 4, 4) and len(ds) == 2 and type(ds.seed) is int
+    with pytest.raises(TypeError, match="epoch must be an int, got bool True"):
+        ds.set_epoch(True)
+    ds.set_epoch(np.int64(1))
+    assert ds.epoch == 1 and type(ds.epoch) is int

@@ -33,6 +33,25 @@ def test_dsb_kaggle_layout_merges_nuclei(tmp_path):
         np.testing.assert_array_equal(item["mask"][0].numpy(), union.astype(np.float32))
 
 
+def test_dsb_skips_macos_archive_debris(tmp_path):
+    # A zip made on a Mac unpacks with __MACOSX/ (a ._<name> resource fork per file) beside the data,
+    # and a Finder copy may leave ._<name> files beside each file: none of them is a sample or a mask.
+    truth = write_dsb_kaggle(tmp_path)
+    for sid in truth:
+        (tmp_path / "__MACOSX" / sid / "images").mkdir(parents=True)
+        (tmp_path / "__MACOSX" / sid / "images" / f"._{sid}.png").write_bytes(b"\x00\x05\x16\x07 not a png")
+        (tmp_path / sid / "masks" / "._nucleus0.png").write_bytes(b"\x00\x05\x16\x07 not a png")
+    ds = DSB2018(tmp_path, split="all", size=None)
+    assert sorted(ds.ids) == sorted(truth) and "__MACOSX" not in ds.ids
+    for i, sid in enumerate(ds.ids):
+        np.testing.assert_array_equal(ds[i]["mask"][0].numpy(), truth[sid][1].astype(np.float32))
+    pre = tmp_path / "pre"
+    write_dsb_preprocessed(pre)
+    (pre / "images" / "._img0.png").write_bytes(b"\x00\x05\x16\x07")
+    (pre / "masks" / "0" / "._img1.png").write_bytes(b"\x00\x05\x16\x07")
+    assert sorted(DSB2018(pre, split="all", size=None).ids) == ["img0", "img1", "img2", "img3"]
+
+
 def test_dsb_resize_default_and_grayscale(tmp_path):
     write_dsb_kaggle(tmp_path)
     ds = DSB2018(tmp_path, split="all")
@@ -100,6 +119,10 @@ def test_dsb_bad_input(tmp_path):
         DSB2018(tmp_path / "q", layout="zip")
     with pytest.raises(ValueError, match="split"):
         DSB2018(tmp_path / "k", split="validation")
+    with pytest.raises(TypeError, match="layout must be a string.*got int 0"):
+        DSB2018(tmp_path / "q", layout=0)
+    with pytest.raises(TypeError, match="split must be a string.*got NoneType None"):
+        DSB2018(tmp_path / "k", split=None)
 
 
 def test_dsb_size_mismatch_and_unreadable_name_the_file(tmp_path):

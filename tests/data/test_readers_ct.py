@@ -108,6 +108,15 @@ def test_lits_bad_input(tmp_path):
         LiTS(tmp_path / "b", slice_filter="some", cache_dir=tmp_path / "c")
     with pytest.raises(ValueError, match="hu_window"):
         LiTS(tmp_path / "b", hu_window=(100, -100), cache_dir=tmp_path / "c")
+    # a wrong type is a TypeError (spatialrec.checks), a wrong name a ValueError
+    with pytest.raises(TypeError, match="target must be a string.*got int 1"):
+        LiTS(tmp_path / "b", target=1, cache_dir=tmp_path / "c")
+    with pytest.raises(TypeError, match="slice_filter must be a string.*got bool True"):
+        LiTS(tmp_path / "b", slice_filter=True, cache_dir=tmp_path / "c")
+    with pytest.raises(TypeError, match="label_alignment must be a string.*got NoneType None"):
+        LiTS(tmp_path / "b", label_alignment=None, cache_dir=tmp_path / "c")
+    with pytest.raises(TypeError, match="split must be a string.*got int 0"):
+        LiTS(tmp_path / "b", split=0, cache_dir=tmp_path / "c")
 
 
 @pytest.mark.parametrize(
@@ -161,6 +170,8 @@ def test_segthor_bad_input(tmp_path):
     write_segthor(tmp_path / "s", n=3)
     with pytest.raises(ValueError, match="organ"):
         SegTHOR(tmp_path / "s", organ="lung", cache_dir=tmp_path / "c")
+    with pytest.raises(TypeError, match="organ must be a string.*got NoneType None"):
+        SegTHOR(tmp_path / "s", organ=None, cache_dir=tmp_path / "c")
     (tmp_path / "s" / "Patient_02" / "GT.nii.gz").unlink()
     with pytest.raises(DatasetError, match="Patient_02.nii.gz.*has no ground truth"):
         SegTHOR(tmp_path / "s", cache_dir=tmp_path / "c")

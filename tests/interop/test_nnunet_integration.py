@@ -262,6 +262,26 @@ def test_plans_command_only_the_named_configuration(nnunet: types.ModuleType, pl
     assert new["configurations"]["3d_fullres"] == _plans()["configurations"]["3d_fullres"]
 
 
+def test_plans_file_is_written_atomically(nnunet: types.ModuleType, plans_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    target = plans_file.with_name("nnUNetPlans_SDN.json")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # A full disk at the flush: no plans file, not half of one, and no temporary file beside it.
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full)
+        with pytest.raises(OSError) as info:
+            nnunet.convert_plans(plans_file, ["2d"], sdn_state_size=4)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert not target.exists()
+    assert sorted(p.name for p in plans_file.parent.iterdir()) == [plans_file.name]
+    nnunet.convert_plans(plans_file, ["2d"], sdn_state_size=4)
+    assert sorted(p.name for p in plans_file.parent.iterdir()) == sorted([plans_file.name, target.name])
+
+
 def test_plans_command_as_module(plans_file: Path, tmp_path: Path) -> None:
     import_nnunet()
     # `python -m` runs the module as __main__; the plans must still name the importable class.

@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -144,6 +145,16 @@ def test_published_flags_errors():
         published_unet_levels(4, "vgg_block", False, False, 3)
     with pytest.raises(ValueError, match="n_layers must be >= 1"):
         published_unet_levels(0, "vgg", False, False, 3)
+
+
+def test_published_flags_accept_numpy_integers():
+    # argparse-free callers often hold the published flags in NumPy arrays
+    assert published_unet_levels(np.int64(4), "vgg", True, False, np.int32(1)) == published_unet_levels(4, "vgg", True, False, 1)
+    model = UNet.from_published_args(1, 1, n_layers=np.int64(2), feat_start=2, bilinear=True, block="vgg",
+                                     sdn_b_enc=True, sdn_b_dec=False, sdn_n_layers=np.int64(0), state_size=np.int64(4))  # fmt: skip
+    assert model.num_sdn_layers() == 1 and model.depth == 2
+    with pytest.raises(TypeError, match="sdn_n_layers must be an int, got float 1.0"):
+        published_unet_levels(4, "vgg", True, False, 1.0)
 
 
 def test_published_default_sdn_unet_levels():

@@ -13,6 +13,7 @@ import torch
 
 from spatialrec.train import CheckpointError, fit, load_checkpoint, save_checkpoint
 from spatialrec.train import checkpoint as C
+from spatialrec.train.rng import capture_rng_state
 from .helpers import TinySegmentation, soft_dice_loss, tiny_model
 
 COMMON = dict(loss_fn=soft_dice_loss, device="cpu", progress=False, hd95=False, batch_size=4)
@@ -65,7 +66,7 @@ def test_damaged_best_with_no_good_alternative_says_so(tmp_path: Path) -> None:
 def test_checksum_covers_every_entry(tmp_path: Path) -> None:
     state = {"model": {"w": torch.arange(6.0)}, "optimizer": {"state": {}, "param_groups": []}, "epoch": 1,
              "early_stopping": {"best_val_loss": 0.5, "best_epoch": 1, "bad_epochs": 0},
-             "rng": [C.capture_rng_state()], "history": [{"epoch": 1, "val_loss": 0.5}], "config": {"lr": 0.1}}  # fmt: skip
+             "rng": [capture_rng_state()], "history": [{"epoch": 1, "val_loss": 0.5}], "config": {"lr": 0.1}}  # fmt: skip
     path = save_checkpoint(state, tmp_path / "x.pt")
     raw = torch.load(path, weights_only=True)
     assert set(raw["checksum"]) == {"algorithm", "digest"} and raw["checksum"]["algorithm"] == "sha256"
@@ -89,7 +90,7 @@ def _valid_state() -> dict:
     return {
         "model": tiny_model().state_dict(), "optimizer": {"state": {}, "param_groups": []}, "scheduler": None,
         "scaler": None, "epoch": 1, "early_stopping": {"best_val_loss": 0.5, "best_epoch": 1, "bad_epochs": 0},
-        "rng": [C.capture_rng_state()], "history": [{"epoch": 1, "epoch_time": 0.1}], "train_time": 0.1,
+        "rng": [capture_rng_state()], "history": [{"epoch": 1, "epoch_time": 0.1}], "train_time": 0.1,
         "config": {},
     }  # fmt: skip
 

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from .. import options
+from ..checks import check_choice
+from ..io import atomic_write
 from ._io import (
-    DatasetError, SegmentationDataset, SizeLike, Transform, align_labels_to_image, atomic_write, logger,
+    DatasetError, SegmentationDataset, SizeLike, Transform, align_labels_to_image, logger,
     read_nifti, read_nifti_grid, require_nibabel, resize_pair
 )
 from .splits import assign_splits, check_split
@@ -91,9 +93,7 @@ class CTSliceDataset(SegmentationDataset):
     ) -> None:
         super().__init__(size, transform)
         self.num_classes = len(self.channel_labels)
-        if label_alignment not in ("check", "as_stored"):
-            raise ValueError(f"label_alignment must be 'check' or 'as_stored', got {label_alignment!r}")
-        self.label_alignment = label_alignment
+        self.label_alignment = check_choice("label_alignment", label_alignment, ("check", "as_stored"))
         require_nibabel()
         self.root = Path(root)
         self.split = check_split(split)
@@ -101,9 +101,7 @@ class CTSliceDataset(SegmentationDataset):
         if scale and self.hu_window is None:
             raise ValueError("scale=True maps hu_window to [0, 1] and needs a hu_window; pass scale=False for raw HU")
         self.scale = bool(scale)
-        if slice_filter not in ("all", "foreground"):
-            raise ValueError(f"slice_filter must be 'all' or 'foreground', got {slice_filter!r}")
-        self.slice_filter = slice_filter
+        self.slice_filter = check_choice("slice_filter", slice_filter, ("all", "foreground"))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / self.dataset_name.lower()
         volumes = self._scan()  # never empty: the readers raise, naming the expected layout
         assignment = assign_splits((v.group for v in volumes), val_fraction, test_fraction, seed)
@@ -156,7 +154,7 @@ class CTSliceDataset(SegmentationDataset):
         }
         for name, arr in (("image.npy", image), ("labels.npy", labels)):
             atomic_write(folder / name, functools.partial(np.save, arr=arr))
-        atomic_write(meta_path, lambda f: json.dump(meta, f), "w")  # last: it marks the entry complete
+        atomic_write(meta_path, lambda f: json.dump(meta, f), mode="w")  # last: it marks the entry complete
         return folder, meta
 
     def _preprocess(self, vol: VolumeRecord) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:

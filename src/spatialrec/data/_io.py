@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -50,22 +48,21 @@ def require_dir(path: Path, what: str, layout: str) -> Path:
     return path
 
 
+def _is_debris(path: Path) -> bool:
+    """Hidden files and folders, macOS ``__MACOSX`` archive folders and ``._<name>`` resource forks:
+    what a zip made on a Mac (or a Finder) adds beside the data; never data itself."""
+    return path.name.startswith(".") or path.name == "__MACOSX"
+
+
 def subfolders(folder: Path) -> list[Path]:
     """The sub-folders of ``folder``, sorted, without hidden ones and macOS ``__MACOSX`` archive debris."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_debris(p))
 
 
-def atomic_write(path: Path, write: Callable[[IO[Any]], object], mode: str = "wb") -> None:
-    """``write(f)`` to a temporary file beside ``path``, then rename: another process never reads half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def data_files(folder: Path, pattern: str) -> list[Path]:
+    """The files of ``folder`` matching ``pattern``, sorted, without hidden files and macOS
+    ``._<name>`` resource forks (which match ``*.png`` but are not images)."""
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and not _is_debris(p))
 
 
 @contextmanager

@@ -9,8 +9,10 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ..checks import check_choice
+from ..io import atomic_write
 from ._io import (
-    DatasetError, SegmentationDataset, SizeLike, Transform, atomic_write, logger, read_image, require_dir,
+    DatasetError, SegmentationDataset, SizeLike, Transform, data_files, logger, read_image, require_dir,
     require_pillow, subfolders
 )
 from .splits import assign_splits, check_split
@@ -137,10 +139,9 @@ class DSB2018(SegmentationDataset):
         self.root = Path(root)
         self.split = check_split(split)
         require_dir(self.root, "DSB2018 root", _LAYOUT)
+        check_choice("layout", layout, ("auto", "kaggle", "preprocessed"))
         if layout == "auto":
             layout = "preprocessed" if (self.root / "images").is_dir() and (self.root / "masks").is_dir() else "kaggle"
-        if layout not in ("kaggle", "preprocessed"):
-            raise ValueError(f"layout must be 'auto', 'kaggle' or 'preprocessed', got {layout!r}")
         self.layout = layout
         self.data_dir = _find_kaggle_samples(self.root) if layout == "kaggle" else self.root
         self.cache_masks = bool(cache_masks)
@@ -160,7 +161,7 @@ class DSB2018(SegmentationDataset):
 
     def _scan_kaggle(self) -> dict[str, tuple[Path, list[Path]]]:
         records = {}
-        dirs = sorted(p for p in self.data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        dirs = subfolders(self.data_dir)  # not __MACOSX/ of a zip made on a Mac
         if not dirs:
             raise DatasetError(f"DSB2018: {str(self.data_dir)!r} has no sample folders. Expected layout:\n{_LAYOUT}")
         for d in dirs:
@@ -168,7 +169,7 @@ class DSB2018(SegmentationDataset):
             if not image.is_file():
                 raise DatasetError(f"DSB2018: sample folder {str(d)!r} has no image {str(image)!r}")
             mask_dir = d / "masks"
-            masks = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
+            masks = data_files(mask_dir, "*.png") if mask_dir.is_dir() else []  # not ._<name>.png resource forks
             if not masks:
                 raise DatasetError(f"DSB2018: image {str(image)!r} has no masks: expected PNGs in {str(mask_dir)!r}")
             records[d.name] = (image, masks)
@@ -177,8 +178,8 @@ class DSB2018(SegmentationDataset):
     def _scan_preprocessed(self) -> dict[str, tuple[Path, list[Path]]]:
         img_dir = require_dir(self.root / "images", "DSB2018 image folder", _LAYOUT)
         mask_dir = require_dir(self.root / "masks" / "0", "DSB2018 mask folder", _LAYOUT)
-        images = {p.stem: p for p in sorted(img_dir.glob("*.png"))}
-        masks = {p.stem: p for p in sorted(mask_dir.glob("*.png"))}
+        images = {p.stem: p for p in data_files(img_dir, "*.png")}
+        masks = {p.stem: p for p in data_files(mask_dir, "*.png")}
         for stem in sorted(set(images) - set(masks)):
             raise DatasetError(f"DSB2018: image {str(images[stem])!r} has no mask {str(mask_dir / (stem + '.png'))!r}")
         for stem in sorted(set(masks) - set(images)):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ._ct import CTSliceDataset, VolumeRecord
+from ..checks import check_choice
 from ._io import DatasetError, SizeLike, Transform, logger, require_dir
 
 __all__ = ["LiTS"]
@@ -85,8 +86,7 @@ class LiTS(CTSliceDataset):
         transform: Optional[Transform] = None,
         label_alignment: str = "check",
     ) -> None:
-        if target not in _TARGETS:
-            raise ValueError(f"target must be one of {tuple(_TARGETS)}, got {target!r}")
+        check_choice("target", target, tuple(_TARGETS))
         self.target = "tumour" if target == "tumor" else target
         self.channel_labels = _TARGETS[target]
         super().__init__(

@@ -9,6 +9,7 @@ almost never seen). Deterministic given ``seed`` and the epoch (:meth:`set_epoch
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from typing import Any, Mapping, Sequence, Union
 
@@ -17,18 +18,25 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..checks import check_float
+from ..checks import check_float, check_int
 
 SizeArg3 = Union[int, Sequence[int]]
 
 
 def _as_size3(name: str, value: SizeArg3) -> tuple[int, int, int]:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or (d, h, w), got {value!r}")
-    sizes = (value,) * 3 if isinstance(value, int) else tuple(value)
-    if len(sizes) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+    """``value`` (an int, or three ints ``(d, h, w)``, each >= 1; NumPy integers too) as three ints.
+
+    Raises:
+        TypeError: not an int nor a sequence, or an entry that is not an int.
+        ValueError: not three entries, or an entry < 1.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, (numbers.Integral, Sequence)):
+        raise TypeError(f"{name} must be an int or three ints (d, h, w), got {type(value).__name__} {value!r}")
+    sizes = (value,) * 3 if isinstance(value, numbers.Integral) else tuple(value)
+    if len(sizes) != 3:
         raise ValueError(f"{name} must be a positive int or three positive ints (d, h, w), got {value!r}")
-    return sizes  # type: ignore[return-value]
+    d, h, w = (check_int(name, s, minimum=1) for s in sizes)
+    return d, h, w
 
 
 def _as_tensor(name: str, item_id: str, value: Any) -> torch.Tensor:
@@ -82,13 +90,10 @@ class RandomPatchDataset3d(Dataset):
             raise ValueError("volumes is empty: there is nothing to sample patches from")
         self.volumes = volumes
         self.patch_size = _as_size3("patch_size", patch_size)
-        for name, v in (("samples_per_volume", samples_per_volume), ("cache_size", cache_size)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        self.samples_per_volume = check_int("samples_per_volume", samples_per_volume, minimum=1)
+        self.cache_size = check_int("cache_size", cache_size, minimum=1)
         self.foreground_ratio = check_float("foreground_ratio", foreground_ratio, 0.0, 1.0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        self.samples_per_volume, self.seed, self.cache_size = samples_per_volume, seed, cache_size
+        self.seed = check_int("seed", seed, minimum=0)
         self.pad_value = float(pad_value)
         self.epoch = 0
         self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
@@ -105,9 +110,7 @@ class RandomPatchDataset3d(Dataset):
         Call it between epochs (e.g. from ``fit``'s ``on_epoch_end``). DataLoader workers copy the
         dataset when an epoch starts, so this reaches them unless ``persistent_workers=True``.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
-        self.epoch = epoch
+        self.epoch = check_int("epoch", epoch, minimum=0)
 
     def _volume(self, v: int) -> dict[str, Any]:
         if v in self._cache:

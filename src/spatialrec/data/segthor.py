@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ._ct import CTSliceDataset, VolumeRecord
+from ..checks import check_choice
 from ._io import DatasetError, SizeLike, Transform, logger, require_dir
 
 __all__ = ["SEGTHOR_ORGANS", "SegTHOR"]
@@ -70,9 +71,7 @@ class SegTHOR(CTSliceDataset):
         transform: Optional[Transform] = None,
         label_alignment: str = "check",
     ) -> None:
-        organ = _ALIASES.get(organ, organ) if isinstance(organ, str) else organ
-        if organ != "all" and organ not in SEGTHOR_ORGANS:
-            raise ValueError(f"organ must be one of {(*SEGTHOR_ORGANS, 'esophagus', 'all')}, got {organ!r}")
+        organ = _ALIASES.get(check_choice("organ", organ, (*SEGTHOR_ORGANS, *_ALIASES, "all")), organ)
         self.organ = organ
         self.channel_labels = tuple((SEGTHOR_ORGANS[o],) for o in (SEGTHOR_ORGANS if organ == "all" else [organ]))
         super().__init__(

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
+from ..checks import check_choice
 from ._io import DatasetError, check_fractions
 
 __all__ = ["SPLITS", "assign_splits", "make_splits", "split_counts"]
@@ -61,10 +62,8 @@ def assign_splits(groups: Iterable[str], val_fraction: float, test_fraction: flo
 
 
 def check_split(split: str) -> str:
-    """Return ``split`` if it is one of :data:`SPLITS`, else raise ValueError."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return split
+    """Return ``split`` if it is one of :data:`SPLITS` (``TypeError`` for a non-string, ``ValueError`` for another name)."""
+    return check_choice("split", split, SPLITS)
 
 
 def make_splits(

@@ -10,9 +10,10 @@ from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..blocks import resolve_norm
-from ..checks import check_input, check_int, check_spatial_dims
+from ..blocks import SDN_BLOCK_KINDS, count_sdn_layers, resolve_norm
+from ..checks import check_choice, check_input, check_int, check_spatial_dims
 from ..layers import DEFAULT_STATE_SIZE
 from ..ops import DEFAULT_DIRECTIONS, DirectionLike, normalize_directions, resolve_backend
 from ..ops.library import tracing
@@ -45,6 +46,73 @@ def block_options(
     resolve_backend(backend)
     norm = resolve_norm(norm, spatial_dims)
     return {"state_size": s, "directions": dirs, "backend": backend, "spatial_dims": spatial_dims, "norm": norm}
+
+
+class UNetFamily(nn.Module):
+    """What :class:`~spatialrec.models.UNet` and :class:`~spatialrec.models.UNetPlusPlus` share: the
+    constructor arguments both take, checked and stored by :meth:`_set_options`, and what follows
+    from them (:attr:`min_size`, :meth:`num_sdn_layers`). It holds no parameters: a subclass's
+    ``state_dict`` keys are its own.
+
+    Attributes (after :meth:`_set_options`):
+        spatial_dims, in_channels, num_classes, depth, base_width, sdn_block, pad_mode: as given.
+        state_size, directions, norm: as given, or the defaults of ``spatial_dims``.
+        encoder_sdn: the encoder levels (``0..depth``) with SDN blocks.
+        widths: channels per level, ``base_width * 2**level`` for levels ``0..depth``.
+    """
+
+    spatial_dims: int
+    in_channels: int
+    num_classes: int
+    depth: int
+    base_width: int
+    sdn_block: str
+    state_size: int
+    directions: tuple[str, ...]
+    norm: str
+    pad_mode: str
+    encoder_sdn: frozenset[int]
+    widths: tuple[int, ...]
+
+    def _set_options(
+        self,
+        in_channels: int,
+        num_classes: int,
+        depth: int,
+        base_width: int,
+        *,
+        encoder_sdn: LevelsLike,
+        sdn_block: str,
+        state_size: Optional[int],
+        directions: Optional[Sequence[DirectionLike]],
+        backend: str,
+        pad_mode: str,
+        spatial_dims: int,
+        norm: Optional[str],
+    ) -> dict[str, Any]:
+        """Check the shared arguments (``TypeError``/``ValueError`` naming the first bad one) and
+        store them; return the SDN block options (keyword arguments of :func:`~spatialrec.blocks.make_block`)."""
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.num_classes = check_int("num_classes", num_classes)
+        self.depth = check_int("depth", depth)
+        self.base_width = check_int("base_width", base_width)
+        self.sdn_block = check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS)
+        sdn = block_options(state_size, directions, backend, spatial_dims, norm)
+        self.state_size, self.directions, self.norm = sdn["state_size"], sdn["directions"], sdn["norm"]
+        self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
+        self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(self.depth + 1))
+        self.widths = tuple(self.base_width * 2**lv for lv in range(self.depth + 1))
+        return sdn
+
+    @property
+    def min_size(self) -> int:
+        """The smallest input side accepted: ``2**depth``."""
+        return 2**self.depth
+
+    def num_sdn_layers(self) -> int:
+        """Number of SDN layers in the model (one per SDN block)."""
+        return count_sdn_layers(self)
 
 
 def parse_items(name: str, value: Union[str, Iterable[Any]], what: str, every: Iterable[Any]) -> list[Any]:
@@ -172,6 +240,7 @@ __all__ = [
     "MAX_POOL",
     "PAD_MODES",
     "LevelsLike",
+    "UNetFamily",
     "Window",
     "block_options",
     "check_model_input",

@@ -14,15 +14,15 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..blocks import SDN_BLOCK_KINDS, UPSAMPLE_MODES, UpBlock, count_sdn_layers, make_block
-from ..checks import check_bool, check_choice, check_int, check_spatial_dims
+from ..blocks import UPSAMPLE_MODES, UpBlock, make_block
+from ..checks import check_bool, check_choice, check_int
 from ..layers.nd import conv_cls
 from ..ops import DirectionLike
-from .common import MAX_POOL, PAD_MODES, LevelsLike, block_options, check_model_input, crop_window, pad_to_multiple, parse_levels
+from .common import MAX_POOL, LevelsLike, UNetFamily, check_model_input, crop_window, pad_to_multiple, parse_levels
 from .registry import register_model
 
 
-class UNet(nn.Module):
+class UNet(UNetFamily):
     """U-Net with VGG blocks, and SDN blocks at the levels you choose (SDN-UNet), in 2D or 3D.
 
     Encoder: a block at level 0 (full resolution), then for each level ``l = 1 .. depth`` a 2x
@@ -84,19 +84,13 @@ class UNet(nn.Module):
         norm: Optional[str] = None,
     ) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_int("in_channels", in_channels)
-        self.num_classes = check_int("num_classes", num_classes)
-        self.depth = check_int("depth", depth)
-        self.base_width = check_int("base_width", base_width)
+        sdn = self._set_options(
+            in_channels, num_classes, depth, base_width, encoder_sdn=encoder_sdn, sdn_block=sdn_block,
+            state_size=state_size, directions=directions, backend=backend, pad_mode=pad_mode,
+            spatial_dims=spatial_dims, norm=norm,
+        )  # fmt: skip
         self.upsample = check_choice("upsample", upsample, UPSAMPLE_MODES)
-        self.sdn_block = check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS)
-        sdn = block_options(state_size, directions, backend, spatial_dims, norm)
-        self.state_size, self.directions, self.norm = sdn["state_size"], sdn["directions"], sdn["norm"]
-        self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
-        self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
         self.decoder_sdn = parse_levels("decoder_sdn", decoder_sdn, range(depth))
-        self.widths = tuple(base_width * 2**lv for lv in range(depth + 1))
 
         def kind(is_sdn: bool) -> str:
             return sdn_block if is_sdn else "vgg"
@@ -114,18 +108,9 @@ class UNet(nn.Module):
         )
         self.head = conv_cls(spatial_dims)(self.widths[0], num_classes, kernel_size=1)
 
-    @property
-    def min_size(self) -> int:
-        """The smallest input side accepted: ``2**depth``."""
-        return 2**self.depth
-
     def sdn_levels(self) -> dict[str, tuple[int, ...]]:
         """The levels that use SDN blocks: ``{"encoder": (...), "decoder": (...)}``, sorted."""
         return {"encoder": tuple(sorted(self.encoder_sdn)), "decoder": tuple(sorted(self.decoder_sdn))}
-
-    def num_sdn_layers(self) -> int:
-        """Number of SDN layers in the model (one per SDN block)."""
-        return count_sdn_layers(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, in_channels, *spatial)``, every side ``>= 2**depth`` -> logits ``(B, num_classes, *spatial)``."""
@@ -196,11 +181,10 @@ def published_unet_levels(
         ValueError: ``block`` is unknown, or an SDN ``block`` is combined with ``sdn_b_enc``/
             ``sdn_b_dec`` (the published script then looks up ``"vgg_sdn_sdn"`` and fails).
     """
-    check_int("n_layers", n_layers)
+    n_layers = check_int("n_layers", n_layers)
     check_bool("sdn_b_enc", sdn_b_enc)
     check_bool("sdn_b_dec", sdn_b_dec)
-    if isinstance(sdn_n_layers, bool) or not isinstance(sdn_n_layers, int):
-        raise TypeError(f"sdn_n_layers must be an int, got {sdn_n_layers!r}")
+    sdn_n_layers = check_int("sdn_n_layers", sdn_n_layers, minimum=None)  # any int: stages i <= it get SDN
     if block not in PUBLISHED_BLOCKS:
         raise ValueError(f"block={block!r} is not a published block; expected one of {tuple(PUBLISHED_BLOCKS)}")
     whole = PUBLISHED_BLOCKS[block]

@@ -15,20 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blocks import SDN_BLOCK_KINDS, count_sdn_layers, make_block
-from ..checks import check_bool, check_choice, check_int, check_spatial_dims
+from ..blocks import make_block
+from ..checks import check_bool, check_int
 from ..layers.nd import conv_cls, interpolation_mode
 from ..ops import DirectionLike
 from .common import (
     MAX_POOL,
-    PAD_MODES,
     LevelsLike,
-    block_options,
+    UNetFamily,
     check_model_input,
     crop_window,
     pad_to_multiple,
     parse_items,
-    parse_levels,
 )
 from .registry import register_model
 
@@ -56,7 +54,7 @@ def _parse_nodes(name: str, nodes: NodesLike, depth: int) -> frozenset[tuple[int
     return frozenset(out)
 
 
-class UNetPlusPlus(nn.Module):
+class UNetPlusPlus(UNetFamily):
     """UNet++ (nested U-Net, Zhou et al. 2018) with SDN blocks at the nodes you choose.
 
     Widths ``base_width * 2**i`` per level (the published model: 32, 64, 128, 256, 512),
@@ -111,19 +109,13 @@ class UNetPlusPlus(nn.Module):
         norm: Optional[str] = None,
     ) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_int("in_channels", in_channels)
-        self.num_classes = check_int("num_classes", num_classes)
-        self.depth = check_int("depth", depth)
-        self.base_width = check_int("base_width", base_width)
+        sdn = self._set_options(
+            in_channels, num_classes, depth, base_width, encoder_sdn=encoder_sdn, sdn_block=sdn_block,
+            state_size=state_size, directions=directions, backend=backend, pad_mode=pad_mode,
+            spatial_dims=spatial_dims, norm=norm,
+        )  # fmt: skip
         self.deep_supervision = check_bool("deep_supervision", deep_supervision)
-        self.sdn_block = check_choice("sdn_block", sdn_block, SDN_BLOCK_KINDS)
-        sdn = block_options(state_size, directions, backend, spatial_dims, norm)
-        self.state_size, self.directions, self.norm = sdn["state_size"], sdn["directions"], sdn["norm"]
-        self.pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
-        self.encoder_sdn = parse_levels("encoder_sdn", encoder_sdn, range(depth + 1))
         self.decoder_sdn = _parse_nodes("decoder_sdn", decoder_sdn, depth)
-        self.widths = tuple(base_width * 2**i for i in range(depth + 1))
         w = self.widths
 
         def block(is_sdn: bool, c_in: int, c_out: int) -> nn.Module:
@@ -139,18 +131,9 @@ class UNetPlusPlus(nn.Module):
         n_heads = depth if deep_supervision else 1
         self.heads = nn.ModuleList(conv_cls(spatial_dims)(w[0], num_classes, kernel_size=1) for _ in range(n_heads))
 
-    @property
-    def min_size(self) -> int:
-        """The smallest input side accepted: ``2**depth``."""
-        return 2**self.depth
-
     def sdn_nodes(self) -> dict[str, tuple]:
         """Where the SDN blocks are: ``{"encoder": (levels...), "decoder": ((i, j), ...)}``, sorted."""
         return {"encoder": tuple(sorted(self.encoder_sdn)), "decoder": tuple(sorted(self.decoder_sdn))}
-
-    def num_sdn_layers(self) -> int:
-        """Number of SDN layers in the model (one per SDN block)."""
-        return count_sdn_layers(self)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, list[torch.Tensor]]:
         """``x: (B, in_channels, *spatial)``, sides ``>= 2**depth`` -> logits ``(B, num_classes, *spatial)``,

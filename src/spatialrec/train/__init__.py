@@ -4,8 +4,10 @@
 - :mod:`spatialrec.train.config`: the checked settings of a run (:class:`FitConfig`).
 - :mod:`spatialrec.train.steps`: one training epoch, one validation pass (AMP, gradient clipping,
   progress bar).
-- :mod:`spatialrec.train.checkpoint`: atomic, checked checkpoints holding everything a resume needs,
-  and the resume itself.
+- :mod:`spatialrec.train.checkpoint`: the checkpoint format: schema, checksum, atomic save,
+  checked load.
+- :mod:`spatialrec.train.rng`: snapshots of the global random generators.
+- :mod:`spatialrec.train.resume`: :class:`TrainState` and resuming a run from a checkpoint.
 - :mod:`spatialrec.train.runfiles`: ``metrics.csv``, checkpoints and ``metrics.json`` in ``out_dir``.
 - :mod:`spatialrec.train.evaluation`: :func:`evaluate`, whose result has the format of
   :mod:`spatialrec.summary` (the same as :func:`spatialrec.inference.evaluate_volumes`).
@@ -15,12 +17,13 @@ Importing this package needs only torch and numpy; tqdm (``spatialrec[data]``) i
 progress bar is shown.
 """
 
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .config import FitConfig
 from .distributed import DistContext, ShardedEpochSampler
 from .errors import NonFiniteLossError, NonFiniteStateError, TrainingDivergedError
 from .evaluation import evaluate
 from .loop import FitResult, fit
+from .resume import TrainState
 from .runfiles import CSV_COLUMNS
 
 __all__ = [

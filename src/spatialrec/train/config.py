@@ -64,13 +64,18 @@ def check_dataset(name: str, data: object) -> Dataset:
 
 
 def check_positive(name: str, value: object, kind: type = int, allow_none: bool = False) -> Any:
-    """``value`` if it is a positive int (``kind=int``) or number (``kind=float``), or ``None`` when allowed."""
+    """``value`` as an int (``kind=int``, Python or NumPy integers) or float (``kind=float``) if it
+    is positive, or ``None`` when allowed.
+
+    Plain Python numbers are returned so that they can be stored in a checkpoint, which loads
+    with ``weights_only=True`` (NumPy scalars would not load).
+    """
     if value is None and allow_none:
         return None
     number = check_float(name, value, -math.inf) if kind is float else check_int(name, value, None)
     if not number > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
-    return value
+    return number
 
 
 _AMP_DTYPES = {
@@ -147,28 +152,33 @@ class FitConfig:
 
     @classmethod
     def from_arguments(cls, arguments: Mapping[str, Any]) -> "FitConfig":
-        """Check ``fit``'s keyword arguments (a mapping that may hold other names too) and build the config.
+        """Check ``fit``'s keyword arguments (every field of this class, or some of them: the others
+        take their defaults) and build the config.
 
         Raises:
             TypeError, ValueError: an argument of the wrong type or out of range; the message
-                names it, the value and what is expected.
+                names it, the value and what is expected. A ``TypeError`` also for a name that
+                is not a setting.
         """
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in arguments.items() if k in defaults}
+        unknown = sorted(set(arguments) - set(defaults))
+        if unknown:
+            raise TypeError(f"unknown fit settings {unknown}; expected some of {sorted(defaults)}")
+        kw = dict(arguments)
         a = {**defaults, **kw, "eval_batch_size": kw.get("eval_batch_size")}  # what is checked
         for name, kind, allow_none in (
             ("epochs", int, False), ("batch_size", int, False), ("lr", float, False), ("patience", int, True),
             ("grad_clip", float, True), ("time_budget", float, True), ("eval_batch_size", int, True),
         ):  # fmt: skip
-            check_positive(name, a[name], kind, allow_none)
+            a[name] = check_positive(name, a[name], kind, allow_none)
+        a["threshold"] = check_float("threshold", a["threshold"], 0.0, 1.0, low_open=True, high_open=True)
+        a["seed"] = check_int("seed", a["seed"], minimum=0)
+        kw.update({k: a[k] for k in ("epochs", "batch_size", "lr", "patience", "grad_clip", "time_budget", "threshold", "seed") if k in kw})
         kw["eval_batch_size"] = a["eval_batch_size"] or a["batch_size"]
-        if not 0.0 < float(a["threshold"]) < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {a['threshold']}")
-        seed = a["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
-            if not isinstance(a[name], str) or a[name].lower() not in allowed:
+            if not isinstance(a[name], str):
+                raise TypeError(f"{name} must be a string, one of {allowed}, got {type(a[name]).__name__} {a[name]!r}")
+            if a[name].lower() not in allowed:
                 raise ValueError(f"{name}={a[name]!r} is not supported; expected one of {allowed}")
         resume, out_dir = a["resume"], a["out_dir"]
         if resume is not False and resume is not None and out_dir is None and not isinstance(resume, (str, os.PathLike)):

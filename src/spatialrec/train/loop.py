@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -23,10 +23,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as D
-from .checkpoint import TrainState, capture_rng_state, find_resume_checkpoint, resume_training, training_checkpoint
 from .config import FitConfig, LossFn, check_dataset, resolve_amp_dtype
 from .errors import NonFiniteLossError, NonFiniteStateError
 from .evaluation import evaluate
+from .resume import TrainState, find_resume_checkpoint, resume_training, training_checkpoint
+from .rng import capture_rng_state
 from .runfiles import CSV_COLUMNS, RunFiles
 from .steps import make_loader, non_finite_state, progress_bar, require_tqdm, seed_everything, train_epoch, validate
 
@@ -60,7 +61,6 @@ class FitResult:
     train_time: float
     test_metrics: Optional[dict[str, Any]] = None
     out_dir: Optional[Path] = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _OPTIMIZERS = {"adam": (torch.optim.Adam, 0.0), "adamw": (torch.optim.AdamW, 0.01)}  # class, default weight decay
@@ -342,7 +342,17 @@ def fit(
     train_data, val_data = check_dataset("train_data", train_data), check_dataset("val_data", val_data)
     if test_data is not None:
         test_data = check_dataset("test_data", test_data)
-    cfg = FitConfig.from_arguments(locals())  # every other argument, checked in one place
+    cfg = FitConfig.from_arguments(
+        dict(
+            loss_fn=loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+            weight_decay=weight_decay, lr_schedule=lr_schedule, patience=patience, min_delta=min_delta,
+            grad_clip=grad_clip, amp=amp, amp_dtype=amp_dtype, device=device, seed=seed, out_dir=out_dir,
+            resume=resume, overwrite=overwrite, threshold=threshold, time_budget=time_budget,
+            num_workers=num_workers, drop_last=drop_last, eval_batch_size=eval_batch_size, hd95=hd95,
+            class_names=class_names, sync_batchnorm=sync_batchnorm, restore_best=restore_best,
+            progress=progress, on_epoch_end=on_epoch_end, run_info=run_info,
+        )
+    )  # every setting but the model and the data, checked in one place  # fmt: skip
     ctx = D.setup(cfg.device)
     dtype = resolve_amp_dtype(cfg.amp, cfg.amp_dtype, ctx.device)
     if cfg.progress and ctx.is_main:

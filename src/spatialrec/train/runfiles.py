@@ -1,8 +1,10 @@
 """The files of a run in ``out_dir``: ``metrics.csv``, ``last.pt`` / ``best.pt``, ``metrics.json``.
 
 Only the main process writes; :class:`RunFiles` with ``out_dir=None`` (no output folder, or a
-process other than rank 0) writes nothing. Text files are replaced atomically (temporary file in
-the same folder, fsync, rename), like the checkpoints (:mod:`spatialrec.train.checkpoint`).
+process other than rank 0) writes nothing. Every file is replaced atomically through
+:mod:`spatialrec.io` (temporary file in the same folder, fsync, rename), the checkpoints
+(:mod:`spatialrec.train.checkpoint`) included: ``metrics.csv`` is rewritten whole after each epoch
+rather than appended to, so that a kill mid-write never leaves a torn last row.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..summary import json_safe
-from .checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, atomic_write, save_checkpoint, write_error
+from ..io import atomic_write_text as atomic_write_text  # re-exported: it lived here before spatialrec.io
+from ..io import write_error
+from .checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, save_checkpoint
 
 CSV_COLUMNS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "epoch_time", "train_time")
 """The columns of ``metrics.csv`` and the keys of each row of ``FitResult.history``."""
@@ -75,11 +79,6 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` atomically (:func:`~spatialrec.train.checkpoint.atomic_write`)."""
-    atomic_write(path, lambda f: f.write(text), f"{path.name} (the previous one, if any, is intact)", "w")
-
-
 def csv_text(rows: Sequence[dict[str, float]], header: bool = True) -> str:
     """``rows`` as CSV text with the columns :data:`CSV_COLUMNS`."""
     buf = io.StringIO()
@@ -95,6 +94,7 @@ class RunFiles:
 
     def __init__(self, out_dir: Optional[Path]) -> None:
         self.out_dir = out_dir
+        self._rows: list[dict[str, float]] = []  # what metrics.csv holds
 
     def start(self, history: Sequence[dict[str, float]]) -> None:
         """Create the folder, :func:`remove_stale_temp_files`, write ``metrics.csv`` from ``history``.
@@ -109,22 +109,20 @@ class RunFiles:
         except OSError as err:
             raise write_error(err, self.out_dir, "the output folder") from err
         remove_stale_temp_files(self.out_dir)
-        atomic_write_text(self.out_dir / METRICS_CSV, csv_text(history))
+        self._rows = list(history)
+        atomic_write_text(self.out_dir / METRICS_CSV, csv_text(self._rows))
 
     def save_epoch(self, row: dict[str, float], checkpoint: dict[str, Any], improved: bool) -> Optional[Path]:
-        """Append ``row`` to ``metrics.csv``, save ``best.pt`` when ``improved``, then ``last.pt``.
+        """Add ``row`` to ``metrics.csv`` (rewritten atomically), save ``best.pt`` when ``improved``, then ``last.pt``.
 
         Returns:
             The path of ``last.pt``, or ``None`` when nothing is written.
         """
         if self.out_dir is None:
             return None
-        csv_path = self.out_dir / METRICS_CSV
-        try:
-            with open(csv_path, "a", encoding="utf-8", newline="") as f:
-                f.write(csv_text([row], header=False))
-        except OSError as err:
-            raise write_error(err, csv_path, f"a row to {METRICS_CSV}") from err
+        # A few hundred short rows: rewriting them all costs far less than the checkpoint after it.
+        self._rows.append(row)
+        atomic_write_text(self.out_dir / METRICS_CSV, csv_text(self._rows), f"{METRICS_CSV} with the row of epoch {row.get('epoch')} (the previous one, if any, is intact)")
         # best before last: after a kill in between, best.pt is never older than last.pt says.
         if improved:
             save_checkpoint(checkpoint, self.out_dir / BEST_CHECKPOINT)
