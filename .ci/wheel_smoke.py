@@ -3,8 +3,10 @@
     cd "$(mktemp -d)" && /path/to/fresh-venv/bin/python /path/to/checkout/.ci/wheel_smoke.py
 
 Checks that ``spatialrec`` is imported from the environment's site-packages (not the checkout),
-runs one training step of ``sdn_unet``, and runs ``spatialrec demo`` on a small setting through
-the console script the wheel installed. About 20-40 s on a busy 2-core machine.
+runs one training step of ``sdn_unet``, and, through the console script the wheel installed,
+``spatialrec demo`` on a small setting, ``spatialrec train`` and ``spatialrec evaluate`` on a tiny
+DSB2018-layout data set written here, and ``spatialrec info``. About 30-60 s on a busy 2-core
+machine.
 """
 
 from __future__ import annotations
@@ -50,6 +52,31 @@ print(done.stdout[-2000:], done.stderr[-2000:], sep="\n")
 assert done.returncode == 0, done.returncode
 summary = json.loads(Path("demo/summary.json").read_text())
 assert set(summary["models"]) == {"unet", "sdn_unet"} and Path("demo/holistic_demo.png").is_file()
+# A tiny data set in the preprocessed DSB2018 layout (images/<id>.png, masks/0/<id>.png), one
+# epoch of a tiny SDN-UNet on it, and the run's checkpoint tested again.
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+rng = np.random.default_rng(0)
+for sub in ("dsb/images", "dsb/masks/0"):
+    Path(sub).mkdir(parents=True)
+for i in range(8):
+    Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), "RGB").save(f"dsb/images/im{i}.png")
+    Image.fromarray(((rng.random((12, 12)) > 0.6) * 255).astype(np.uint8), "L").save(f"dsb/masks/0/im{i}.png")
+tiny = ["--model", "sdn_unet", "--model-arg", "depth=1", "--model-arg", "base_width=4", "--model-arg", "state_size=4",
+        "--device", "cpu", "--no-progress", "--image-size", "16"]  # fmt: skip
+train = subprocess.run([str(command), "train", "--dataset", "dsb2018", "--data-dir", "dsb", "--out", "run", "--epochs", "1",
+                        "--batch-size", "2", *tiny], capture_output=True, text=True, timeout=600)  # fmt: skip
+print(train.stdout[-1500:], train.stderr[-1500:], sep="\n")
+assert train.returncode == 0 and Path("run/metrics.json").is_file(), train.returncode
+evaluate = subprocess.run([str(command), "evaluate", "--dataset", "dsb2018", "--data-dir", "dsb", "--checkpoint",
+                           "run/best.pt", "--device", "cpu", "--no-progress"], capture_output=True, text=True, timeout=600)  # fmt: skip
+print(evaluate.stdout[-1500:], evaluate.stderr[-1500:], sep="\n")
+assert evaluate.returncode == 0 and "test images" in evaluate.stdout, evaluate.returncode
+bad = subprocess.run([str(command), "train", "--dataset", "dsb2018", "--data-dir", "dsb", "--epochs", "0"],
+                     capture_output=True, text=True, timeout=300)  # fmt: skip
+assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+
 info = subprocess.run([str(command), "info"], capture_output=True, text=True, timeout=300)
 assert info.returncode == 0 and f"spatialrec {spatialrec.__version__}" in info.stdout, info.stderr
 print("wheel smoke test: OK")
