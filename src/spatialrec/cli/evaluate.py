@@ -10,7 +10,7 @@ beside it records the model, its arguments, the image size, the data set's own f
 whether the run was ``--3d``. Those recorded values are the defaults here, so a run is tested
 again by naming its checkpoint; a flag on the command line overrides them. Without a
 ``metrics.json`` (a run stopped early, a checkpoint of a script of your own) give ``--model``
-and its ``--model-arg``\\ s.
+and its ``--model-arg`` values.
 
 2D models are tested image by image (:func:`spatialrec.train.evaluate`), ``--3d`` models on
 whole volumes by sliding windows (:func:`spatialrec.inference.evaluate_volumes`); both give the
