@@ -1,50 +1,37 @@
 """Train and test a segmentation model on CVC-ClinicDB colonoscopy polyps.
 
     python examples/cvc_clinicdb.py --data-dir data/CVC-ClinicDB --model sdn_unet --out runs/cvc-sdn
+    # the same run from the installed package, without the repository:
+    spatialrec train --dataset cvc_clinicdb --data-dir data/CVC-ClinicDB --model sdn_unet --out runs/cvc-sdn
 
 Defaults follow the paper: frames resized to 96 high x 128 wide, Adam 1e-4, Dice loss, early
 stopping with patience 30, up to 300 epochs; split 70 / 10 / 20 % (by video sequence when
 --sequence-csv maps frames to sequences, else by frame). See docs/training.md.
+
+The run (flags, model, training with ``spatialrec.fit``, the test table, ``--resume``, the run
+folder) is ``spatialrec.cli.train.run``; this data set's reader, defaults and data help are
+``spatialrec.cli.datasets.CVC_CLINICDB``. In a script of your own the core is three calls::
+
+    from spatialrec.data import CVCClinicDB
+    train, val, test = (CVCClinicDB("data/CVC-ClinicDB", split=s, size=(96, 128)) for s in ("train", "val", "test"))
+    model = spatialrec.create_model("sdn_unet", in_channels=train.in_channels, num_classes=train.num_classes)
+    spatialrec.fit(model, train, val, test_data=test, out_dir="runs/cvc-sdn")
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+from typing import Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import ExampleSpec, main  # noqa: E402
-
-
-def build(args: argparse.Namespace, split: str, augment: bool):
-    from spatialrec.data import CVCClinicDB, default_augmentation
-
-    return CVCClinicDB(
-        args.data_dir, split=split, size=args.image_size, sequence_csv=args.sequence_csv, seed=args.seed,
-        transform=default_augmentation() if augment else None,
-    )  # fmt: skip
+from spatialrec.cli.datasets import CVC_CLINICDB as SPEC
+from spatialrec.cli.datasets import DatasetSpec
+from spatialrec.cli.train import run
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sequence-csv", type=Path, default=None,
-                   help="CSV of (frame, sequence) to split by video sequence (recommended)")  # fmt: skip
+def main(spec: DatasetSpec = SPEC, argv: Optional[Sequence[str]] = None) -> int:
+    """Train and test on ``spec``'s data set as the command line says; returns the exit status."""
+    return run(spec, argv)
 
-
-SPEC = ExampleSpec(
-    name="cvc_clinicdb",
-    description="CVC-ClinicDB polyp segmentation (binary), any registered model.",
-    where_to_get="https://polyp.grand-challenge.org/CVCClinicDB/ (612 frames from 29 sequences, TIFF; a PNG "
-    "edition circulates on Kaggle); pass the folder holding 'Original' and 'Ground Truth'.",
-    layout="  <data-dir>/Original/<n>.tif       (RGB frames; the PNG edition: <n>.png)\n"
-    "  <data-dir>/Ground Truth/<n>.tif   (binary polyp masks, same names)",
-    image_size=(96, 128),
-    batch_size=8,
-    build=build,
-    add_arguments=add_arguments,
-    class_names=lambda args: ["polyp"],
-)
 
 if __name__ == "__main__":
-    sys.exit(main(SPEC))
+    sys.exit(main())

@@ -35,7 +35,9 @@ from .models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, re
 from .ops import directional_gru_scan, directional_gru_scan3d, directional_gru_scan_sequence
 from .train import evaluate, fit
 
-__version__ = "0.1.0"
+# The one place the version is written: pyproject.toml reads it from here (tool.hatch.version).
+# A ".devN" suffix marks a tree after the last release; see CHANGELOG.md.
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     # layers and ops

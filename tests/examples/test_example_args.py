@@ -54,7 +54,7 @@ def test_3d_mode_bad_values_are_usage_errors(tmp_path: Path, bad: list[str], mes
     argv = ["--data-dir", str(data), "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--3d",
             "--epochs", "1", "--device", "cpu", "--no-progress", *bad]  # fmt: skip
     with pytest.raises(SystemExit) as info:
-        ex.run(argv)
+        ex.main(ex.SPEC, argv)
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: ") and re.search(message, err), err

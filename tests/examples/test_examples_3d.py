@@ -48,7 +48,7 @@ def test_3d_example_trains_one_epoch_and_tests_whole_volumes(
     (write_lits if name == "lits" else write_segthor)(data, n=3, shape=(16, 16, 12))
     ex = load_example(name)
     argv = ["--data-dir", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *TINY_3D, *extra]
-    assert ex.run(argv) == 0
+    assert ex.main(ex.SPEC, argv) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["epochs_completed"] == 1 and summary["model"] == "sdn_unet3d" and summary["mode"] == "3d"
     with open(out / "metrics.csv", newline="") as f:
@@ -66,10 +66,12 @@ def test_3d_example_trains_one_epoch_and_tests_whole_volumes(
 
 
 def test_without_3d_the_example_stays_2d(tmp_path: Path) -> None:
+    from spatialrec.cli.train import wants_3d
+
     ex = load_example("lits")
-    assert not ex.wants_3d(["--data-dir", "x"]) and ex.wants_3d(["--3d"])
+    assert not wants_3d(["--data-dir", "x"]) and wants_3d(["--3d"])
     # a missing data folder is reported the same way in 3D mode
-    assert ex.run(["--data-dir", str(tmp_path / "nowhere"), "--3d"]) == 2
+    assert ex.main(ex.SPEC, ["--data-dir", str(tmp_path / "nowhere"), "--3d"]) == 2
 
 
 def test_3d_resume_without_a_checkpoint_is_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,5 +79,5 @@ def test_3d_resume_without_a_checkpoint_is_reported_not_raised(tmp_path: Path, c
     write_lits(data, n=3, shape=(16, 16, 12))
     ex = load_example("lits")
     argv = ["--data-dir", str(data), "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), *TINY_3D]
-    assert ex.run([*argv, "--resume"]) == 1
+    assert ex.main(ex.SPEC, [*argv, "--resume"]) == 1
     assert "nothing to resume" in capsys.readouterr().err
