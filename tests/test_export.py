@@ -81,11 +81,13 @@ def test_op_matches_backend_and_returns_contiguous() -> None:
     assert all(g.is_contiguous() for g in grads)
 
 
-def test_layer_uses_op_when_traced() -> None:
-    layer = SpatialDependencyLayer(3, 4, state_size=S).eval()
+@pytest.mark.parametrize("composition, nodes", [("serial", 1), ("parallel", 2)])
+def test_layer_uses_op_when_traced(composition: str, nodes: int) -> None:
+    # Serial sweeps are one op node; side-by-side sweeps one node per direction.
+    layer = SpatialDependencyLayer(3, 4, state_size=S, directions=("right", "down"), composition=composition).eval()
     gm = torch.export.export(layer, (torch.randn(2, 3, 6, 7),)).graph_module
     targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
-    assert targets.count(scan_sequence_op) == 1
+    assert targets.count(scan_sequence_op) == nodes
 
 
 # ------------------------------------------------------------------------------ torch.compile

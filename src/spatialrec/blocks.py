@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_choice, check_int, check_spatial_dims
-from .layers import ResidualSDN, SpatialDependencyLayer
+from .layers import COMPOSITIONS, ResidualSDN, SpatialDependencyLayer
 from .layers.nd import DEFAULT_NORM, NORMS, conv_cls, interpolation_mode, norm_layer
 from .ops import DirectionLike, resolve_backend
+from .ops.gates import check_carry
 
 BLOCK_KINDS: tuple[str, ...] = ("vgg", "sdn", "residual_sdn")
 """The block kinds :func:`make_block` knows."""
@@ -287,6 +288,33 @@ def set_sdn_backend(module: nn.Module, backend: str) -> int:
     return len(layers)
 
 
+def set_sdn_cell(module: nn.Module, carry: str, composition: str) -> int:
+    """Set the cell of every SDN layer inside ``module``; return how many were set.
+
+    ``set_sdn_cell(model, **PUBLISHED_CELL)`` turns a model's layers into the published SDN layer
+    (what ``from_published_args`` does); the parameters are the same for every cell, only what the
+    sweeps compute changes (``docs/maths.md``).
+
+    Args:
+        module: any module (a model, a block); searched recursively.
+        carry: ``"line"`` or ``"prior"`` (:data:`spatialrec.ops.gates.CARRIES`).
+        composition: ``"parallel"`` or ``"serial"`` (:data:`spatialrec.layers.COMPOSITIONS`).
+
+    Example:
+        >>> from spatialrec.layers import PUBLISHED_CELL
+        >>> block = SDNBlock(4, 8, state_size=4, directions=("right", "down", "left", "up"))
+        >>> set_sdn_cell(block, **PUBLISHED_CELL), block.sdn.carry, block.sdn.composition
+        (1, 'prior', 'serial')
+    """
+    check_carry(carry)
+    check_choice("composition", composition, COMPOSITIONS)
+    layers = [m for m in module.modules() if isinstance(m, SpatialDependencyLayer)]
+    for layer in layers:
+        layer.carry = carry
+        layer.composition = composition
+    return len(layers)
+
+
 def count_sdn_layers(module: nn.Module) -> int:
     """Number of SDN layers (:class:`~spatialrec.SpatialDependencyLayer`, including those inside
     :class:`~spatialrec.ResidualSDN`, 2D and 3D) in ``module``."""
@@ -306,4 +334,5 @@ __all__ = [
     "pad_to_match",
     "resolve_norm",
     "set_sdn_backend",
+    "set_sdn_cell",
 ]

@@ -11,6 +11,7 @@ uses the same gate order (r, z, n) and neighbour order (j-1, j, j+1) as DESIGN.m
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Mapping
 
 import torch
@@ -58,13 +59,16 @@ def convert_published_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict
     Returns:
         A new dict for :class:`~spatialrec.SpatialDependencyLayer` or
         :class:`~spatialrec.ResidualSDN` ``.load_state_dict``; tensors are shared, not copied.
+        Build the layer with the published cell (``**PUBLISHED_CELL``: ``carry="prior",
+        composition="serial"``); a layer of another cell switches to it on loading, with a
+        warning (the dict's metadata marks it as saved by the published code).
 
     Raises:
         TypeError: ``state_dict`` is not a mapping.
         KeyError: some keys are unknown (listed) or required keys are missing (listed).
 
     Example:
-        >>> layer = SpatialDependencyLayer(32, 32, state_size=150, directions=(0, 2))  # doctest: +SKIP
+        >>> layer = SpatialDependencyLayer(32, 32, state_size=150, directions=(0, 2), **PUBLISHED_CELL)  # doctest: +SKIP
         >>> layer.load_state_dict(convert_published_state_dict(torch.load("sdn.pt")))  # doctest: +SKIP
     """
     if not isinstance(state_dict, Mapping):
@@ -89,7 +93,14 @@ def convert_published_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict
             "pass the state_dict of one layer (strip any enclosing model's prefix first)"
         )
     _check_complete(new, prefix, residual)
-    return new
+    # Mark every SDN module as saved before the cell options (version 1): loaded into a layer of
+    # the default cell, it switches to the published cell (with a warning) instead of silently
+    # computing something the weights were never trained for.
+    out: OrderedDict[str, torch.Tensor] = OrderedDict(new)
+    sweeps = {k[len(prefix) :].split(".")[1] for k in new if k.startswith(prefix + "sweeps.")}
+    metadata = {prefix.rstrip("."): {"version": 1}} | {f"{prefix}sweeps.{i}": {"version": 1} for i in sweeps}
+    out._metadata = metadata  # type: ignore[attr-defined]
+    return out
 
 
 __all__ = ["convert_published_state_dict"]

@@ -30,11 +30,13 @@ def test_text_report(capsys: pytest.CaptureFixture[str]) -> None:
         assert part in text
 
 
-def test_backend_variable_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SPATIALREC_BACKEND", "reference")
-    assert collect()["backends"]["auto_cpu"] == "reference"
-    monkeypatch.setenv("SPATIALREC_BACKEND", "nonsense")
-    assert "nonsense" in collect()["backends"]["auto_cpu"]  # reported, not raised
+def test_backend_variable_is_reported(option_env) -> None:  # type: ignore[no-untyped-def]
+    option_env("backend", "reference")
+    info = collect()["backends"]
+    assert info["auto_cpu"] == "reference" and info["options"]["backend"] == "reference"
+    option_env("backend", "nonsense")
+    info = collect()["backends"]
+    assert "nonsense" in info["auto_cpu"] and "nonsense" in info["options"]["backend"]  # reported, not raised
 
 
 def test_bad_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

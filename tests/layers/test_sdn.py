@@ -21,22 +21,26 @@ def test_directional_gru_parameters_and_init():
     for p in m.parameters():
         assert p.abs().max() <= bound and p.abs().max() > 0.5 * bound
     x = torch.randn(2, 5, 4, 6)
+    assert m.carry == "line"  # the library's cell
+    torch.testing.assert_close(m(x), directional_gru_scan(x, m.weight_ih, m.weight_hh, m.bias_ih, m.bias_hh, "up", carry="line"))
+    assert "direction='up'" in repr(m) and "carry='line'" in repr(m)
+    m.carry = "prior"
     torch.testing.assert_close(m(x), directional_gru_scan(x, m.weight_ih, m.weight_hh, m.bias_ih, m.bias_hh, "up"))
-    assert "direction='up'" in repr(m)
 
 
-def test_layer_composes_directions_in_order():
+@pytest.mark.parametrize("carry", ["prior", "line"])
+def test_layer_composes_directions_in_order(carry):
     torch.manual_seed(0)
-    layer = SpatialDependencyLayer(3, 4, state_size=6, directions=(0, "down", "down"))
+    layer = SpatialDependencyLayer(3, 4, state_size=6, directions=(0, "down", "down"), carry=carry, composition="serial")
     x = torch.randn(2, 3, 7, 9)
     h = torch.tanh(layer.project_in(x))
     for k, d in enumerate(("right", "down", "down")):
         s = layer.sweeps[k]
-        h = directional_gru_scan(h, s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh, d)
+        h = directional_gru_scan(h, s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh, d, carry=carry)
     torch.testing.assert_close(layer(x), layer.project_out(h))
     # order matters: down-then-right is a different function from right-then-down
-    swapped = SpatialDependencyLayer(3, 4, state_size=6, directions=("down", "right"))
-    orig = SpatialDependencyLayer(3, 4, state_size=6, directions=("right", "down"))
+    swapped = SpatialDependencyLayer(3, 4, state_size=6, directions=("down", "right"), carry=carry, composition="serial")
+    orig = SpatialDependencyLayer(3, 4, state_size=6, directions=("right", "down"), carry=carry, composition="serial")
     swapped.load_state_dict(orig.state_dict())
     assert not torch.allclose(swapped(x), orig(x))
 
@@ -237,18 +241,24 @@ def fast_path_calls(monkeypatch):
         ("reference", torch.contiguous_format, 1, 0, True),
     ],
 )
-def test_forward_is_project_in_sweep_project_out(fast_path_calls, backend, memory_format, fast_tanh, gemm_projection, contiguous_out):
+@pytest.mark.parametrize("carry, composition", [("prior", "serial"), ("line", "parallel"), ("line", "serial")])
+def test_forward_is_project_in_sweep_project_out(fast_path_calls, backend, memory_format, fast_tanh, gemm_projection, contiguous_out, carry, composition):
     torch.manual_seed(0)
-    layer = SpatialDependencyLayer(3, 4, state_size=5, directions=("right", "down"), backend=backend)
+    layer = SpatialDependencyLayer(3, 4, state_size=5, directions=("right", "down"), backend=backend, carry=carry, composition=composition)
     x = torch.randn(2, 3, 6, 7).contiguous(memory_format=memory_format)
     y = layer(x)
     assert fast_path_calls == {"tanh_": fast_tanh, "project_channels_last": gemm_projection}
     assert y.is_contiguous() == contiguous_out
     # The maths, with plain torch ops and the reference scan.
-    h = torch.tanh(layer.project_in(x))
+    h0 = torch.tanh(layer.project_in(x))
+    h = h0
+    outs = []
     for sweep in layer.sweeps:
-        h = directional_gru_scan(h, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, sweep.direction, backend="reference")
-    torch.testing.assert_close(y, layer.project_out(h), rtol=1e-5, atol=1e-5)
+        src = h0 if composition == "parallel" else h
+        h = directional_gru_scan(src, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, sweep.direction, backend="reference", carry=carry)
+        outs.append(h)
+    want = sum(outs) / len(outs) if composition == "parallel" else h
+    torch.testing.assert_close(y, layer.project_out(want), rtol=1e-5, atol=1e-5)
 
 
 def test_forward_with_sweeps_on_different_backends_takes_plain_ops(fast_path_calls):

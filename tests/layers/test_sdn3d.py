@@ -50,20 +50,29 @@ def test_directional_gru3d_parameters_and_forward() -> None:
     bound = 1 / 2
     assert all(p.abs().max() <= bound for p in sweep.parameters())
     x = torch.randn(2, 4, 3, 4, 5)
-    expected = directional_gru_scan3d(
-        x, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, "out", backend="reference"
-    )
-    torch.testing.assert_close(sweep(x), expected, rtol=1e-5, atol=1e-6)
+    for carry in ("line", "prior"):  # the library's cell, then the published one
+        sweep.carry = carry
+        expected = directional_gru_scan3d(
+            x, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, "out", backend="reference", carry=carry
+        )
+        torch.testing.assert_close(sweep(x), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_layer_is_project_in_sweeps_project_out() -> None:
-    """The layer computes project_out(sweep_k(...sweep_1(tanh(project_in(x))))) with the reference op."""
+@pytest.mark.parametrize("carry, composition", [("prior", "serial"), ("line", "parallel")])
+def test_layer_is_project_in_sweeps_project_out(carry: str, composition: str) -> None:
+    """The layer computes project_out(sweep_k(...sweep_1(tanh(project_in(x))))) (serial) or
+    project_out(mean_k sweep_k(tanh(project_in(x)))) (parallel) with the reference op."""
     _seeded(1)
-    layer = SpatialDependencyLayer3d(3, 5, state_size=4, directions=("left", 4, "up"))
+    layer = SpatialDependencyLayer3d(3, 5, state_size=4, directions=("left", 4, "up"), carry=carry, composition=composition)
     x = torch.randn(2, 3, 5, 4, 6)
-    h = torch.tanh(nn.functional.conv3d(x, layer.project_in.weight, layer.project_in.bias, padding=1))
+    h0 = torch.tanh(nn.functional.conv3d(x, layer.project_in.weight, layer.project_in.bias, padding=1))
+    h, outs = h0, []
     for sweep, d in zip(layer.sweeps, ("left", "in", "up")):
-        h = directional_gru_scan3d(h, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, d, "reference")
+        src = h0 if composition == "parallel" else h
+        h = directional_gru_scan3d(src, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, d, "reference", carry)
+        outs.append(h)
+    if composition == "parallel":
+        h = sum(outs) / len(outs)
     expected = nn.functional.conv3d(h, layer.project_out.weight, layer.project_out.bias)
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
     assert layer.directions == ("left", "in", "up")

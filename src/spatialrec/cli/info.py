@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 from importlib import metadata
@@ -49,20 +48,33 @@ def collect() -> dict[str, Any]:
             {"name": torch.cuda.get_device_name(i), "capability": ".".join(map(str, torch.cuda.get_device_capability(i)))}
             for i in range(torch.cuda.device_count())
         ]
-    env = os.environ.get(ops.BACKEND_ENV_VAR)
+    from spatialrec import options
+
+    # The options as they stand (spatialrec.options: set in code, else the environment variables
+    # read once). A bad variable is reported here, since this is where one looks, not raised.
+    settings: dict[str, Any] = {}
+    for name, getter in (("backend", options.get_backend), ("fused_gates", options.get_fused_gates),
+                         ("triton_precision", options.get_triton_precision), ("cache_dir", options.get_cache_dir)):  # fmt: skip
+        try:
+            settings[name] = str(getter())
+        except ValueError as err:
+            settings[name] = f"error: {err}"
     try:
         auto_cpu = ops.resolve_backend("auto", torch.empty(0))
-    except ValueError as err:  # a bad SPATIALREC_BACKEND: reported, since this is where one looks
+    except ValueError as err:
         auto_cpu = f"error: {err}"
     # What "auto" picks for a CUDA tensor, named without making one (the report must work
-    # without a GPU): the environment variable when set, else triton when it imports, else fused.
-    chosen = (env or "").strip().lower()
-    auto_cuda = None if not cuda["available"] else chosen if chosen not in ("", "auto") else (
-        "triton" if ops.triton_available() else "fused")  # fmt: skip
+    # without a GPU): the backend option when set, else triton when it imports and has not
+    # fallen back on that device, else fused.
+    chosen = settings["backend"]
+    auto_cuda = None if not cuda["available"] else chosen if chosen != "auto" else (
+        "triton" if ops.triton_available() and not options.triton_fallback() else "fused")  # fmt: skip
     backends: dict[str, Any] = {
         "available": list(ops.available_backends()),
         "triton_importable": ops.triton_available(),
-        "env": {ops.BACKEND_ENV_VAR: env},
+        "options": settings,
+        "env": dict(options.ENV_VARS),
+        "triton_fallback": options.triton_fallback(),
         "auto_cpu": auto_cpu,
         "auto_cuda": auto_cuda,
     }
@@ -83,14 +95,15 @@ def format_report(info: dict[str, Any]) -> str:
         extra = f"  (pip install 'spatialrec[{OPTIONAL[name]}]')" if name in OPTIONAL and version is None else ""
         lines.append(f"  {name:<28}{version or 'not installed'}{extra}")
     b, c = info["backends"], info["cuda"]
-    env = b["env"][next(iter(b["env"]))]
     lines += [
         "", "scan backends:",
         f"  usable here                 {', '.join(b['available'])}",
         f"  auto on CPU tensors         {b['auto_cpu']}",
         f"  auto on CUDA tensors        {b['auto_cuda'] or 'n/a (no CUDA device)'}",
-        f"  {next(iter(b['env'])):<28}{env if env is not None else 'not set'}",
         f"  triton                      {'importable' if b['triton_importable'] else 'not installed (CPU needs none)'}",
+        f"  triton fallen back on       {', '.join(b['triton_fallback']) or 'no device'}",
+        "", "options (spatialrec.options; environment variable):",
+        *(f"  {name:<18}{value:<24}({b['env'][name]})" for name, value in b["options"].items()),
         "", "CUDA:",
         f"  torch built with CUDA       {c['torch_built_with'] or 'no (CPU build)'}",
         f"  available                   {'yes' if c['available'] else 'no'}",

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..checks import check_bool, check_choice, check_input, check_int, check_size, check_spatial_dims
+from ..ops.gates import CARRIES, check_carry
 from ..ops import (
     DEFAULT_DIRECTIONS,
     DirectionLike,
@@ -38,6 +39,44 @@ DEFAULT_STATE_SIZE: dict[int, int] = {2: 150, 3: 32}
 """Default ``S`` per number of spatial dimensions: the paper's 150 on 2D maps; 32 on volumes,
 where ``S`` values per voxel per sweep are what the memory pays for."""
 
+COMPOSITIONS: tuple[str, ...] = ("parallel", "serial")
+"""How an SDN layer composes its sweeps: ``"parallel"`` (every sweep reads the project-in map,
+their outputs are averaged) or ``"serial"`` (each sweep reads the previous one's output, the
+published layer)."""
+
+DEFAULT_CELL: dict[str, str] = {"carry": "line", "composition": "parallel"}
+"""The cell of a new SDN layer: sweeps that keep the previous line's state (an identity path along
+each sweep) side by side. docs/holistic.md has the ablation behind it: with the published cell a
+far grey-level cue is not learned from any side in four directions, in any composition."""
+
+PUBLISHED_CELL: dict[str, str] = {"carry": "prior", "composition": "serial"}
+"""The cell of the published SDN layer (and of every spatialrec layer before 0.2): the update keeps
+the position's own value, sweeps composed in order. ``from_published_args``, published weights and
+state_dicts saved by earlier versions use it."""
+
+
+def _adopt_published_cell(module: nn.Module, local_metadata: dict, prefix: str) -> None:
+    """A state_dict saved before the cell options existed (module version 1) was trained with the
+    published cell: compute with it, and say so, rather than with weights the cell never saw."""
+    version = local_metadata.get("version")
+    if version is None or version >= 2:
+        return
+    cell = {k: getattr(module, k) for k in PUBLISHED_CELL if hasattr(module, k)}
+    if all(cell[k] == PUBLISHED_CELL[k] for k in cell):
+        return
+    import warnings
+
+    warnings.warn(
+        f"{type(module).__name__} {prefix.rstrip('.') or '(root)'}: this state_dict was saved by spatialrec < 0.2, whose "
+        f"layers used the published cell; switching this layer from {cell} to {PUBLISHED_CELL} so that it computes "
+        "what was trained (build it with those arguments to silence this warning)",
+        UserWarning,
+        stacklevel=4,
+    )
+    for k, v in PUBLISHED_CELL.items():
+        if k in cell:
+            setattr(module, k, v)
+
 
 class DirectionalGRU(nn.Module):
     """One directional GRU sweep with its own parameters.
@@ -48,6 +87,9 @@ class DirectionalGRU(nn.Module):
             along depth) or the codes 0-3 (0-5 in 3D).
         backend: scan backend, see :func:`spatialrec.ops.directional_gru_scan`.
         spatial_dims: 2 (maps) or 3 (volumes).
+        carry: what the update gate's ``(1 - z)`` keeps: ``"line"`` (default, the previous line's
+            state) or ``"prior"`` (the position's own value, the published cell); see
+            ``docs/maths.md``.
 
     Shape:
         ``(B, S, H, W) -> (B, S, H, W)`` in 2D, ``(B, S, D, H, W) -> (B, S, D, H, W)`` in 3D.
@@ -62,13 +104,17 @@ class DirectionalGRU(nn.Module):
         torch.Size([1, 8, 6, 10, 12])
     """
 
-    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto", spatial_dims: int = 2) -> None:
+    # Version 2: the carry option (state_dicts of version 1 were trained with carry="prior").
+    _version = 2
+
+    def __init__(self, state_size: int, direction: DirectionLike, backend: str = "auto", spatial_dims: int = 2, carry: str = "line") -> None:
         super().__init__()
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.state_size = check_int("state_size", state_size)
         self.direction = normalize_direction(direction, spatial_dims)
         resolve_backend(backend)  # fail at construction on an unknown backend name
         self.backend = backend
+        self.carry = check_carry(carry)
         s = state_size
         self.weight_ih = nn.Parameter(torch.empty(3 * s, num_neighbours(spatial_dims) * s))
         self.weight_hh = nn.Parameter(torch.empty(3 * s, s))
@@ -85,11 +131,15 @@ class DirectionalGRU(nn.Module):
         check_input(x, self.state_size, self.spatial_dims, dtype=self.weight_hh.dtype)
         # Through the registered op (one node under compile/export), see spatialrec.ops.library.
         params = [(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)]
-        return scan_sequence(x, params, (self.direction,), self.backend)
+        return scan_sequence(x, params, (self.direction,), self.backend, carry=self.carry)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _adopt_published_cell(self, local_metadata, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
     def extra_repr(self) -> str:
         dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
-        return f"state_size={self.state_size}, direction={self.direction!r}, backend={self.backend!r}{dims}"
+        return f"state_size={self.state_size}, direction={self.direction!r}, carry={self.carry!r}, backend={self.backend!r}{dims}"
 
 
 def _project_in(
@@ -161,8 +211,12 @@ class _SDNArguments(nn.Module):
         output_padding: SizeArg = 0,
         backend: str = "auto",
         spatial_dims: int = 2,
+        carry: str = DEFAULT_CELL["carry"],
+        composition: str = DEFAULT_CELL["composition"],
     ) -> None:
         super().__init__()
+        self._carry = check_carry(carry)
+        self._composition = check_choice("composition", composition, COMPOSITIONS)
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = check_int("in_channels", in_channels)
         self.out_channels = check_int("out_channels", out_channels)
@@ -180,7 +234,7 @@ class _SDNArguments(nn.Module):
         dims = "" if self.spatial_dims == 2 else f", spatial_dims={self.spatial_dims}"
         return (
             f"{self.in_channels}, {self.out_channels}, state_size={self.state_size}, directions={self.directions}, "
-            f"{self._geometry_text}, backend={self.backend!r}{dims}"
+            f"carry={self.carry!r}, composition={self.composition!r}, {self._geometry_text}, backend={self.backend!r}{dims}"
         )
 
 
@@ -188,9 +242,13 @@ class SpatialDependencyLayer(_SDNArguments):
     """The Spatial Dependency Network (SDN) layer, for maps (2D) and volumes (3D).
 
     ``h = tanh(project_in(x))`` (a ``ConvNd``, or ``ConvTransposeNd`` when ``transposed``), then
-    one directional GRU sweep per entry of ``directions``, in that order, each reading the output
-    of the previous one, then ``y = project_out(h)`` (a 1x1 ``ConvNd``). Every output pixel can
-    depend on every input pixel upstream of it in the sweep order, at a cost linear in the pixels.
+    one directional GRU sweep per entry of ``directions``, then ``y = project_out(h)`` (a 1x1
+    ``ConvNd``), at a cost linear in the pixels. By default (``composition="parallel"``) every
+    sweep reads ``h`` and their outputs are averaged, and each sweep keeps the previous line's
+    state (``carry="line"``): a pixel reads every sweep's upstream half-space through an identity
+    path, so four directions give context from every side. ``carry="prior", composition="serial"``
+    is the published layer (each sweep reads the previous one's output; :data:`PUBLISHED_CELL`).
+    ``docs/maths.md`` has the equations, ``docs/holistic.md`` the ablation behind the default.
 
     Args:
         in_channels: channels of the input.
@@ -206,6 +264,9 @@ class SpatialDependencyLayer(_SDNArguments):
         output_padding: extra size on one side of a transposed output (only with ``transposed``).
         backend: scan backend for every sweep, see :func:`spatialrec.ops.directional_gru_scan`.
         spatial_dims: 2 (``(B, C, H, W)`` maps, default) or 3 (``(B, C, D, H, W)`` volumes).
+        carry: what each sweep's update keeps, ``"line"`` (default) or ``"prior"`` (published),
+            see :data:`spatialrec.ops.gates.CARRIES`.
+        composition: ``"parallel"`` (default) or ``"serial"`` (published), see :data:`COMPOSITIONS`.
 
     Shape:
         ``(B, in_channels, *spatial) -> (B, out_channels, *spatial')`` with ``spatial'`` that of
@@ -223,11 +284,40 @@ class SpatialDependencyLayer(_SDNArguments):
         torch.Size([1, 16, 6, 10, 12])
     """
 
+    # Version 2: the carry and composition options (version 1 state_dicts: the published cell).
+    _version = 2
+
     def _build(self, geometry: _Geometry, backend: str) -> nn.Module:
         self.project_in = geometry.conv(self.spatial_dims, self.in_channels, self.state_size)
-        self.sweeps = nn.ModuleList(DirectionalGRU(self.state_size, d, backend, self.spatial_dims) for d in self.directions)
+        self.sweeps = nn.ModuleList(
+            DirectionalGRU(self.state_size, d, backend, self.spatial_dims, self._carry) for d in self.directions
+        )
         self.project_out = conv_cls(self.spatial_dims)(self.state_size, self.out_channels, 1)
         return self.project_in
+
+    @property
+    def carry(self) -> str:
+        """What every sweep's update keeps (``"line"`` or ``"prior"``); settable."""
+        return self._carry
+
+    @carry.setter
+    def carry(self, value: str) -> None:
+        self._carry = check_carry(value)
+        for sweep in self._sweeps():
+            sweep.carry = value
+
+    @property
+    def composition(self) -> str:
+        """``"parallel"`` or ``"serial"``; settable."""
+        return self._composition
+
+    @composition.setter
+    def composition(self, value: str) -> None:
+        self._composition = check_choice("composition", value, COMPOSITIONS)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _adopt_published_cell(self, local_metadata, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
     def _sweeps(self) -> list[DirectionalGRU]:
         return [cast(DirectionalGRU, s) for s in self.sweeps]
@@ -248,14 +338,30 @@ class SpatialDependencyLayer(_SDNArguments):
         return backends.pop() if len(backends) == 1 else None
 
     def _sweep(self, h: torch.Tensor, backend: Optional[str]) -> torch.Tensor:
-        """Every sweep in order: one scan of all directions, or, with different backends per
-        sweep, one sweep module after the other."""
+        """The sweeps, composed as :attr:`composition` says: in order (one scan of all directions,
+        or, with different backends per sweep, one sweep module after the other), or side by side
+        on ``h`` and averaged."""
+        sweeps = self._sweeps()
+        if self._composition == "parallel":
+            if backend is None:
+                outs = [sweep(h) for sweep in sweeps]
+            else:
+                outs = [
+                    scan_sequence(h, [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh)], (s.direction,), backend, carry=self._carry)
+                    for s in sweeps
+                ]
+            # Element-wise sums keep the scans' memory format (channels-last from the 2D fused
+            # backend), which the project-out of spatialrec.ops.projection then uses.
+            total = outs[0]
+            for o in outs[1:]:
+                total = total + o
+            return total / len(outs) if len(outs) > 1 else total
         if backend is None:
-            for sweep in self._sweeps():
+            for sweep in sweeps:
                 h = sweep(h)
             return h
-        params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in self._sweeps()]
-        return scan_sequence(h, params, self.directions, backend)
+        params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in sweeps]
+        return scan_sequence(h, params, self.directions, backend, carry=self._carry)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.spatial_dims, dtype=self.project_out.weight.dtype)
@@ -289,6 +395,7 @@ class ResidualSDN(_SDNArguments):
         self.sdn = SpatialDependencyLayer(
             self.in_channels, 2 * self.out_channels, self.state_size, self.directions, geometry.kernel_size,
             geometry.stride, geometry.padding, geometry.transposed, geometry.output_padding, backend, self.spatial_dims,
+            self._carry, self._composition,
         )  # fmt: skip
         self.conv = geometry.conv(self.spatial_dims, self.in_channels, self.out_channels)
         return self.conv
@@ -300,6 +407,24 @@ class ResidualSDN(_SDNArguments):
     @backend.setter
     def backend(self, value: str) -> None:
         self.sdn.backend = value
+
+    @property
+    def carry(self) -> str:
+        """The cell of its SDN layer (see :class:`SpatialDependencyLayer`); settable."""
+        return self.sdn.carry
+
+    @carry.setter
+    def carry(self, value: str) -> None:
+        self.sdn.carry = value
+
+    @property
+    def composition(self) -> str:
+        """The composition of its SDN layer; settable."""
+        return self.sdn.composition
+
+    @composition.setter
+    def composition(self, value: str) -> None:
+        self.sdn.composition = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.spatial_dims, dtype=self.sdn.project_out.weight.dtype)
@@ -336,7 +461,10 @@ class ResidualSDN3d(ResidualSDN):
 
 
 __all__ = [
+    "COMPOSITIONS",
+    "DEFAULT_CELL",
     "DEFAULT_STATE_SIZE",
+    "PUBLISHED_CELL",
     "DirectionalGRU",
     "DirectionalGRU2d",
     "DirectionalGRU3d",

@@ -14,8 +14,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..blocks import UPSAMPLE_MODES, UpBlock, make_block
+from ..blocks import UPSAMPLE_MODES, UpBlock, make_block, set_sdn_cell
 from ..checks import check_bool, check_choice, check_int
+from ..layers import PUBLISHED_CELL
 from ..layers.nd import conv_cls
 from ..ops import DirectionLike
 from .common import MAX_POOL, LevelsLike, UNetFamily, check_model_input, crop_window, pad_to_multiple, parse_levels
@@ -154,10 +155,12 @@ class UNet(UNetFamily):
         """
         enc, dec, kind = published_unet_levels(n_layers, block, sdn_b_enc, sdn_b_dec, sdn_n_layers)
         upsample = "interpolate" if check_bool("bilinear", bilinear) else "transposed"
-        return cls(
+        model = cls(
             n_channels, n_classes, depth=n_layers, base_width=feat_start, upsample=upsample,
             encoder_sdn=enc, decoder_sdn=dec, sdn_block=kind, **kwargs,  # type: ignore[arg-type]
         )  # fmt: skip
+        set_sdn_cell(model, **PUBLISHED_CELL)  # the published layer, exactly
+        return model
 
 
 

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blocks import make_block
+from ..blocks import make_block, set_sdn_cell
 from ..checks import check_bool, check_int
+from ..layers import PUBLISHED_CELL
 from ..layers.nd import conv_cls, interpolation_mode
 from ..ops import DirectionLike
 from .common import (
@@ -178,7 +179,9 @@ class UNetPlusPlus(UNetFamily):
         """
         enc, dec = published_unet_pp_nodes(n_layers, sdn_b_enc, sdn_b_dec, sdn_n_layers)
         kwargs.setdefault("base_width", 32)
-        return cls(n_channels, n_classes, depth=n_layers, encoder_sdn=enc, decoder_sdn=dec, **kwargs)  # type: ignore[arg-type]
+        model = cls(n_channels, n_classes, depth=n_layers, encoder_sdn=enc, decoder_sdn=dec, **kwargs)  # type: ignore[arg-type]
+        set_sdn_cell(model, **PUBLISHED_CELL)  # the published layer, exactly
+        return model
 
 
 def published_unet_pp_nodes(
