@@ -16,9 +16,10 @@ from torch.utils.data import Dataset
 
 from ...checks import check_choice
 from .base import TASK_KINDS
-from .contours import InsideOutside
+from .contours import InsideOutside, InsideWhichRegion
 from .cue import SyntheticLongRange
 from .curves import ConnectedToMarker
+from .markers import NearerMarker, SameBand
 from .objects import MinorityKind, SameShapeAsReference
 
 
@@ -53,6 +54,9 @@ TASK_REGISTRY: Mapping[str, TaskSpec] = dict(
         _spec("same_shape", SameShapeAsReference, SameShapeAsReference.kind),
         _spec("minority_kind", MinorityKind, MinorityKind.kind),
         _spec("connected_to_marker", ConnectedToMarker, ConnectedToMarker.kind),
+        _spec("nearer_marker", NearerMarker, NearerMarker.kind),
+        _spec("same_band", SameBand, SameBand.kind),
+        _spec("inside_which_region", InsideWhichRegion, InsideWhichRegion.kind),
     ]
 )
 
@@ -94,7 +98,7 @@ def task_kind(name: str) -> str:
     """The kind of task ``name``: ``"statistic"`` or ``"relational"``.
 
     Example:
-        >>> task_kind("connected_to_marker")
+        >>> task_kind("nearer_marker")
         'relational'
     """
     return _lookup(name).kind
@@ -125,9 +129,9 @@ def task_splits(
     """Train, validation and test sets of a registered task (independent random streams).
 
     Example:
-        >>> train, val, test = task_splits("same_shape", 2, 2, 2, seed=0)
+        >>> train, val, test = task_splits("same_band", 2, 2, 2, seed=0)
         >>> train[0]["id"], test[0]["id"]
-        ('same_shape-train-0-0', 'same_shape-test-0-0')
+        ('same_band-train-0-0', 'same_band-test-0-0')
     """
     for bad in ("split", "num_samples"):
         if bad in kwargs:
