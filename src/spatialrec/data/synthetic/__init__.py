@@ -28,7 +28,7 @@ Example:
 """
 
 from ._draw import SHAPE_KINDS
-from .base import TASK_KINDS, Transform
+from .base import TASK_KINDS, TaskSettings, Transform
 from .contours import ContourLayout, InsideOutside, InsideWhichRegion, RegionsLayout
 from .cue import SyntheticLayout, SyntheticLongRange, synthetic_splits
 from .curves import ConnectedToMarker, CurvesLayout
@@ -56,6 +56,7 @@ __all__ = [
     "SyntheticLongRange",
     "TASK_KINDS",
     "TASK_REGISTRY",
+    "TaskSettings",
     "TaskSpec",
     "Transform",
     "list_tasks",

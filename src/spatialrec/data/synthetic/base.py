@@ -4,7 +4,7 @@ render it (``render(layout)``). Not public."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, TypedDict, Union
 
 import numpy as np
 import torch
@@ -21,6 +21,21 @@ _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 #: solve it. "relational": a spatial relation decides it; some change that flips the labels leaves
 #: the noiseless image histogram exactly as it was.
 TASK_KINDS = ("statistic", "relational")
+
+
+class TaskSettings(TypedDict, total=False):
+    """The keyword settings every synthetic task takes besides ``num_samples`` and ``image_size``:
+
+    - ``noise_std``: standard deviation of the Gaussian pixel noise (default 0.1);
+    - ``split``: ``"train"`` (default), ``"val"`` or ``"test"``: an independent random stream each;
+    - ``seed``: non-negative integer seed (default 0);
+    - ``transform``: optional callable ``(image, mask) -> (image, mask)`` applied to each item.
+    """
+
+    noise_std: float
+    split: str
+    seed: int
+    transform: Optional[Transform]
 
 
 def _size_pair(image_size: Union[int, Sequence[int]]) -> tuple[int, int]:
@@ -57,10 +72,10 @@ class _SyntheticTask(Dataset):
         self,
         num_samples: int,
         image_size: Union[int, Sequence[int]],
-        noise_std: float,
-        split: str,
-        seed: int,
-        transform: Optional[Transform],
+        noise_std: float = 0.1,
+        split: str = "train",
+        seed: int = 0,
+        transform: Optional[Transform] = None,
     ) -> None:
         self.num_samples = check_int("num_samples", num_samples, 1)
         self.noise_std = check_float("noise_std", noise_std, 0.0)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 
 from ...checks import check_float, check_int
-from ._draw import SHAPE_KINDS, _bezier, _check_range, _disc, _extent, _integer_centre, _near_polyline, _place, _shape_mask
-from .base import Transform, _SyntheticTask
+from ._draw import _check_range, _disc, _extent, _integer_centre, _place, _shape_mask
+from .base import TaskSettings, _SyntheticTask
+
+if TYPE_CHECKING:  # annotations only: no runtime dependency
+    from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,9 @@ class InsideOutside(_SyntheticTask):
         num_open: int = 1,
         radius_range: tuple[float, float] = (0.17, 0.23),
         gap: float = 5.0,
-        noise_std: float = 0.1,
-        split: str = "train",
-        seed: int = 0,
-        transform: Optional[Transform] = None,
+        **settings: Unpack[TaskSettings],
     ) -> None:
-        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
+        super().__init__(num_samples, image_size, **settings)
         self.num_open = check_int("num_open", num_open, 0)
         self.radius_range = _check_range("radius_range", radius_range, 0.05, 0.45)
         if not 1.0 <= float(gap) <= 20.0:
@@ -198,12 +198,9 @@ class InsideWhichRegion(_SyntheticTask):
         radius_range: tuple[float, float] = (0.045, 0.055),
         marker_radius: float = 2.0,
         min_gap: float = 10.0,
-        noise_std: float = 0.1,
-        split: str = "train",
-        seed: int = 0,
-        transform: Optional[Transform] = None,
+        **settings: Unpack[TaskSettings],
     ) -> None:
-        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
+        super().__init__(num_samples, image_size, **settings)
         self.objects_per_region = check_int("objects_per_region", objects_per_region, 1, 3)
         self.major_range = _check_range("major_range", major_range, 0.1, 0.5)
         self.minor_range = _check_range("minor_range", minor_range, 0.05, 0.3)

@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
 from ...checks import check_int
 from ._draw import SHAPE_KINDS, _extent, _shape_mask
-from .base import Transform, _SyntheticTask
+from .base import TaskSettings, Transform, _SyntheticTask
+
+if TYPE_CHECKING:  # annotations only: no runtime dependency
+    from typing_extensions import Unpack
 
 _BORDERS = ("top", "bottom", "left", "right")
 # Smaller objects when more kinds must share the half of the image away from the cue.
@@ -104,12 +107,9 @@ class SyntheticLongRange(_SyntheticTask):
         num_kinds: int = 2,
         cue_width: Optional[int] = None,
         radius_range: Optional[tuple[float, float]] = None,
-        noise_std: float = 0.1,
-        split: str = "train",
-        seed: int = 0,
-        transform: Optional[Transform] = None,
+        **settings: Unpack[TaskSettings],
     ) -> None:
-        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
+        super().__init__(num_samples, image_size, **settings)
         if cue_position not in ("fixed", "random"):
             raise ValueError(f"cue_position must be 'fixed' or 'random', got {cue_position!r}")
         if cue_border not in _BORDERS:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 
 from ...checks import check_int
-from ._draw import SHAPE_KINDS, _bezier, _check_range, _disc, _extent, _integer_centre, _near_polyline, _place, _shape_mask
-from .base import Transform, _SyntheticTask
+from ._draw import _bezier, _disc, _integer_centre, _near_polyline
+from .base import TaskSettings, _SyntheticTask
+
+if TYPE_CHECKING:  # annotations only: no runtime dependency
+    from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,9 @@ class ConnectedToMarker(_SyntheticTask):
         min_length: float = 0.7,
         width: float = 1.0,
         marker_radius: float = 2.0,
-        noise_std: float = 0.1,
-        split: str = "train",
-        seed: int = 0,
-        transform: Optional[Transform] = None,
+        **settings: Unpack[TaskSettings],
     ) -> None:
-        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
+        super().__init__(num_samples, image_size, **settings)
         self.num_curves = check_int("num_curves", num_curves, 1, 8)
         if not 0.3 <= float(min_length) <= 1.0:
             raise ValueError(f"min_length must be in [0.3, 1.0], got {min_length!r}")

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
 from ...checks import check_float, check_int
 from ._draw import _check_range, _disc, _extent, _integer_centre, _shape_mask
-from .base import Transform, _SyntheticTask
+from .base import TaskSettings, _SyntheticTask
+
+if TYPE_CHECKING:  # annotations only: no runtime dependency
+    from typing_extensions import Unpack
 
 # Grey levels: objects, the bright and the dim marker, the band lines. Objects are squares and
 # markers discs, so shape alone tells a marker from an object.
@@ -98,12 +101,9 @@ class NearerMarker(_SyntheticTask):
         marker_radius: float = 2.5,
         min_gap: float = 12.0,
         margin: float = 4.0,
-        noise_std: float = 0.1,
-        split: str = "train",
-        seed: int = 0,
-        transform: Optional[Transform] = None,
+        **settings: Unpack[TaskSettings],
     ) -> None:
-        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
+        super().__init__(num_samples, image_size, **settings)
         self.num_objects, self.radius_range, self.marker_radius, self.min_gap = _check_common(
             num_objects, radius_range, marker_radius, min_gap
         )
@@ -227,12 +227,9 @@ class SameBand(_SyntheticTask):
         marker_radius: float = 2.5,
         min_gap: float = 12.0,
         min_band: int = 10,
-        noise_std: float = 0.1,
-        split: str = "train",
-        seed: int = 0,
-        transform: Optional[Transform] = None,
+        **settings: Unpack[TaskSettings],
     ) -> None:
-        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
+        super().__init__(num_samples, image_size, **settings)
         self.num_bands = check_int("num_bands", num_bands, 2, 5)
         self.num_objects, self.radius_range, self.marker_radius, self.min_gap = _check_common(
             num_objects, radius_range, marker_radius, min_gap

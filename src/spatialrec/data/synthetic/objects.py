@@ -3,15 +3,17 @@ and :class:`MinorityKind` (the rarer of two kinds)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from ...checks import check_int
-from ._draw import SHAPE_KINDS, _bezier, _check_range, _disc, _extent, _integer_centre, _near_polyline, _place, _shape_mask
-from .base import Transform, _SyntheticTask
+from ._draw import SHAPE_KINDS, _check_range, _extent, _place, _shape_mask
+from .base import TaskSettings, _SyntheticTask
+
+if TYPE_CHECKING:  # annotations only: no runtime dependency
+    from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,9 @@ class SameShapeAsReference(_SyntheticTask):
         num_kinds: int = 3,
         radius_range: tuple[float, float] = (0.08, 0.1),
         min_distance: float = 0.3,
-        noise_std: float = 0.1,
-        split: str = "train",
-        seed: int = 0,
-        transform: Optional[Transform] = None,
+        **settings: Unpack[TaskSettings],
     ) -> None:
-        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
+        super().__init__(num_samples, image_size, **settings)
         self.num_objects = check_int("num_objects", num_objects, 2, 12)
         self.num_kinds = check_int("num_kinds", num_kinds, 2, len(SHAPE_KINDS))
         self.kinds = SHAPE_KINDS[: self.num_kinds]
@@ -160,12 +159,9 @@ class MinorityKind(_SyntheticTask):
         image_size: Union[int, Sequence[int]] = 48,
         num_objects: int = 5,
         radius_range: tuple[float, float] = (0.07, 0.09),
-        noise_std: float = 0.1,
-        split: str = "train",
-        seed: int = 0,
-        transform: Optional[Transform] = None,
+        **settings: Unpack[TaskSettings],
     ) -> None:
-        super().__init__(num_samples, image_size, noise_std, split, seed, transform)
+        super().__init__(num_samples, image_size, **settings)
         self.num_objects = check_int("num_objects", num_objects, 3, 15)
         if self.num_objects % 2 == 0:
             raise ValueError(f"num_objects must be odd (so one kind is always rarer), got {num_objects!r}")
