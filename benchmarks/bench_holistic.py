@@ -1,16 +1,25 @@
-"""Long-range segmentation benchmark: where spatial recurrence wins, against global attention.
+"""Long-range segmentation benchmark: where spatial recurrence wins, against global pooling and attention.
 
-Trains five models on each of the five synthetic long-range tasks of ``spatialrec.data``
-(``HOLISTIC_TASKS``: cue on any side, inside/outside, connected-to-marker, same shape as a
-reference, minority kind), with the same parameter budget, optimiser, schedule, loss, data and
-batch order, for several seeds, and reports test Dice (mean and spread over seeds), HD95,
-training wall time, time per step (also as a ratio to ``transunet`` in the same job) and peak
-memory. The models (all depth 2 on 48 x 48 unless said otherwise):
+Trains six models on each synthetic long-range task of ``spatialrec.data.synthetic`` (every
+task of its registry by default, ``TASK_REGISTRY``), with the same parameter budget, optimiser,
+schedule, loss, data and batch order, for several seeds, and reports test Dice (mean and spread
+over seeds), HD95, training wall time, time per step (also as a ratio to ``transunet`` in the
+same job) and peak memory, grouped by the tasks' kind:
+
+- "statistic" tasks (``cue_any_side``, ``inside_outside``, ``same_shape``, ``minority_kind``):
+  a global statistic of the image decides the label, so a global pooling path can solve them;
+- "relational" tasks (``connected_to_marker``, ``nearer_marker``, ``same_band``,
+  ``inside_which_region``): a spatial relation decides it, and the labels can flip with the
+  image histogram unchanged.
+
+The models (all depth 2 on 48 x 48 unless said otherwise):
 
 - ``unet``: plain U-Net (VGG blocks), no long-range path; its receptive field is a square of
   a few dozen pixels.
 - ``unet_large_rf``: plain U-Net with two more levels (depth 4, a 3 x 3 bottleneck), so its
   receptive field covers the whole image from every pixel: is receptive field alone enough?
+- ``pool_unet``: ``unet`` with a squeeze-and-excitation block on the deepest map (global average
+  pool -> MLP -> channel gates): a global-statistic path, no recurrence, no attention.
 - ``sdn_unet``: ``unet`` with an SDN block at the deepest level (12 x 12), sweeping right, down,
   left, up (all four directions: the cues of these tasks can be on any side of the target).
 - ``transunet``: ``unet`` with a 2-layer Transformer on the deepest map (one token per pixel).
@@ -21,9 +30,14 @@ Each model's width knob (``base_width``, ``state_size`` or ``transformer_dim``) 
 any training, as the value whose parameter count is closest to ``--params`` (all within 10%;
 the counts are printed and stored).
 
+``--sdn-args JSON`` merges extra keyword arguments into the SDN models' registry arguments
+(``sdn_unet``, ``sdn_transunet``; e.g. ``'{"composition": "parallel"}'``) before their knob is
+matched to the budget; it is recorded in the JSON output.
+
 Outputs (``--out``, default ``benchmarks/results``): ``holistic.json`` (one record per task x
-model x seed with its configuration and the machine), ``holistic.md`` (the table and the
-targets), ``holistic_erf.png`` (per task, per model: which input pixels can change the
+model x seed with its configuration and the machine), ``holistic.md`` (the table grouped by task
+kind, mean Dice per model and kind, and the targets; the time target is read from
+``holistic_cost.json`` in the same folder when ``--cost`` has written it), ``holistic_erf.png`` (per task, per model: which input pixels can change the
 prediction at one pixel of the target object, the effective receptive field of the seed-0
 model on the same test image) and ``holistic_predictions.png`` (one test image per task, the
 predictions of every model). JSON and Markdown are rewritten after every finished job, so an
@@ -32,15 +46,17 @@ interrupted run leaves the part that completed.
 Usage::
 
     PYTHONPATH=src python benchmarks/bench_holistic.py --quick    # one task, one seed, few steps (~minutes)
-    PYTHONPATH=src nice -n 19 python benchmarks/bench_holistic.py   # the full run (5 tasks x 5 models x 3 seeds)
+    PYTHONPATH=src nice -n 19 python benchmarks/bench_holistic.py   # the full run (8 tasks x 6 models x 3 seeds)
+    PYTHONPATH=src nice -n 19 python benchmarks/bench_holistic.py --cost   # time per step at 96 x 96
 
 The defaults (48 x 48, 300 steps of batch 8, lr 2e-3, 1200 training images, 60k parameters) are
 sized for a shared 2-core CPU in about an hour; they are short for these tasks: read the numbers
 as "what each model learns in 300 steps", and raise ``--steps`` where there is compute.
     python benchmarks/bench_holistic.py --tasks same_shape --seeds 0 1 --steps 1000 --workers 2
 
-    # Cost only: time per step interleaved over the models at 48, 96 and 192 px.
-    PYTHONPATH=src python benchmarks/bench_holistic.py --cost
+    # Cost only: time per step interleaved over the models, on a batch of one task of each kind
+    # (--cost-tasks, default cue_any_side and nearer_marker) at --cost-sizes (default 96).
+    PYTHONPATH=src python benchmarks/bench_holistic.py --cost --cost-sizes 96
 
     # The longer-training check in docs/holistic.md (settings fixed before it ran): seed 0 only,
     # 4x the steps, 4000 training images (2.4 passes), one job per task in parallel. The 5-task
@@ -78,7 +94,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import reset_peak_rss, status_kib, trim_heap  # noqa: E402  (the same memory method)
 
 from spatialrec.analysis import effective_receptive_field, erf_rgb, prediction_rgb, receptive_field_support  # noqa: E402
-from spatialrec.data import HOLISTIC_TASKS, make_task  # noqa: E402
+from spatialrec.data import make_task  # noqa: E402
+from spatialrec.data.synthetic import TASK_KINDS, TASK_REGISTRY, list_tasks, task_kind  # noqa: E402
 from spatialrec.losses import DiceCELoss  # noqa: E402
 from spatialrec.metrics import dice, hd95, to_masks  # noqa: E402
 
@@ -88,6 +105,7 @@ ALL_DIRECTIONS = ("right", "down", "left", "up")
 MODEL_SPECS: dict[str, tuple[str, dict[str, Any], tuple[str, list[int]]]] = {
     "unet": ("unet", {"depth": 2}, ("base_width", list(range(4, 33)))),
     "unet_large_rf": ("unet", {"depth": 4}, ("base_width", list(range(2, 17)))),
+    "pool_unet": ("pool_unet", {"depth": 2}, ("base_width", list(range(4, 33)))),
     "sdn_unet": (
         "sdn_unet",
         {"depth": 2, "base_width": 8, "encoder_sdn": (2,), "directions": ALL_DIRECTIONS},
@@ -106,20 +124,39 @@ MODEL_SPECS: dict[str, tuple[str, dict[str, Any], tuple[str, list[int]]]] = {
     ),
 }  # fmt: skip
 TIME_BASELINE = "transunet"
+COST_TARGET_SIZE, COST_TARGET_RATIO = 96, 0.6  # sdn_unet's step <= 0.6 x transunet's at 96 x 96
+
+
+def is_sdn(name: str) -> bool:
+    """Whether ``--sdn-args`` applies to model ``name`` (its registry entry has SDN layers)."""
+    return "sdn" in MODEL_SPECS[name][0]
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--sdn-args must be a JSON object, got {text!r} ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--sdn-args must be a JSON object, got {text!r}")
+    return value
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=list(HOLISTIC_TASKS), choices=list(HOLISTIC_TASKS))
+    p.add_argument("--tasks", nargs="+", default=None, choices=list(TASK_REGISTRY), help="default: every registered task")
     p.add_argument("--models", nargs="+", default=list(MODEL_SPECS), choices=list(MODEL_SPECS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="data, initialisation and batch-order seeds")
+    p.add_argument("--sdn-args", type=_json_object, default={},
+                   help="JSON object of extra registry arguments for the SDN models (sdn_unet, sdn_transunet), "
+                   "e.g. '{\"composition\": \"parallel\"}'; applied before the budget matching")  # fmt: skip
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="data, initialisation and batch-order seeds (default 0 1 2)")
     p.add_argument("--image-size", type=int, default=48)
     p.add_argument("--params", type=int, default=60_000, help="parameter budget every model is matched to (+-10%%)")
-    p.add_argument("--steps", type=int, default=300, help="training steps per model")
+    p.add_argument("--steps", type=int, default=None, help="training steps per model (default 300)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-annealed to 0 over --steps")
-    p.add_argument("--num-train", type=int, default=1200, help="training images (pre-rendered once per task and seed)")
-    p.add_argument("--num-test", type=int, default=128)
+    p.add_argument("--num-train", type=int, default=None, help="training images (pre-rendered once per task and seed; default 1200)")
+    p.add_argument("--num-test", type=int, default=None, help="test images (default 128)")
     p.add_argument("--workers", type=int, default=2, help="parallel (task, seed) jobs, each with --threads threads")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--device", default="cpu")
@@ -128,13 +165,20 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--cost", action="store_true",
                    help="only measure time per training step, interleaved round-robin over the models at --cost-sizes "
                    "(so that changing machine load hits every model alike); writes holistic_cost.json/.md")  # fmt: skip
-    p.add_argument("--cost-sizes", nargs="+", type=int, default=[48, 96, 192], help="image sides for --cost")
+    p.add_argument("--cost-sizes", nargs="+", type=int, default=[96], help="image sides for --cost")
+    p.add_argument("--cost-tasks", nargs="+", default=["cue_any_side", "nearer_marker"], choices=list(TASK_REGISTRY),
+                   help="tasks whose images --cost trains on (default: one of each kind)")  # fmt: skip
     p.add_argument("--cost-rounds", type=int, default=5, help="timed steps per model and size for --cost")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: cue_any_side only, seed 0, 60 steps, 480 training and 32 test images")  # fmt: skip
+                   help="smoke run: cue_any_side, seed 0, 60 steps, 480 training and 32 test images "
+                   "(unless --tasks, --seeds, --steps, --num-train or --num-test say otherwise)")  # fmt: skip
     args = p.parse_args(argv)
-    if args.quick:
-        args.tasks, args.seeds, args.steps, args.num_train, args.num_test = ["cue_any_side"], [0], 60, 480, 32
+    # Defaults filled in after parsing, so that --quick changes only what is not given.
+    full = {"tasks": list(TASK_REGISTRY), "seeds": [0, 1, 2], "steps": 300, "num_train": 1200, "num_test": 128}
+    quick = {"tasks": ["cue_any_side"], "seeds": [0], "steps": 60, "num_train": 480, "num_test": 32}
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.out is None:
         args.out = Path("runs/holistic_quick") if args.quick else Path(__file__).resolve().parent / "results"
     for name in ("steps", "batch_size", "num_train", "num_test", "workers", "threads", "params"):
@@ -143,9 +187,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def build(name: str, image_size: int, knob_value: int) -> torch.nn.Module:
+def build(name: str, image_size: int, knob_value: int, sdn_args: Optional[dict[str, Any]] = None) -> torch.nn.Module:
+    """Model ``name`` at ``image_size`` with its knob at ``knob_value`` (``sdn_args`` merged in for SDN models)."""
     registry, fixed, (knob, _) = MODEL_SPECS[name]
-    kw = dict(fixed)
+    kw = {**fixed, **(sdn_args or {} if is_sdn(name) else {})}
     kw[knob] = knob_value
     if "transunet" in registry:
         kw["img_size"] = image_size
@@ -156,16 +201,18 @@ def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def match_budget(names: list[str], image_size: int, budget: int) -> dict[str, dict[str, Any]]:
+def match_budget(names: list[str], image_size: int, budget: int, sdn_args: Optional[dict[str, Any]] = None) -> dict[str, dict[str, Any]]:
     """For each model the knob value whose parameter count is closest to ``budget`` (within 10%)."""
     out = {}
     for name in names:
         registry, fixed, (knob, values) = MODEL_SPECS[name]
-        best = min(values, key=lambda v: (abs(count(build(name, image_size, v)) - budget), v))
-        params = count(build(name, image_size, best))
+        extra = dict(sdn_args or {}) if is_sdn(name) else {}
+        best = min(values, key=lambda v: (abs(count(build(name, image_size, v, extra)) - budget), v))
+        params = count(build(name, image_size, best, extra))
         if abs(params - budget) > 0.1 * budget:
             raise SystemExit(f"{name}: no {knob} in {values[0]}..{values[-1]} gives {budget} +-10% parameters (best {params})")
-        out[name] = {"registry": registry, "args": {**fixed, knob: best}, "knob": knob, "params": params}
+        out[name] = {"registry": registry, "args": {**fixed, **extra, knob: best}, "knob": knob, "params": params,
+                     "sdn_args": extra}  # fmt: skip
     return out
 
 
@@ -201,7 +248,7 @@ def target_point(mask: torch.Tensor) -> tuple[int, int]:
 def train_and_test(name: str, spec: dict[str, Any], data: dict[str, torch.Tensor], seed: int, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     torch.manual_seed(seed)  # the same initialisation stream for every model
-    model = build(name, args.image_size, spec["args"][spec["knob"]]).to(device)
+    model = build(name, args.image_size, spec["args"][spec["knob"]], spec["sdn_args"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps)
     loss_fn = DiceCELoss()
@@ -357,33 +404,82 @@ def summarise(records: list[dict[str, Any]], tasks: list[str], models: list[str]
     return table
 
 
-def targets(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """The issue's targets, evaluated on this run's own numbers."""
-    per_task = {}
+def cost_ratios(out: Path) -> Optional[dict[str, float]]:
+    """``sdn_unet``'s step time over ``transunet``'s at 96 x 96, per timed task, from
+    ``holistic_cost.json`` in ``out`` (written by ``--cost``); ``None`` when there is none."""
+    path = out / "holistic_cost.json"
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text()).get("rows", [])
+    ratios = {
+        r.get("task", "random"): r["vs_transunet"]
+        for r in rows
+        if r["size"] == COST_TARGET_SIZE and r["model"] == "sdn_unet" and r.get("vs_transunet") is not None
+    }
+    return ratios or None
+
+
+def targets(table: dict[str, dict[str, dict[str, Any]]], cost: Optional[dict[str, float]] = None) -> dict[str, Any]:
+    """The targets, evaluated on this run's own numbers (and ``cost``: see :func:`cost_ratios`).
+
+    Statistic tasks: ``sdn_unet`` >= 0.95 on ``cue_any_side`` (mean over seeds) and within 0.02 of
+    the best model on each statistic task. Relational tasks: ``sdn_unet`` best or within 0.02 of
+    the best on every one, and >= 0.15 above ``pool_unet`` on at least two. Cost: at 96 x 96,
+    ``sdn_unet``'s step time <= 0.6 x ``transunet``'s.
+    """
+    per_task: dict[str, dict[str, Any]] = {}
     for task, rows in table.items():
         if "sdn_unet" not in rows:
             continue
         best = max(r["dice_mean"] for r in rows.values())
         s = rows["sdn_unet"]
         per_task[task] = {
+            "kind": task_kind(task),
             "best_model": max(rows, key=lambda n: rows[n]["dice_mean"]),
+            "sdn_unet_dice": s["dice_mean"],
             "sdn_unet_within_0.02_of_best": s["dice_mean"] >= best - 0.02,
-            "sdn_unet_step_le_third_of_transunet": (s["step_vs_transunet"] is not None and s["step_vs_transunet"] <= 1 / 3),
-            "unet_0.15_below_sdn_unet": ("unet" in rows and rows["unet"]["dice_mean"] <= s["dice_mean"] - 0.15),
-            "large_rf_minus_unet": (
-                rows["unet_large_rf"]["dice_mean"] - rows["unet"]["dice_mean"] if {"unet", "unet_large_rf"} <= set(rows) else None
-            ),
+            "sdn_unet_minus_pool_unet": s["dice_mean"] - rows["pool_unet"]["dice_mean"] if "pool_unet" in rows else None,
         }
-    n_best = sum(v["sdn_unet_within_0.02_of_best"] and v["sdn_unet_step_le_third_of_transunet"] for v in per_task.values())
-    n_gap = sum(v["unet_0.15_below_sdn_unet"] for v in per_task.values())
-    return {
+    stat = {t: v for t, v in per_task.items() if v["kind"] == "statistic"}
+    rel = {t: v for t, v in per_task.items() if v["kind"] == "relational"}
+    cue = per_task.get("cue_any_side", {}).get("sdn_unet_dice")
+    n_pool_gap = sum(1 for v in rel.values() if v["sdn_unet_minus_pool_unet"] is not None and v["sdn_unet_minus_pool_unet"] >= 0.15)
+    out: dict[str, Any] = {
         "per_task": per_task,
-        "sdn_unet_best_and_cheap_on_tasks": n_best,
-        "sdn_unet_within_0.02_of_best_on_tasks": sum(v["sdn_unet_within_0.02_of_best"] for v in per_task.values()),
-        "target_best_on_4_of_5_at_third_of_transunet_step": n_best >= 4,
-        "unet_0.15_below_on_tasks": n_gap,
-        "target_unet_gap_on_3": n_gap >= 3,
+        "statistic": {
+            "sdn_unet_cue_any_side": cue,
+            "target_cue_any_side_ge_0.95": cue is not None and cue >= 0.95,
+            "sdn_unet_within_0.02_of_best_on": [t for t, v in stat.items() if v["sdn_unet_within_0.02_of_best"]],
+            "target_within_0.02_on_every_statistic_task": bool(stat) and all(v["sdn_unet_within_0.02_of_best"] for v in stat.values()),
+        },
+        "relational": {
+            "sdn_unet_within_0.02_of_best_on": [t for t, v in rel.items() if v["sdn_unet_within_0.02_of_best"]],
+            "target_within_0.02_on_every_relational_task": bool(rel) and all(v["sdn_unet_within_0.02_of_best"] for v in rel.values()),
+            "sdn_unet_0.15_above_pool_unet_on": [t for t, v in rel.items() if (v["sdn_unet_minus_pool_unet"] or 0) >= 0.15],
+            "target_0.15_above_pool_unet_on_2": n_pool_gap >= 2,
+        },
+        "cost": {
+            "sdn_unet_over_transunet_at_96": cost,
+            "target_le_0.6": None if cost is None else all(r <= COST_TARGET_RATIO for r in cost.values()),
+        },
     }
+    return out
+
+
+def kind_means(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Optional[float]]]:
+    """Mean over the tasks of each kind of each model's mean Dice: ``{model: {kind: Dice}}``."""
+    models = list(dict.fromkeys(m for rows in table.values() for m in rows))
+    out: dict[str, dict[str, Optional[float]]] = {}
+    for m in models:
+        out[m] = {}
+        for kind in TASK_KINDS:
+            ds = [rows[m]["dice_mean"] for t, rows in table.items() if task_kind(t) == kind and m in rows]
+            out[m][kind] = statistics.mean(ds) if ds else None
+    return out
+
+
+def _met(flag: Optional[bool]) -> str:
+    return "not measured" if flag is None else ("met" if flag else "NOT met")
 
 
 def markdown(table: dict[str, dict[str, dict[str, Any]]], tg: dict[str, Any], config: dict[str, Any]) -> str:
@@ -392,44 +488,74 @@ def markdown(table: dict[str, dict[str, dict[str, Any]]], tg: dict[str, Any], co
         "",
         f"{config['image_size']} x {config['image_size']} images, {config['steps']} steps of batch {config['batch_size']}, "
         f"Adam lr {config['lr']} cosine to 0, Dice+BCE loss, {config['num_train']} training and {config['num_test']} test "
-        f"images per task and seed, seeds {config['seeds']}, parameter budget {config['params']:,} (+-10%).",
+        f"images per task and seed, seeds {config['seeds']}, parameter budget {config['params']:,} (+-10%)"
+        + (f", SDN models with {json.dumps(config['sdn_args'])}" if config.get("sdn_args") else "")
+        + ".",
         "Dice: mean +- standard deviation over seeds [min, max]; HD95 in pixels, mean over seeds of the mean over test "
         "images where it is finite (inf: images with an empty prediction, summed over seeds); time per step: median; "
         "x transunet: median over seeds of the ratio to `transunet` measured in the same job.",
-        "",
-        "| task | model | params | test Dice | HD95 (px) | inf | train time (s) | ms / step | x transunet | peak MB |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for task, rows in table.items():
-        best = max(r["dice_mean"] for r in rows.values())
-        for name, r in rows.items():
-            dice_txt = f"{r['dice_mean']:.3f} +- {r['dice_sd']:.3f} [{r['dice_min']:.2f}, {r['dice_max']:.2f}]"
-            if r["dice_mean"] == best:
-                dice_txt = f"**{dice_txt}**"
-            hd = "n/a" if r["hd95"] is None else f"{r['hd95']:.1f}"
-            ratio = "n/a" if r["step_vs_transunet"] is None else f"{r['step_vs_transunet']:.2f}"
-            mem = "n/a" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
-            lines.append(
-                f"| {task} | {name} | {r['params']:,} | {dice_txt} | {hd} | {r['hd95_infinite']} | "
-                f"{r['train_time_s']:.0f} | {r['step_ms']:.0f} | {ratio} | {mem} |"
-            )
-    lines += ["", "## Targets (from this run's numbers)", ""]
-    for task, v in tg["per_task"].items():
-        lr = v["large_rf_minus_unet"]
-        lines.append(
-            f"- {task}: best {v['best_model']}; sdn_unet within 0.02 of best: {v['sdn_unet_within_0.02_of_best']}; "
-            f"sdn_unet step <= 1/3 of transunet: {v['sdn_unet_step_le_third_of_transunet']}; unet >= 0.15 below sdn_unet: "
-            f"{v['unet_0.15_below_sdn_unet']}; unet_large_rf - unet Dice: {'n/a' if lr is None else f'{lr:+.3f}'}"
-        )
+    for kind in TASK_KINDS:
+        tasks = [t for t in table if task_kind(t) == kind]
+        if not tasks:
+            continue
+        lines += [
+            "",
+            f"## {kind.capitalize()} tasks",
+            "",
+            "| task | model | params | test Dice | HD95 (px) | inf | train time (s) | ms / step | x transunet | peak MB |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for task in tasks:
+            rows = table[task]
+            best = max(r["dice_mean"] for r in rows.values())
+            for name, r in rows.items():
+                dice_txt = f"{r['dice_mean']:.3f} +- {r['dice_sd']:.3f} [{r['dice_min']:.2f}, {r['dice_max']:.2f}]"
+                if r["dice_mean"] == best:
+                    dice_txt = f"**{dice_txt}**"
+                hd = "n/a" if r["hd95"] is None else f"{r['hd95']:.1f}"
+                ratio = "n/a" if r["step_vs_transunet"] is None else f"{r['step_vs_transunet']:.2f}"
+                mem = "n/a" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+                lines.append(
+                    f"| {task} | {name} | {r['params']:,} | {dice_txt} | {hd} | {r['hd95_infinite']} | "
+                    f"{r['train_time_s']:.0f} | {r['step_ms']:.0f} | {ratio} | {mem} |"
+                )
+    means = kind_means(table)
     lines += [
         "",
-        f"- sdn_unet best or within 0.02 of best on {tg['sdn_unet_within_0.02_of_best_on_tasks']} task(s), and that at "
-        f"<= 1/3 of transunet's step time on {tg['sdn_unet_best_and_cheap_on_tasks']} (target: 4 of 5): "
-        f"{'met' if tg['target_best_on_4_of_5_at_third_of_transunet_step'] else 'NOT met'}",
-        f"- unet >= 0.15 Dice below sdn_unet on {tg['unet_0.15_below_on_tasks']} task(s) (target: 3): "
-        f"{'met' if tg['target_unet_gap_on_3'] else 'NOT met'}",
+        "## Which models learn what: mean Dice over the tasks of each kind",
         "",
+        "| model | " + " | ".join(TASK_KINDS) + " |",
+        "|---|" + "---:|" * len(TASK_KINDS),
     ]
+    for m, by_kind in means.items():
+        lines.append(f"| {m} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in by_kind.values()) + " |")
+    st, rel, cost = tg["statistic"], tg["relational"], tg["cost"]
+    cue = st["sdn_unet_cue_any_side"]
+    lines += ["", "## Targets (from this run's numbers)", ""]
+    for task, v in tg["per_task"].items():
+        gap = v["sdn_unet_minus_pool_unet"]
+        lines.append(
+            f"- {task} ({v['kind']}): best {v['best_model']}; sdn_unet {v['sdn_unet_dice']:.3f}, within 0.02 of best: "
+            f"{v['sdn_unet_within_0.02_of_best']}; sdn_unet - pool_unet: {'n/a' if gap is None else f'{gap:+.3f}'}"
+        )
+    ratios = cost["sdn_unet_over_transunet_at_96"]
+    lines += [
+        "",
+        f"- Statistic: sdn_unet >= 0.95 on cue_any_side (mean of seeds): {'n/a' if cue is None else f'{cue:.3f}'}, "
+        f"{_met(st['target_cue_any_side_ge_0.95'] if cue is not None else None)}; within 0.02 of the best on every "
+        f"statistic task (on {', '.join(st['sdn_unet_within_0.02_of_best_on']) or 'none'}): "
+        f"{_met(st['target_within_0.02_on_every_statistic_task'])}",
+        f"- Relational: sdn_unet best or within 0.02 of the best on every relational task (on "
+        f"{', '.join(rel['sdn_unet_within_0.02_of_best_on']) or 'none'}): {_met(rel['target_within_0.02_on_every_relational_task'])}; "
+        f">= 0.15 above pool_unet on at least two (on {', '.join(rel['sdn_unet_0.15_above_pool_unet_on']) or 'none'}): "
+        f"{_met(rel['target_0.15_above_pool_unet_on_2'])}",
+        f"- Cost at {COST_TARGET_SIZE} x {COST_TARGET_SIZE} (from `--cost`, holistic_cost.json): sdn_unet step <= "
+        f"{COST_TARGET_RATIO} x transunet's: "
+        + ("not measured (run with --cost --cost-sizes 96 into the same --out)" if ratios is None else
+           ", ".join(f"{t} {r:.2f}" for t, r in ratios.items()) + f": {_met(cost['target_le_0.6'])}"),
+        "",
+    ]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -448,7 +574,7 @@ def save_figures(out: Path, jobs: list[dict[str, Any]], models: list[str], erf_s
     rows = [j for j in jobs if j["seed"] == erf_seed and all(r["extras"] for r in j["results"])]
     if not rows:
         return []
-    rows.sort(key=lambda j: list(HOLISTIC_TASKS).index(j["task"]))
+    rows.sort(key=lambda j: list(TASK_REGISTRY).index(j["task"]))
     h, w = rows[0]["x0"].shape
     scale, pad, header, label = 3, 6, 16, 110
     tw, th = w * scale, h * scale
@@ -491,9 +617,9 @@ def save_figures(out: Path, jobs: list[dict[str, Any]], models: list[str], erf_s
 def write_report(args: argparse.Namespace, config: dict[str, Any], specs: dict[str, Any], mach: dict[str, Any],
                  jobs: list[dict[str, Any]], rf: dict[str, float], wall: float) -> None:  # fmt: skip
     records = [r["record"] for j in jobs for r in j["results"]]
-    records.sort(key=lambda r: (list(HOLISTIC_TASKS).index(r["task"]), args.models.index(r["model"]), r["seed"]))
-    table = summarise(records, [t for t in HOLISTIC_TASKS if t in args.tasks], args.models)
-    tg = targets(table)
+    records.sort(key=lambda r: (list(TASK_REGISTRY).index(r["task"]), args.models.index(r["model"]), r["seed"]))
+    table = summarise(records, [t for t in TASK_REGISTRY if t in args.tasks], args.models)
+    tg = targets(table, cost_ratios(args.out))
     doc = {
         "benchmark": "bench_holistic",
         "config": config,
@@ -511,57 +637,65 @@ def write_report(args: argparse.Namespace, config: dict[str, Any], specs: dict[s
 
 
 def measure_cost(args: argparse.Namespace, specs: dict[str, dict[str, Any]]) -> int:
-    """Median time of one training step per model and image size, steps interleaved round-robin."""
+    """Median time of one training step per model, image size and task (a batch of that task's
+    training images), steps interleaved round-robin over the models."""
     device = torch.device(args.device)
     loss_fn = DiceCELoss()
     rows = []
     for size in args.cost_sizes:
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(args.batch_size, 1, size, size, generator=g).to(device)
-        y = (torch.rand(args.batch_size, 1, size, size, generator=g) > 0.9).float().to(device)
-        nets, opts, times = {}, {}, {}
+        nets, opts = {}, {}
         for name in args.models:
             torch.manual_seed(0)
-            nets[name] = build(name, size, specs[name]["args"][specs[name]["knob"]]).to(device).train()
+            nets[name] = build(name, size, specs[name]["args"][specs[name]["knob"]], specs[name]["sdn_args"]).to(device).train()
             opts[name] = torch.optim.Adam(nets[name].parameters(), lr=args.lr)
-            times[name] = []
+        for task in args.cost_tasks:
+            x, y = (t.to(device) for t in render(task, args.batch_size, "train", 0, size))
+            times: dict[str, list[float]] = {name: [] for name in args.models}
 
-        def step(name: str) -> float:
-            t0 = time.perf_counter()
-            opts[name].zero_grad(set_to_none=True)
-            loss_fn(nets[name](x), y).backward()
-            opts[name].step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            return time.perf_counter() - t0
+            def step(name: str) -> float:
+                t0 = time.perf_counter()
+                opts[name].zero_grad(set_to_none=True)
+                loss_fn(nets[name](x), y).backward()
+                opts[name].step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                return time.perf_counter() - t0
 
-        for name in args.models:  # warm-up (Adam state, allocator)
-            step(name)
-        for _ in range(args.cost_rounds):
+            for name in args.models:  # warm-up (Adam state, allocator)
+                step(name)
+            for _ in range(args.cost_rounds):
+                for name in args.models:
+                    times[name].append(step(name))
+            base = statistics.median(times[TIME_BASELINE]) if TIME_BASELINE in times else None
             for name in args.models:
-                times[name].append(step(name))
-        base = statistics.median(times[TIME_BASELINE]) if TIME_BASELINE in times else None
-        for name in args.models:
-            med = statistics.median(times[name])
-            rows.append({"size": size, "model": name, "params": count(nets[name]), "step_ms": 1000 * med,
-                         "vs_transunet": med / base if base else None})  # fmt: skip
-            print(f"  {size:>4}px  {name:<14} {1000 * med:8.0f} ms/step  x transunet {rows[-1]['vs_transunet'] or float('nan'):.2f}", flush=True)
+                med = statistics.median(times[name])
+                rows.append({"size": size, "task": task, "kind": task_kind(task), "model": name, "params": count(nets[name]),
+                             "step_ms": 1000 * med, "vs_transunet": med / base if base else None})  # fmt: skip
+                print(f"  {size:>4}px {task:<20} {name:<14} {1000 * med:8.0f} ms/step  "
+                      f"x transunet {rows[-1]['vs_transunet'] or float('nan'):.2f}", flush=True)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "bench_holistic --cost", "batch_size": args.batch_size, "rounds": args.cost_rounds,
-           "machine": machine(args), "rows": rows}  # fmt: skip
-    (args.out / "holistic_cost.json").write_text(json.dumps(doc, indent=1) + "\n")
+           "sdn_args": args.sdn_args, "models": specs, "machine": machine(args), "rows": rows}  # fmt: skip
+    (args.out / "holistic_cost.json").write_text(json.dumps(doc, indent=1, default=list) + "\n")
     lines = [
-        f"Time per training step (batch {args.batch_size}, median of {args.cost_rounds} steps interleaved round-robin "
-        "over the models; the same widths as the benchmark, transunet position embeddings laid out for each size):",
+        f"Time per training step (batch {args.batch_size} of the task's training images, median of {args.cost_rounds} "
+        "steps interleaved round-robin over the models; the same widths as the benchmark, transunet position "
+        "embeddings laid out for each size; in brackets: x transunet):",
         "",
-        "| image | " + " | ".join(args.models) + " |",
-        "|---|" + "---:|" * len(args.models),
+        "| image | task (kind) | " + " | ".join(args.models) + " |",
+        "|---|---|" + "---:|" * len(args.models),
     ]
     for size in args.cost_sizes:
-        cells = [r for r in rows if r["size"] == size]
-        lines.append(f"| {size} x {size} | " + " | ".join(
-            f"{r['step_ms']:.0f} ms ({r['vs_transunet']:.2f})" if r["vs_transunet"] else f"{r['step_ms']:.0f} ms" for r in cells
-        ) + " |")  # fmt: skip
+        for task in args.cost_tasks:
+            cells = [r for r in rows if r["size"] == size and r["task"] == task]
+            lines.append(f"| {size} x {size} | {task} ({task_kind(task)}) | " + " | ".join(
+                f"{r['step_ms']:.0f} ms ({r['vs_transunet']:.2f})" if r["vs_transunet"] else f"{r['step_ms']:.0f} ms" for r in cells
+            ) + " |")  # fmt: skip
+    ratios = cost_ratios(args.out)
+    if ratios is not None:
+        ok = all(r <= COST_TARGET_RATIO for r in ratios.values())
+        lines += ["", f"Target: sdn_unet step <= {COST_TARGET_RATIO} x transunet's at {COST_TARGET_SIZE} x {COST_TARGET_SIZE}: "
+                  + ", ".join(f"{t} {r:.2f}" for t, r in ratios.items()) + f": {_met(ok)}"]  # fmt: skip
     lines.append("")
     (args.out / "holistic_cost.md").write_text("\n".join(lines))
     print("\n".join(lines))
@@ -572,13 +706,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    specs = match_budget(args.models, args.image_size, args.params)
+    specs = match_budget(args.models, args.image_size, args.params, args.sdn_args)
     if args.cost:
         return measure_cost(args, specs)
     rf = {}
     print(f"parameter budget {args.params:,} (+-10%):")
     for name, s in specs.items():
-        m = build(name, args.image_size, s["args"][s["knob"]])
+        m = build(name, args.image_size, s["args"][s["knob"]], s["sdn_args"])
         rf[name] = rf_covers_image(m, args.image_size)
         print(f"  {name:<14} {s['params']:>8,}  {s['knob']}={s['args'][s['knob']]:<4} "
               f"receptive field from a corner covers {100 * rf[name]:.0f}% of the image", flush=True)  # fmt: skip

@@ -13,12 +13,16 @@ from spatialrec.data import (
     HOLISTIC_TASKS,
     ConnectedToMarker,
     InsideOutside,
+    InsideWhichRegion,
     MinorityKind,
+    NearerMarker,
+    SameBand,
     SameShapeAsReference,
     SyntheticLongRange,
     make_task,
     task_splits,
 )
+from spatialrec.data.synthetic import TASK_KINDS, TASK_REGISTRY, list_tasks, task_kind
 
 TASKS = tuple(HOLISTIC_TASKS)
 
@@ -41,6 +45,13 @@ def _swap_cue(ds, layout, rng):
         return dataclasses.replace(layout, closed=(layout.closed + 1) % len(layout.contours))
     if isinstance(ds, ConnectedToMarker):
         return dataclasses.replace(layout, target=(layout.target + 1) % len(layout.curves))
+    if isinstance(ds, NearerMarker):
+        return dataclasses.replace(layout, bright=1 - layout.bright)  # the markers swap grey levels
+    if isinstance(ds, SameBand):
+        others = [b for b in range(ds.num_bands) if b != layout.marker_band]
+        return dataclasses.replace(layout, marker_band=int(rng.choice(others)))  # the marker moves to another band
+    if isinstance(ds, InsideWhichRegion):
+        return dataclasses.replace(layout, marked=1 - layout.marked)  # the marker moves to the other region
     objs = list(layout.objects)
     if isinstance(ds, SameShapeAsReference):
         other = next(o[3] for o in objs[1:] if o[3] != objs[0][3])
@@ -100,7 +111,10 @@ def _far_label_change(ds, index, rng):
 
 # Minimal distance (pixels, 48 x 48 images) over 20 samples at which the label still changes when
 # only the cue changes: well beyond the few pixels a 3x3 convolution or two can see.
-FAR = {"cue_any_side": 24.0, "inside_outside": 12.0, "connected_to_marker": 12.0, "same_shape": 20.0, "minority_kind": 15.0}
+FAR = {
+    "cue_any_side": 24.0, "inside_outside": 12.0, "connected_to_marker": 12.0, "same_shape": 20.0, "minority_kind": 15.0,
+    "nearer_marker": 12.0, "same_band": 12.0, "inside_which_region": 10.0,
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -180,3 +194,98 @@ def test_make_task_errors_and_impossible_layouts():
         task_splits("same_shape", split="train")
     with pytest.raises(ValueError, match="could not place"):
         MinorityKind(1, image_size=24, num_objects=15, radius_range=(0.18, 0.2))[0]
+
+
+# ---------------------------------------------------------------------------- kinds
+
+
+def test_registry_kinds():
+    assert list(HOLISTIC_TASKS) == list(TASK_REGISTRY) and HOLISTIC_TASKS["same_band"] is SameBand
+    assert set(list_tasks("statistic")) == {"cue_any_side", "inside_outside", "same_shape", "minority_kind"}
+    assert set(list_tasks("relational")) == {"connected_to_marker", "nearer_marker", "same_band", "inside_which_region"}
+    for name, spec in TASK_REGISTRY.items():
+        assert spec.kind in TASK_KINDS and task_kind(name) == spec.kind == type(make_task(name, 1)).kind
+    with pytest.raises(ValueError, match="kind"):
+        list_tasks("local")
+    with pytest.raises(TypeError, match="task name"):
+        make_task(3)
+
+
+def test_wrong_types_raise_type_error():
+    for kwargs in ({"num_samples": 2.0}, {"seed": "0"}, {"noise_std": "0.1"}):
+        with pytest.raises(TypeError, match=next(iter(kwargs))):
+            NearerMarker(**kwargs)
+    with pytest.raises(TypeError, match="num_kinds"):
+        SyntheticLongRange(4, num_kinds=2.0)
+
+
+@pytest.mark.parametrize("name", list_tasks("relational"))
+def test_relational_flip_keeps_the_histogram(name):
+    """The label-flipping change leaves the noiseless image histogram exactly as it was: no global
+    statistic of the grey levels can tell the answer."""
+    ds = _noiseless(make_task(name, 20, seed=4))
+    rng = np.random.default_rng(1)
+    for i in range(len(ds)):
+        layout = ds.layout(i)
+        img0, mask0 = _render(ds, layout)
+        img1, mask1 = _render(ds, _swap_cue(ds, layout, rng))
+        assert (mask0 != mask1).sum() >= 10, (name, i)
+        assert not np.array_equal(img0, img1)
+        np.testing.assert_array_equal(np.sort(img0, axis=None), np.sort(img1, axis=None), err_msg=f"{name} {i}")
+
+
+def _components(binary):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    labels, n = ndimage.label(binary)
+    return [labels == k for k in range(1, n + 1)]
+
+
+def _fill(m):
+    """Fraction of its bounding box a bool mask fills: 1 for a square, about 0.8 for a disc."""
+    r, c = np.nonzero(m)
+    return m.sum() / ((r.max() - r.min() + 1) * (c.max() - c.min() + 1))
+
+
+# A global statistic of the noiseless image that decides the label of each statistic task.
+STATISTIC = {
+    "cue_any_side": lambda img: float(img.mean()),  # the cue stripe's grey level
+    "same_shape": lambda img: round(float(_fill(img == 1.0)), 3),  # the bright object's shape
+    "minority_kind": lambda img: sum(_fill(m) > 0.99 for m in _components(img > 0)),  # number of squares (a square fills its box)
+    "inside_outside": lambda img: int((img == 1.0).sum()),  # the total curve length
+}
+
+
+@pytest.mark.parametrize("name", list_tasks("statistic"))
+def test_statistic_tasks_change_a_global_statistic_with_the_label(name):
+    ds = _noiseless(make_task(name, 20, seed=4))
+    rng = np.random.default_rng(1)
+    changed = 0
+    for i in range(len(ds)):
+        layout = ds.layout(i)
+        img0, mask0 = _render(ds, layout)
+        img1, mask1 = _render(ds, _swap_cue(ds, layout, rng))
+        assert (mask0 != mask1).any()
+        changed += STATISTIC[name](img0) != STATISTIC[name](img1)
+    # inside_outside: where both gaps hide the same number of curve pixels (about one sample in
+    # four) the flip keeps the histogram; that is why the task is not counted as relational.
+    assert changed >= (12 if name == "inside_outside" else 20), (name, changed)
+
+
+def test_new_relational_tasks_keep_their_geometry():
+    ds = _noiseless(NearerMarker(10, seed=0))
+    for i in range(10):
+        lay = ds.layout(i)
+        for cy, cx, r in lay.objects:
+            d = [np.hypot(cy - m[0], cx - m[1]) for m in lay.markers]
+            assert min(d) >= 12 and abs(d[0] - d[1]) >= 4
+    bands = _noiseless(SameBand(10, seed=0))
+    assert {bands.layout(i).vertical for i in range(10)} == {False, True}  # both orientations occur
+    for i in range(10):
+        lay = bands.layout(i)
+        assert {o[3] for o in lay.objects} >= {lay.marker_band} and len({o[3] for o in lay.objects}) >= 2
+    regions = _noiseless(InsideWhichRegion(5, seed=0))
+    for i in range(5):
+        lay = regions.layout(i)
+        img, mask = _render(regions, lay)
+        my, mx = lay.marker_points[lay.marked]
+        assert img[int(my), int(mx)] == 1.0 and (img[mask] == 0.7).all()

@@ -11,7 +11,7 @@ from spatialrec.blocks import ResidualSDNBlock, SDNBlock, set_sdn_backend
 from spatialrec.models import TransUNet, UNet, UNetPlusPlus, create_model, list_models, register_model
 from spatialrec.models.registry import unregister_model
 
-REQUIRED = ["sdn_transunet", "sdn_unet", "sdn_unet_pp", "transunet", "unet", "unet_pp"]
+REQUIRED = ["pool_unet", "sdn_transunet", "sdn_unet", "sdn_unet_pp", "transunet", "unet", "unet_pp"]
 # captured at import, before any test registers its own; the 2D models (the 3D ones, "*3d", are
 # tested on volumes in tests/models/test_unet3d.py)
 BUILTIN = [n for n in list_models() if not n.endswith("3d")]

@@ -4,7 +4,7 @@
   :class:`UNetPlusPlus` (SDN-UNet++), :class:`TransUNet` (the Transformer hybrid, with SDN the
   SDN-Transformer hybrid).
 - :func:`create_model`, :func:`list_models`, :func:`register_model`: the registry. Each model
-  module registers its own entries: ``unet``, ``sdn_unet``, ``unet3d``, ``sdn_unet3d``
+  module registers its own entries: ``unet``, ``sdn_unet``, ``pool_unet``, ``unet3d``, ``sdn_unet3d``
   (:mod:`.unet`), ``unet_pp``, ``sdn_unet_pp`` (:mod:`.unet_pp`), ``transunet``,
   ``sdn_transunet`` (:mod:`.transunet`).
 

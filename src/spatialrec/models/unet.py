@@ -22,6 +22,45 @@ from ..ops import DirectionLike
 from .common import MAX_POOL, LevelsLike, UNetFamily, check_model_input, crop_window, pad_to_multiple, parse_levels
 from .registry import register_model
 
+#: Values of ``UNet(bottleneck_context=...)``: ``"none"`` or ``"se"`` (:class:`SqueezeExcite`).
+BOTTLENECK_CONTEXTS = ("none", "se")
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: a global-statistic path, not recurrence.
+
+    Averages every channel over the whole map (the squeeze), passes the ``C`` averages through a
+    two-layer MLP (``C -> hidden -> C``, ReLU between) and multiplies each channel by the sigmoid of
+    its output (the excitation). Every output pixel then depends on every input pixel, but only
+    through ``C`` numbers that forget where anything was: it can bring in *what* is in the image
+    (a grey level, a count), not *where* it is relative to the pixel.
+
+    Args:
+        channels: ``C``, the channels of the map.
+        reduction: ``hidden = max(1, C // reduction)``; default 4.
+
+    Shape:
+        ``(B, C, *spatial) -> (B, C, *spatial)``, any number of spatial dimensions.
+
+    Example:
+        >>> SqueezeExcite(8)(torch.randn(2, 8, 5, 7)).shape
+        torch.Size([2, 8, 5, 7])
+    """
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.channels = check_int("channels", channels)
+        self.reduction = check_int("reduction", reduction)
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, C, *spatial)`` -> ``x`` times per-channel gates in ``(0, 1)``, same shape."""
+        if x.dim() < 3 or x.shape[1] != self.channels:
+            raise ValueError(f"x must be (B, {self.channels}, *spatial), got shape {tuple(x.shape)}")
+        gates = torch.sigmoid(self.mlp(x.flatten(2).mean(-1)))  # (B, C)
+        return x * gates.reshape(*gates.shape, *([1] * (x.dim() - 2)))
+
 
 class UNet(UNetFamily):
     """U-Net with VGG blocks, and SDN blocks at the levels you choose (SDN-UNet), in 2D or 3D.
@@ -53,6 +92,9 @@ class UNet(UNetFamily):
         pad_mode: ``"reflect"`` (default), ``"replicate"`` or ``"constant"`` (zeros).
         spatial_dims: 2 (``(B, C, H, W)`` images, default) or 3 (``(B, C, D, H, W)`` volumes).
         norm: ``"batch"`` or ``"instance"``; default batch in 2D, instance in 3D.
+        bottleneck_context: ``"none"`` (default) or ``"se"``: a :class:`SqueezeExcite` block on the
+            deepest map, a global-average-pool path (the pooling baseline ``pool_unet``).
+        context_reduction: the SE block's ``reduction``; default 4.
 
     Shape:
         ``(B, in_channels, *spatial) -> (B, num_classes, *spatial)`` logits.
@@ -83,6 +125,8 @@ class UNet(UNetFamily):
         pad_mode: str = "reflect",
         spatial_dims: int = 2,
         norm: Optional[str] = None,
+        bottleneck_context: str = "none",
+        context_reduction: int = 4,
     ) -> None:
         super().__init__()
         sdn = self._set_options(
@@ -101,7 +145,10 @@ class UNet(UNetFamily):
             for lv in range(depth + 1)
         )
         # A hook for models that transform the deepest map (TransUNet puts its Transformer here).
-        self.bottleneck: nn.Module = nn.Identity()
+        self.bottleneck_context = check_choice("bottleneck_context", bottleneck_context, BOTTLENECK_CONTEXTS)
+        self.bottleneck: nn.Module = (
+            SqueezeExcite(self.widths[depth], context_reduction) if bottleneck_context == "se" else nn.Identity()
+        )
         # decoder[i] produces level depth-1-i: the published code's up-sampling stage i.
         self.decoder = nn.ModuleList(
             UpBlock(self.widths[lv + 1], self.widths[lv], kind(lv in self.decoder_sdn), upsample, **sdn)
@@ -246,6 +293,24 @@ def sdn_unet(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> UN
     return UNet(in_channels, num_classes, **kw)
 
 
+@register_model(spatial_dims=2)
+def pool_unet(in_channels: int = 3, num_classes: int = 1, **overrides: Any) -> UNet:
+    """Pooling baseline: :func:`unet` with a squeeze-and-excitation block on the deepest map
+    (``bottleneck_context="se"``).
+
+    Its only long-range path is a global statistic (per-channel averages over the whole map
+    gating the channels), not recurrence and not attention: it can use *what* the image holds,
+    not *where*. The benchmark's control for tasks a global statistic solves.
+
+    Example:
+        >>> m = pool_unet(1, 1, depth=2, base_width=4)
+        >>> m(torch.randn(1, 1, 20, 28)).shape, type(m.bottleneck).__name__
+        (torch.Size([1, 1, 20, 28]), 'SqueezeExcite')
+    """
+    kw: dict[str, Any] = {"depth": 4, "base_width": 32, "upsample": "interpolate", "bottleneck_context": "se"}
+    return UNet(in_channels, num_classes, **(kw | overrides))
+
+
 @register_model(spatial_dims=3)
 def unet3d(in_channels: int = 1, num_classes: int = 1, **overrides: Any) -> UNet:
     """Plain 3D U-Net: ``depth=3``, ``base_width=16`` (16..128), trilinear up-sampling,
@@ -270,4 +335,4 @@ def sdn_unet3d(in_channels: int = 1, num_classes: int = 1, **overrides: Any) -> 
     return UNet(in_channels, num_classes, spatial_dims=3, **kw)
 
 
-__all__ = ["UNet", "UNet3d", "default_sdn_levels3d", "published_unet_levels"]
+__all__ = ["BOTTLENECK_CONTEXTS", "SqueezeExcite", "UNet", "UNet3d", "default_sdn_levels3d", "published_unet_levels"]
