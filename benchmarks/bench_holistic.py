@@ -1,6 +1,6 @@
 """Long-range segmentation benchmark: where spatial recurrence wins, against global pooling and attention.
 
-Trains six models on each synthetic long-range task of ``spatialrec.data.synthetic`` (every
+Trains seven models on each synthetic long-range task of ``spatialrec.data.synthetic`` (every
 task of its registry by default, ``TASK_REGISTRY``), with the same parameter budget, optimiser,
 schedule, loss, data and batch order, for several seeds, and reports test Dice (mean and spread
 over seeds), HD95, training wall time, time per step (also as a ratio to ``transunet`` in the
@@ -22,6 +22,9 @@ The models (all depth 2 on 48 x 48 unless said otherwise):
   pool -> MLP -> channel gates): a global-statistic path, no recurrence, no attention.
 - ``sdn_unet``: ``unet`` with an SDN block at the deepest level (12 x 12), sweeping right, down,
   left, up (all four directions: the cues of these tasks can be on any side of the target).
+- ``sdn_unet_published``: the same network and parameters with the published SDN cell
+  (``carry="prior"``, serial sweeps, ``spatialrec.layers.PUBLISHED_CELL``): ``sdn_unet`` before the
+  cell options.
 - ``transunet``: ``unet`` with a 2-layer Transformer on the deepest map (one token per pixel).
 - ``sdn_transunet``: ``transunet`` (token width 16) with an SDN block (four directions) in the
   decoder at 1/2 resolution, the registry's SDN-Transformer hybrid.
@@ -95,6 +98,8 @@ from bench_models import reset_peak_rss, status_kib, trim_heap  # noqa: E402  (t
 
 from spatialrec.analysis import effective_receptive_field, erf_rgb, prediction_rgb, receptive_field_support  # noqa: E402
 from spatialrec.data import make_task  # noqa: E402
+from spatialrec.blocks import set_sdn_cell  # noqa: E402
+from spatialrec.layers import PUBLISHED_CELL  # noqa: E402
 from spatialrec.data.synthetic import TASK_KINDS, TASK_REGISTRY, list_tasks, task_kind  # noqa: E402
 from spatialrec.losses import DiceCELoss  # noqa: E402
 from spatialrec.metrics import dice, hd95, to_masks  # noqa: E402
@@ -107,6 +112,13 @@ MODEL_SPECS: dict[str, tuple[str, dict[str, Any], tuple[str, list[int]]]] = {
     "unet_large_rf": ("unet", {"depth": 4}, ("base_width", list(range(2, 17)))),
     "pool_unet": ("pool_unet", {"depth": 2}, ("base_width", list(range(4, 33)))),
     "sdn_unet": (
+        "sdn_unet",
+        {"depth": 2, "base_width": 8, "encoder_sdn": (2,), "directions": ALL_DIRECTIONS},
+        ("state_size", list(range(4, 97))),
+    ),
+    # The same network with the published SDN cell (carry="prior", serial sweeps; set after
+    # building, see build()): what sdn_unet was before the cell options.
+    "sdn_unet_published": (
         "sdn_unet",
         {"depth": 2, "base_width": 8, "encoder_sdn": (2,), "directions": ALL_DIRECTIONS},
         ("state_size", list(range(4, 97))),
@@ -194,7 +206,10 @@ def build(name: str, image_size: int, knob_value: int, sdn_args: Optional[dict[s
     kw[knob] = knob_value
     if "transunet" in registry:
         kw["img_size"] = image_size
-    return spatialrec.create_model(registry, in_channels=1, num_classes=1, **kw)
+    model = spatialrec.create_model(registry, in_channels=1, num_classes=1, **kw)
+    if name.endswith("_published"):
+        set_sdn_cell(model, **PUBLISHED_CELL)
+    return model
 
 
 def count(model: torch.nn.Module) -> int:

@@ -113,7 +113,7 @@ def _far_label_change(ds, index, rng):
 # only the cue changes: well beyond the few pixels a 3x3 convolution or two can see.
 FAR = {
     "cue_any_side": 24.0, "inside_outside": 12.0, "connected_to_marker": 12.0, "same_shape": 20.0, "minority_kind": 15.0,
-    "nearer_marker": 12.0, "same_band": 12.0, "inside_which_region": 10.0,
+    "nearer_marker": 12.0, "same_band": 12.0, "inside_which_region": 10.0, "reachable_along_curve": 12.0,
 }  # fmt: skip
 
 
@@ -201,8 +201,8 @@ def test_make_task_errors_and_impossible_layouts():
 
 def test_registry_kinds():
     assert list(HOLISTIC_TASKS) == list(TASK_REGISTRY) and HOLISTIC_TASKS["same_band"] is SameBand
-    assert set(list_tasks("statistic")) == {"cue_any_side", "inside_outside", "same_shape", "minority_kind"}
-    assert set(list_tasks("relational")) == {"connected_to_marker", "nearer_marker", "same_band", "inside_which_region"}
+    assert set(list_tasks("statistic")) == {"cue_any_side", "inside_outside", "same_shape", "minority_kind", "connected_to_marker"}
+    assert set(list_tasks("relational")) == {"reachable_along_curve", "nearer_marker", "same_band", "inside_which_region"}
     for name, spec in TASK_REGISTRY.items():
         assert spec.kind in TASK_KINDS and task_kind(name) == spec.kind == type(make_task(name, 1)).kind
     with pytest.raises(ValueError, match="kind"):
@@ -252,6 +252,7 @@ STATISTIC = {
     "same_shape": lambda img: round(float(_fill(img == 1.0)), 3),  # the bright object's shape
     "minority_kind": lambda img: sum(_fill(m) > 0.99 for m in _components(img > 0)),  # number of squares (a square fills its box)
     "inside_outside": lambda img: int((img == 1.0).sum()),  # the total curve length
+    "connected_to_marker": lambda img: round(float(img.sum()), 3),  # the dot's pixels replace a varying mix of curve and background
 }
 
 
@@ -268,7 +269,11 @@ def test_statistic_tasks_change_a_global_statistic_with_the_label(name):
         changed += STATISTIC[name](img0) != STATISTIC[name](img1)
     # inside_outside: where both gaps hide the same number of curve pixels (about one sample in
     # four) the flip keeps the histogram; that is why the task is not counted as relational.
-    assert changed >= (12 if name == "inside_outside" else 20), (name, changed)
+    # connected_to_marker: the dot of the original task replaces a mix of curve and background
+    # pixels that differs from curve to curve in 19 samples of these 20 (reachable_along_curve is
+    # the version where it never does).
+    least = {"inside_outside": 12, "connected_to_marker": 18}.get(name, 20)
+    assert changed >= least, (name, changed)
 
 
 def test_new_relational_tasks_keep_their_geometry():

@@ -11,18 +11,19 @@ import math
 import torch
 
 
-def _gru_pixel(a, p, w_ih, w_hh, b_ih, b_hh):
+def _gru_pixel(a, p, w_ih, w_hh, b_ih, b_hh, keep=None):
     s = p.shape[0]
     g_i = w_ih @ a + b_ih
     g_h = w_hh @ p + b_hh
     r = 1 / (1 + torch.exp(-(g_i[:s] + g_h[:s])))
     z = 1 / (1 + torch.exp(-(g_i[s : 2 * s] + g_h[s : 2 * s])))
     n = torch.tanh(g_i[2 * s :] + r * g_h[2 * s :])
-    return z * n + (1 - z) * p
+    return z * n + (1 - z) * (p if keep is None else keep)
 
 
-def naive_scan(x, w_ih, w_hh, b_ih, b_hh, direction):
-    """x: (B, S, H, W) -> (B, S, H, W), computed pixel by pixel in float64."""
+def naive_scan(x, w_ih, w_hh, b_ih, b_hh, direction, carry="prior"):
+    """x: (B, S, H, W) -> (B, S, H, W), computed pixel by pixel in float64. ``carry="line"``: the
+    update keeps the already swept pixel one step back along the sweep, not the pixel's own input."""
     x = x.detach().double()
     w_ih, w_hh, b_ih, b_hh = (t.detach().double() for t in (w_ih, w_hh, b_ih, b_hh))
     bsz, s, height, width = x.shape
@@ -38,22 +39,22 @@ def naive_scan(x, w_ih, w_hh, b_ih, b_hh, direction):
             for i in range(1, height):
                 for j in range(width):
                     a = torch.cat([at(b, i - 1, j - 1), at(b, i - 1, j), at(b, i - 1, j + 1)])
-                    out[b, :, i, j] = _gru_pixel(a, x[b, :, i, j], w_ih, w_hh, b_ih, b_hh)
+                    out[b, :, i, j] = _gru_pixel(a, x[b, :, i, j], w_ih, w_hh, b_ih, b_hh, a[s : 2 * s] if carry == "line" else None)
         elif direction == "up":
             for i in range(height - 2, -1, -1):
                 for j in range(width):
                     a = torch.cat([at(b, i + 1, j - 1), at(b, i + 1, j), at(b, i + 1, j + 1)])
-                    out[b, :, i, j] = _gru_pixel(a, x[b, :, i, j], w_ih, w_hh, b_ih, b_hh)
+                    out[b, :, i, j] = _gru_pixel(a, x[b, :, i, j], w_ih, w_hh, b_ih, b_hh, a[s : 2 * s] if carry == "line" else None)
         elif direction == "right":
             for j in range(1, width):
                 for i in range(height):
                     a = torch.cat([at(b, i - 1, j - 1), at(b, i, j - 1), at(b, i + 1, j - 1)])
-                    out[b, :, i, j] = _gru_pixel(a, x[b, :, i, j], w_ih, w_hh, b_ih, b_hh)
+                    out[b, :, i, j] = _gru_pixel(a, x[b, :, i, j], w_ih, w_hh, b_ih, b_hh, a[s : 2 * s] if carry == "line" else None)
         elif direction == "left":
             for j in range(width - 2, -1, -1):
                 for i in range(height):
                     a = torch.cat([at(b, i - 1, j + 1), at(b, i, j + 1), at(b, i + 1, j + 1)])
-                    out[b, :, i, j] = _gru_pixel(a, x[b, :, i, j], w_ih, w_hh, b_ih, b_hh)
+                    out[b, :, i, j] = _gru_pixel(a, x[b, :, i, j], w_ih, w_hh, b_ih, b_hh, a[s : 2 * s] if carry == "line" else None)
         else:
             raise ValueError(direction)
     return out

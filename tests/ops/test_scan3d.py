@@ -34,8 +34,9 @@ def _sigmoid(v: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-v))
 
 
-def naive_scan3d(x, w_ih, w_hh, b_ih, b_hh, direction: str) -> np.ndarray:
-    """One voxel at a time, straight from the written maths, in the volume's own coordinates."""
+def naive_scan3d(x, w_ih, w_hh, b_ih, b_hh, direction: str, carry: str = "prior") -> np.ndarray:
+    """One voxel at a time, straight from the written maths, in the volume's own coordinates
+    (``carry="line"``: the update keeps the previous plane's voxel at the same place)."""
     x = x.detach().double().numpy()
     w_ih, w_hh, b_ih, b_hh = (p.detach().double().numpy() for p in (w_ih, w_hh, b_ih, b_hh))
     bsz, s = x.shape[:2]
@@ -65,7 +66,8 @@ def naive_scan3d(x, w_ih, w_hh, b_ih, b_hh, direction: str) -> np.ndarray:
                     r = _sigmoid(gi[:s] + gh[:s])
                     z = _sigmoid(gi[s : 2 * s] + gh[s : 2 * s])
                     n = np.tanh(gi[2 * s :] + r * gh[2 * s :])
-                    h[b, :, here[0], here[1], here[2]] = z * n + (1 - z) * p
+                    keep = neigh[4] if carry == "line" else p  # neighbour (0, 0): the same place
+                    h[b, :, here[0], here[1], here[2]] = z * n + (1 - z) * keep
     return h
 
 

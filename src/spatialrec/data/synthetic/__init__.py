@@ -11,9 +11,9 @@ Each task has a kind (:data:`TASK_KINDS`):
 - ``"statistic"``: some global statistic of the image (the grey level of a far cue, a count, the
   shape of the one bright object) decides the label, so a global pooling path can solve it:
   ``cue_any_side`` (:class:`SyntheticLongRange`), ``inside_outside``, ``same_shape``,
-  ``minority_kind``;
+  ``minority_kind``, ``connected_to_marker`` (the dot's pixel count varies with the curve);
 - ``"relational"``: a spatial relation decides it, and the labels can flip while the noiseless
-  image histogram stays exactly the same: ``connected_to_marker``, ``nearer_marker``,
+  image histogram stays exactly the same: ``reachable_along_curve``, ``nearer_marker``,
   ``same_band``, ``inside_which_region``.
 
 :data:`TASK_REGISTRY` (with :data:`HOLISTIC_TASKS`, its name -> factory view), :func:`make_task`,
@@ -31,7 +31,7 @@ from ._draw import SHAPE_KINDS
 from .base import TASK_KINDS, TaskSettings, Transform
 from .contours import ContourLayout, InsideOutside, InsideWhichRegion, RegionsLayout
 from .cue import SyntheticLayout, SyntheticLongRange, synthetic_splits
-from .curves import ConnectedToMarker, CurvesLayout
+from .curves import ConnectedToMarker, CurvesLayout, ReachableAlongCurve
 from .markers import BandsLayout, MarkersLayout, NearerMarker, SameBand
 from .objects import MinorityKind, ObjectsLayout, SameShapeAsReference
 from .registry import HOLISTIC_TASKS, TASK_REGISTRY, TaskSpec, list_tasks, make_task, task_kind, task_splits
@@ -39,6 +39,7 @@ from .registry import HOLISTIC_TASKS, TASK_REGISTRY, TaskSpec, list_tasks, make_
 __all__ = [
     "BandsLayout",
     "ConnectedToMarker",
+    "ReachableAlongCurve",
     "ContourLayout",
     "CurvesLayout",
     "HOLISTIC_TASKS",

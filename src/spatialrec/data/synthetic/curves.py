@@ -1,4 +1,6 @@
-"""Tasks about thin curves: :class:`ConnectedToMarker` (the curve whose end carries the marker)."""
+"""Tasks about thin curves: :class:`ConnectedToMarker` (the curve whose end carries the marker dot)
+and :class:`ReachableAlongCurve` (the same with round end caps, so that the marker's place changes
+no global statistic)."""
 
 from __future__ import annotations
 
@@ -32,15 +34,12 @@ class ConnectedToMarker(_SyntheticTask):
     """Connected-to-marker: among several thin curves, segment the one that touches the marker dot.
 
     ``num_curves`` smooth curves (quadratic Bézier, ends at least ``min_length`` of the image apart)
-    of the same grey level cross each other at random; each starts in a round end cap (a disc of
-    ``marker_radius`` at a whole-pixel centre), and one cap is bright: the marker. The mask is that
-    curve, all of it, cap included. This is the "reachable along a curve" task: the label
-    propagates from the marker along the curve it touches.
+    of the same grey level cross each other at random; a brighter dot sits on one end of one of
+    them. The mask is that curve, all of it. (The task of the first benchmark run, unchanged.)
 
-    Kind: **relational**. Moving the marker to another curve's cap swaps the grey levels of two
-    caps of the same pixel count, so the noiseless histogram is exactly unchanged while every
-    pixel of both curves changes label: no global statistic of the grey levels says which curve
-    is marked, only the connection does.
+    Kind: **statistic**, strictly: the dot's pixels replace curve pixels that differ in number from
+    curve to curve, so moving it to another curve shifts the grey-level histogram a little.
+    :class:`ReachableAlongCurve` is the same task with that removed.
 
     Which dependency it tests: connectivity along a thin structure (a vessel, an airway, a
     catheter traced from where it enters), i.e. propagation that must follow the curve across
@@ -60,12 +59,13 @@ class ConnectedToMarker(_SyntheticTask):
         marker_radius: radius of the dot in pixels; default 2.0.
         noise_std, split, seed, transform: as for :class:`SyntheticLongRange`.
 
-    Items: as :class:`InsideOutside`; curves and their caps at grey level 0.6, the marker cap at 1.0.
+    Items: as :class:`InsideOutside`; curves at grey level 0.6, the dot at 1.0.
     """
 
     task_name = "connected_to_marker"
-    kind = "relational"
+    kind = "statistic"
     _task_code = 2
+    _caps = False  # ReachableAlongCurve: round end caps on every curve
 
     def __init__(
         self,
@@ -97,8 +97,9 @@ class ConnectedToMarker(_SyntheticTask):
             curves = []
             for _k in range(self.num_curves):
                 for _try in range(200):
-                    # Whole-pixel start: every cap rasterises to the same pixel count (see render).
-                    p0 = (_integer_centre(rng.uniform(m, h - 1 - m)), _integer_centre(rng.uniform(m, w - 1 - m)))
+                    p0 = (float(rng.uniform(m, h - 1 - m)), float(rng.uniform(m, w - 1 - m)))
+                    if self._caps:  # whole-pixel start: every cap rasterises to the same pixel count
+                        p0 = (_integer_centre(p0[0]), _integer_centre(p0[1]))
                     p2 = (float(rng.uniform(1, h - 2)), float(rng.uniform(1, w - 2)))
                     if math.hypot(p0[0] - p2[0], p0[1] - p2[1]) >= need:
                         break
@@ -128,12 +129,40 @@ class ConnectedToMarker(_SyntheticTask):
         image = np.zeros(self.image_size)
         mask = np.zeros(self.image_size, dtype=bool)
         for k, c in enumerate(layout.curves):
-            on = _near_polyline(self.image_size, _bezier(c), self.width) | _disc(rows, cols, *c[0], self.marker_radius)
+            on = _near_polyline(self.image_size, _bezier(c), self.width)
+            if self._caps:
+                on = on | _disc(rows, cols, *c[0], self.marker_radius)
             image[on] = 0.6
             if k == layout.target:
                 mask = on
-        # The marker repaints its curve's cap: whichever cap it is, the same pixel count turns bright.
+        # With caps, the marker repaints its curve's cap: whichever cap, the same pixel count turns bright.
         p0 = layout.curves[layout.target][0]
         image[_disc(rows, cols, *p0, self.marker_radius)] = 1.0
         return self._finish(image, layout.noise_seed), mask
 
+
+
+class ReachableAlongCurve(ConnectedToMarker):
+    """Reachable along a curve: :class:`ConnectedToMarker` with a round end cap on every curve.
+
+    Each curve starts in a cap (a disc of ``marker_radius`` at a whole-pixel centre) and one cap is
+    bright: the marker. The mask is the curve of that cap, cap included: the label propagates from
+    the marker along the curve it touches, through crossings.
+
+    Kind: **relational**. Moving the marker to another curve's cap swaps the grey levels of two
+    caps of the same pixel count, so the noiseless histogram is exactly unchanged while every
+    pixel of both curves changes label: no global statistic of the grey levels says which curve
+    is marked, only the connection does. Marking all curves gives Dice about ``2 / (1 + num_curves)``.
+
+    Args: as :class:`ConnectedToMarker`.
+
+    Example:
+        >>> ds = ReachableAlongCurve(2, seed=0)
+        >>> ds[0]["image"].shape, ds.kind
+        (torch.Size([1, 48, 48]), 'relational')
+    """
+
+    task_name = "reachable_along_curve"
+    kind = "relational"
+    _task_code = 8
+    _caps = True

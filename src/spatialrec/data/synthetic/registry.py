@@ -18,7 +18,7 @@ from ...checks import check_choice
 from .base import TASK_KINDS
 from .contours import InsideOutside, InsideWhichRegion
 from .cue import SyntheticLongRange
-from .curves import ConnectedToMarker
+from .curves import ConnectedToMarker, ReachableAlongCurve
 from .markers import NearerMarker, SameBand
 from .objects import MinorityKind, SameShapeAsReference
 
@@ -54,6 +54,7 @@ TASK_REGISTRY: Mapping[str, TaskSpec] = dict(
         _spec("same_shape", SameShapeAsReference, SameShapeAsReference.kind),
         _spec("minority_kind", MinorityKind, MinorityKind.kind),
         _spec("connected_to_marker", ConnectedToMarker, ConnectedToMarker.kind),
+        _spec("reachable_along_curve", ReachableAlongCurve, ReachableAlongCurve.kind),
         _spec("nearer_marker", NearerMarker, NearerMarker.kind),
         _spec("same_band", SameBand, SameBand.kind),
         _spec("inside_which_region", InsideWhichRegion, InsideWhichRegion.kind),
