@@ -150,7 +150,7 @@ def jobs(
     are grouped into one job)."""
     mod = kernel_module()
     names = tuple(kernels) if kernels is not None else tuple(mod.KERNELS)
-    grouped: dict[tuple[str, int, str, int, Any], list[int]] = {}
+    grouped: dict[tuple[str, int, str, int, Any, bool], list[int]] = {}
     for dims in spatial_dims:
         for dtype in dtypes:
             for s in state_sizes:

@@ -69,12 +69,12 @@ def reference_directional_gru_scan(
     Gates are computed in float32 (float64 when any operand is float64); the result has ``x.dtype``.
     """
     dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
-    params = [p.to(dtype) for p in (weight_ih, weight_hh, bias_ih, bias_hh)]
+    w_ih, w_hh, b_ih, b_hh = (p.to(dtype) for p in (weight_ih, weight_hh, bias_ih, bias_hh))
     v = to_canonical_view(x.to(dtype), direction)
     lines = [v[:, :, 0]]
     for i in range(1, v.shape[2]):
         keep = lines[-1] if carry == "line" else None
-        lines.append(gru_update(gather_neighbours(lines[-1]), v[:, :, i], *params, keep=keep))
+        lines.append(gru_update(gather_neighbours(lines[-1]), v[:, :, i], w_ih, w_hh, b_ih, b_hh, keep=keep))
     return from_canonical_view(torch.stack(lines, dim=2), direction).to(x.dtype)
 
 
