@@ -1,5 +1,5 @@
-"""Convolution and SDN blocks shared by the models (DESIGN.md, "Blocks used by the paper's models"),
-for maps and volumes alike (``spatial_dims`` 2 or 3).
+"""Convolution and SDN blocks shared by the models (docs/maths.md, "Blocks used by the paper's
+models"), for maps and volumes alike (``spatial_dims`` 2 or 3).
 
 - :class:`VGGBlock`: ``(Conv3x3 -> Norm -> ReLU) x 2``.
 - :class:`SDNBlock`: ``Conv3x3 -> Norm -> ReLU -> SDN(out, out) -> Norm -> ReLU``.

@@ -5,7 +5,7 @@ The published code names the SDN layer's parts ``pre_cnn`` (project-in convoluti
 ``post_cnn`` (1x1 project-out); its residual variant nests those under ``sdn.`` and adds the
 convolution branch ``cnn``. spatialrec calls them ``project_in``, ``sweeps.<k>``,
 ``project_out`` and ``conv``. The tensors themselves need no change: the published GRU cell
-uses the same gate order (r, z, n) and neighbour order (j-1, j, j+1) as DESIGN.md.
+uses the same gate order (r, z, n) and neighbour order (j-1, j, j+1) as docs/maths.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ The layers call the registered operator ``torch.ops.spatialrec.scan_sequence``
 SDN layer. :func:`onnx_scan_sequence` translates that node into ONNX: per sweep, a ``Transpose``
 (and a reversing ``Slice`` for the decreasing senses) to the canonical `down` view, the prior term
 ``W_hh p + b_hh`` of every line at once (one ``Einsum``), then one ONNX ``Scan`` over the lines
-whose body applies the GRU line update of ``DESIGN.md`` to a whole line: the neighbour term
+whose body applies the GRU line update of ``docs/maths.md`` to a whole line: the neighbour term
 ``W_ih a + b_ih`` is a ``Conv`` (kernel 3 in 2D, 3x3 in 3D, zero padding 1) of the previous line,
 because the neighbour vector ``a`` of position ``j`` is ``[prev[j-1], prev[j], prev[j+1]]`` (in 3D
 the 9 offsets in row-major order), which is exactly a convolution with the kernel
