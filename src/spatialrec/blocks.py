@@ -276,8 +276,9 @@ def set_sdn_backend(module: nn.Module, backend: str) -> int:
         ValueError: ``backend`` names no known backend.
 
     Example:
-        >>> model = create_model("sdn_unet")  # doctest: +SKIP
-        >>> set_sdn_backend(model, "reference")  # doctest: +SKIP
+        >>> from spatialrec import create_model
+        >>> model = create_model("sdn_unet")
+        >>> set_sdn_backend(model, "reference")  # the number of SDN layers changed
         4
     """
     resolve_backend(backend)

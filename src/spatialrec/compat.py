@@ -64,8 +64,9 @@ def convert_published_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict
         KeyError: some keys are unknown (listed) or required keys are missing (listed).
 
     Example:
-        >>> layer = SpatialDependencyLayer(32, 32, state_size=150, directions=(0, 2))  # doctest: +SKIP
-        >>> layer.load_state_dict(convert_published_state_dict(torch.load("sdn.pt")))  # doctest: +SKIP
+        >>> # skip: needs sdn.pt, a layer's state_dict saved by the published code
+        >>> layer = SpatialDependencyLayer(32, 32, state_size=150, directions=(0, 2))
+        >>> layer.load_state_dict(convert_published_state_dict(torch.load("sdn.pt")))
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")

@@ -184,9 +184,9 @@ def to_onnx(
         ValueError: ``example`` is not a floating tensor of 4 or 5 dims, or the model is training.
 
     Example:
-        >>> from spatialrec import create_model  # doctest: +SKIP
-        >>> model = create_model("sdn_unet", base_width=4, depth=2, state_size=4).eval()  # doctest: +SKIP
-        >>> to_onnx(model, torch.randn(1, 3, 32, 32), "sdn_unet.onnx")  # doctest: +SKIP
+        >>> from spatialrec import create_model
+        >>> model = create_model("sdn_unet", base_width=4, depth=2, state_size=4).eval()
+        >>> program = to_onnx(model, torch.randn(1, 3, 32, 32), "sdn_unet.onnx")
     """
     _onnx_modules()
     if not isinstance(example, torch.Tensor) or example.dim() not in (4, 5) or not example.is_floating_point():
@@ -301,9 +301,11 @@ def compile_dynamic(model: torch.nn.Module, **compile_kwargs: Any) -> Any:
         RuntimeError: this torch's inductor internals differ from those the change relies on.
 
     Example:
-        >>> compiled = compile_dynamic(create_model("sdn_unet"))  # doctest: +SKIP
-        >>> compiled(torch.randn(2, 3, 96, 128)).mean().backward()  # doctest: +SKIP
-        >>> compiled(torch.randn(2, 3, 112, 80)).mean().backward()  # doctest: +SKIP
+        >>> # skip: compiling takes minutes on a CPU (a C++ toolchain builds the kernels)
+        >>> from spatialrec import create_model
+        >>> compiled = compile_dynamic(create_model("sdn_unet"))
+        >>> compiled(torch.randn(2, 3, 96, 128)).mean().backward()
+        >>> compiled(torch.randn(2, 3, 112, 80)).mean().backward()
     """
     if compile_kwargs.get("backend", "inductor") == "inductor":
         _aten_convolution_backward()
