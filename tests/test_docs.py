@@ -32,6 +32,7 @@ import pytest
 import torch
 
 import spatialrec
+from spatialrec.models import unregister_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = Path(spatialrec.__file__).resolve().parent
@@ -67,6 +68,16 @@ def _skip_reason_missing_optional(exc: ImportError) -> Optional[str]:
             return f"needs {name} (pip install 'spatialrec[{OPTIONAL[name]}]')"
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_models() -> Any:
+    """Examples may register models (docs/models.md does): unregister them afterwards, so the
+    registry the other tests see does not depend on which examples ran before."""
+    before = set(spatialrec.list_models())
+    yield
+    for name in set(spatialrec.list_models()) - before:
+        unregister_model(name)
 
 
 # --- docstring examples ----------------------------------------------------------------------
