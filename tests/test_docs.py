@@ -22,7 +22,9 @@ from __future__ import annotations
 import doctest
 import importlib
 import io
+import os
 import re
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +33,14 @@ from typing import Any, Optional
 import pytest
 import torch
 
-import spatialrec
-from spatialrec.models import unregister_model
+# Collecting the docstrings imports every module, spatialrec.ops.triton (hence triton) included:
+# on a machine without a GPU, switch on Triton's interpreter first, as tests/ops/conftest.py does,
+# in case this file is collected before that directory (the switch works only before the import).
+if not torch.cuda.is_available() and "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import spatialrec  # noqa: E402
+from spatialrec.models import unregister_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = Path(spatialrec.__file__).resolve().parent
@@ -218,7 +226,9 @@ def _blocks(path: Path) -> list[_Block]:
         fence, indent = m.group("fence"), len(m.group("indent"))
         info = m.group("info").strip().split()
         end = i + 1
-        while end < len(lines) and not lines[end].strip().startswith(fence):
+        # A closing fence is the fence's character, at least as many times, and nothing else.
+        closing = re.compile(re.escape(fence[0]) + "{%d,}" % len(fence))
+        while end < len(lines) and not closing.fullmatch(lines[end].strip()):
             end += 1
         if info and info[0] in ("python", "py"):
             before = next((lines[k].strip() for k in range(i - 1, -1, -1) if lines[k].strip()), "")
@@ -274,3 +284,80 @@ def test_markdown_block(
         if reason is None:
             raise
         pytest.skip(f"{block.id}: {reason}")
+
+
+# --- the machinery itself ----------------------------------------------------------------------
+
+
+def test_blocks_are_found_with_their_lines_and_skip_reasons(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Title\n"
+        "```python\n"
+        "a = 1\n"
+        "```\n"
+        "```bash\n"
+        "echo not python\n"
+        "```\n"
+        "<!-- skip: needs the LiTS data set -->\n"
+        "\n"
+        "```python\n"
+        "load('lits')\n"
+        "```\n"
+        "- a list item:\n"
+        "  ```py\n"
+        "  b = a + 1\n"
+        "  ```\n"
+        "````text\n"
+        "```python\n"
+        "a fenced block shown inside a text block is text\n"
+        "```\n"
+        "````\n"
+        "```python\n"
+        "c = 3\n"
+        "```\n"
+    )
+    blocks = _blocks(page)
+    assert [(b.line, b.source, b.skip) for b in blocks] == [
+        (3, "a = 1\n", None),
+        (11, "load('lits')\n", "needs the LiTS data set"),
+        (15, "b = a + 1\n", None),
+        (23, "c = 3\n", None),
+    ]
+    # Tracebacks point at the Markdown file's own lines.
+    with pytest.raises(NameError) as info:
+        exec(blocks[1].code(), {})
+    assert info.traceback[-1].lineno + 1 == 11
+
+
+def test_docstring_skip_reason_is_read_from_the_text() -> None:
+    doc = "Example:\n    >>> # skip: needs a GPU\n    >>> f()\n"
+    match = SKIP_DOCTEST.search(doc)
+    assert match is not None and match.group("reason") == "needs a GPU"
+    assert SKIP_DOCTEST.search("Example:\n    >>> f()  # skip: not a marker\n") is None
+
+
+def test_only_missing_optional_dependencies_skip() -> None:
+    assert _skip_reason_missing_optional(ModuleNotFoundError("x", name="nibabel.nifti1")) == (
+        "needs nibabel (pip install 'spatialrec[data]')"
+    )
+    # A module that re-raises the missing dependency with advice is still a skip.
+    try:
+        try:
+            raise ModuleNotFoundError("no onnx", name="onnx")
+        except ImportError as err:
+            raise ImportError("to_onnx needs the deploy extra") from err
+    except ImportError as chained:
+        assert _skip_reason_missing_optional(chained) == "needs onnx (pip install 'spatialrec[deploy]')"
+    # Anything else is a failure: a missing non-optional module, a name missing from a module.
+    assert _skip_reason_missing_optional(ModuleNotFoundError("x", name="spatialrec.nope")) is None
+    assert _skip_reason_missing_optional(ImportError("cannot import name 'f' from 'spatialrec'")) is None
+
+
+def test_every_markdown_file_and_module_is_covered() -> None:
+    """The lists the tests are built from are not empty by accident (a moved folder, a bad glob)."""
+    files = {b.path.name for b in BLOCKS}
+    assert {"README.md", "layers.md", "models.md", "kernels.md"} <= files
+    ids = {c.id for c in DOC_CASES}
+    assert "spatialrec.layers.sdn.SpatialDependencyLayer" in ids
+    assert any(i.startswith("spatialrec.ops.") for i in ids)
