@@ -88,8 +88,8 @@ class UNetPlusPlus(nn.Module):
 
     Example:
         >>> model = UNetPlusPlus(3, 1, depth=4, encoder_sdn=(0, 1, 2, 3))  # SDN-UNet++
-        >>> model(torch.randn(1, 3, 96, 96)).shape
-        torch.Size([1, 1, 96, 96])
+        >>> model(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 1, 64, 64])
     """
 
     def __init__(
