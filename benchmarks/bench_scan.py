@@ -63,7 +63,7 @@ CONFIGS: dict[str, dict] = {
 
 
 # --------------------------------------------------------------------------------------------
-# The published strategy, re-stated (DESIGN.md maths).
+# The published strategy, re-stated (docs/maths.md).
 # --------------------------------------------------------------------------------------------
 def naive_sweep(h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, direction: str) -> torch.Tensor:
     """One sweep the way the published code does it: ``h: (B, S, H, W)`` -> same shape."""

@@ -1,4 +1,4 @@
-"""Blocks: structure against DESIGN.md, numerics against functional PyTorch, factory and backend helpers."""
+"""Blocks: structure against docs/maths.md, numerics against functional PyTorch, factory and backend helpers."""
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
-"""Convolution and SDN blocks shared by the models (DESIGN.md, "Blocks used by the paper's models"),
-for maps and volumes alike (``spatial_dims`` 2 or 3).
+"""Convolution and SDN blocks shared by the models (docs/maths.md, "Blocks used by the paper's
+models"), for maps and volumes alike (``spatial_dims`` 2 or 3).
 
 - :class:`VGGBlock`: ``(Conv3x3 -> Norm -> ReLU) x 2``.
 - :class:`SDNBlock`: ``Conv3x3 -> Norm -> ReLU -> SDN(out, out) -> Norm -> ReLU``.
@@ -277,8 +277,9 @@ def set_sdn_backend(module: nn.Module, backend: str) -> int:
         ValueError: ``backend`` names no known backend.
 
     Example:
-        >>> model = create_model("sdn_unet")  # doctest: +SKIP
-        >>> set_sdn_backend(model, "reference")  # doctest: +SKIP
+        >>> from spatialrec import create_model
+        >>> model = create_model("sdn_unet")
+        >>> set_sdn_backend(model, "reference")  # the number of SDN layers changed
         4
     """
     resolve_backend(backend)

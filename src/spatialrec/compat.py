@@ -5,7 +5,7 @@ The published code names the SDN layer's parts ``pre_cnn`` (project-in convoluti
 ``post_cnn`` (1x1 project-out); its residual variant nests those under ``sdn.`` and adds the
 convolution branch ``cnn``. spatialrec calls them ``project_in``, ``sweeps.<k>``,
 ``project_out`` and ``conv``. The tensors themselves need no change: the published GRU cell
-uses the same gate order (r, z, n) and neighbour order (j-1, j, j+1) as DESIGN.md.
+uses the same gate order (r, z, n) and neighbour order (j-1, j, j+1) as docs/maths.md.
 """
 
 from __future__ import annotations
@@ -68,8 +68,10 @@ def convert_published_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict
         KeyError: some keys are unknown (listed) or required keys are missing (listed).
 
     Example:
-        >>> layer = SpatialDependencyLayer(32, 32, state_size=150, directions=(0, 2), **PUBLISHED_CELL)  # doctest: +SKIP
-        >>> layer.load_state_dict(convert_published_state_dict(torch.load("sdn.pt")))  # doctest: +SKIP
+        >>> # skip: needs sdn.pt, a layer's state_dict saved by the published code
+        >>> from spatialrec.layers import PUBLISHED_CELL
+        >>> layer = SpatialDependencyLayer(32, 32, state_size=150, directions=(0, 2), **PUBLISHED_CELL)
+        >>> layer.load_state_dict(convert_published_state_dict(torch.load("sdn.pt")))
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")

@@ -6,7 +6,7 @@ The layers call the registered operator ``torch.ops.spatialrec.scan_sequence``
 SDN layer. :func:`onnx_scan_sequence` translates that node into ONNX: per sweep, a ``Transpose``
 (and a reversing ``Slice`` for the decreasing senses) to the canonical `down` view, the prior term
 ``W_hh p + b_hh`` of every line at once (one ``Einsum``), then one ONNX ``Scan`` over the lines
-whose body applies the GRU line update of ``DESIGN.md`` to a whole line: the neighbour term
+whose body applies the GRU line update of ``docs/maths.md`` to a whole line: the neighbour term
 ``W_ih a + b_ih`` is a ``Conv`` (kernel 3 in 2D, 3x3 in 3D, zero padding 1) of the previous line,
 because the neighbour vector ``a`` of position ``j`` is ``[prev[j-1], prev[j], prev[j+1]]`` (in 3D
 the 9 offsets in row-major order), which is exactly a convolution with the kernel
@@ -187,9 +187,9 @@ def to_onnx(
         ValueError: ``example`` is not a floating tensor of 4 or 5 dims, or the model is training.
 
     Example:
-        >>> from spatialrec import create_model  # doctest: +SKIP
-        >>> model = create_model("sdn_unet", base_width=4, depth=2, state_size=4).eval()  # doctest: +SKIP
-        >>> to_onnx(model, torch.randn(1, 3, 32, 32), "sdn_unet.onnx")  # doctest: +SKIP
+        >>> from spatialrec import create_model
+        >>> model = create_model("sdn_unet", base_width=4, depth=2, state_size=4).eval()
+        >>> program = to_onnx(model, torch.randn(1, 3, 32, 32), "sdn_unet.onnx")
     """
     _onnx_modules()
     if not isinstance(example, torch.Tensor) or example.dim() not in (4, 5) or not example.is_floating_point():
@@ -304,9 +304,11 @@ def compile_dynamic(model: torch.nn.Module, **compile_kwargs: Any) -> Any:
         RuntimeError: this torch's inductor internals differ from those the change relies on.
 
     Example:
-        >>> compiled = compile_dynamic(create_model("sdn_unet"))  # doctest: +SKIP
-        >>> compiled(torch.randn(2, 3, 96, 128)).mean().backward()  # doctest: +SKIP
-        >>> compiled(torch.randn(2, 3, 112, 80)).mean().backward()  # doctest: +SKIP
+        >>> # skip: compiling takes minutes on a CPU (a C++ toolchain builds the kernels)
+        >>> from spatialrec import create_model
+        >>> compiled = compile_dynamic(create_model("sdn_unet"))
+        >>> compiled(torch.randn(2, 3, 96, 128)).mean().backward()
+        >>> compiled(torch.randn(2, 3, 112, 80)).mean().backward()
     """
     if compile_kwargs.get("backend", "inductor") == "inductor":
         _aten_convolution_backward()

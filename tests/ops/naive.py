@@ -61,7 +61,7 @@ def naive_scan(x, w_ih, w_hh, b_ih, b_hh, direction, carry="prior"):
 
 
 def random_params(s, generator=None, dtype=torch.float64):
-    """Parameters drawn as DESIGN.md's initialisation (uniform in +-1/sqrt(S)), scaled up a little
+    """Parameters drawn as docs/maths.md's initialisation (uniform in +-1/sqrt(S)), scaled up a little
     so the gates are far from their linear regime."""
     bound = 2.0 / math.sqrt(s)
 

@@ -84,6 +84,8 @@ def make_splits(
         ``(train, val, test)``.
 
     Example:
+        >>> # skip: needs the DSB2018 data set in stage1_train/ (see docs/data.md)
+        >>> from spatialrec.data import DSB2018, default_augmentation
         >>> train, val, test = make_splits(DSB2018, "stage1_train", train_transform=default_augmentation())
     """
     for bad in ("split", "transform"):

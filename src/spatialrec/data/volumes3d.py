@@ -33,9 +33,10 @@ class CTVolumes(Dataset):
     Attributes ``in_channels`` and ``num_classes`` are the reader's.
 
     Example:
-        >>> reader = LiTS("data/lits", split="test", size=128)  # doctest: +SKIP
-        >>> vols = CTVolumes(reader)  # doctest: +SKIP
-        >>> vols[0]["image"].shape  # doctest: +SKIP
+        >>> # skip: needs the LiTS data set in data/lits (see docs/data.md)
+        >>> reader = LiTS("data/lits", split="test", size=128)
+        >>> vols = CTVolumes(reader)
+        >>> vols[0]["image"].shape
         torch.Size([1, 123, 128, 128])
     """
 

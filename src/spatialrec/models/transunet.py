@@ -145,7 +145,7 @@ class TransUNet(UNet):
 
     Example:
         >>> model = TransUNet(1, 1, img_size=(128, 256), decoder_sdn=(1, 2, 3))  # SDN hybrid
-        >>> model(torch.randn(1, 1, 128, 256)).shape  # doctest: +SKIP
+        >>> model(torch.randn(1, 1, 128, 256)).shape
         torch.Size([1, 1, 128, 256])
     """
 

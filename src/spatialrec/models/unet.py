@@ -101,8 +101,8 @@ class UNet(UNetFamily):
 
     Example:
         >>> model = UNet(3, 1, depth=4, encoder_sdn=(1, 2, 3, 4), state_size=150)  # SDN-UNet
-        >>> model(torch.randn(2, 3, 96, 128)).shape  # doctest: +SKIP
-        torch.Size([2, 1, 96, 128])
+        >>> model(torch.randn(1, 3, 64, 96)).shape
+        torch.Size([1, 1, 64, 96])
         >>> UNet(1, 2, depth=2, base_width=4, encoder_sdn=(2,), state_size=4, spatial_dims=3)(
         ...     torch.randn(1, 1, 9, 10, 11)).shape
         torch.Size([1, 2, 9, 10, 11])

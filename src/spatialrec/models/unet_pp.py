@@ -87,8 +87,8 @@ class UNetPlusPlus(UNetFamily):
 
     Example:
         >>> model = UNetPlusPlus(3, 1, depth=4, encoder_sdn=(0, 1, 2, 3))  # SDN-UNet++
-        >>> model(torch.randn(1, 3, 96, 96)).shape  # doctest: +SKIP
-        torch.Size([1, 1, 96, 96])
+        >>> model(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 1, 64, 64])
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """The fused directional GRU scan: a custom autograd function with a hand-written backward.
 
-Same maths as :mod:`spatialrec.ops.reference` (see ``DESIGN.md``); different bookkeeping.
+Same maths as :mod:`spatialrec.ops.reference` (see ``docs/maths.md``); different bookkeeping.
 
 Layout. Every direction is reduced to the `down` sweep of a view
 (:func:`spatialrec.ops.directions.to_canonical_view`); inside, the priors live line-major as ``(H, B, W, S)``

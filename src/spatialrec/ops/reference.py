@@ -1,6 +1,6 @@
 """The readable directional GRU scan: the ground truth for every other backend, in 2D and 3D.
 
-This file is written to be checked against the maths in ``DESIGN.md`` line by line, not to be
+This file is written to be checked against the maths in ``docs/maths.md`` line by line, not to be
 fast. Every sweep is reduced to the canonical sweep along dim 2 (see
 :mod:`spatialrec.ops.directions`), which walks the lines (2D: rows, 3D: planes) one at a time and
 applies the GRU equations to a whole line at once, reading the previous line through the
@@ -27,7 +27,7 @@ def gru_update(
     bias_hh: torch.Tensor,
     keep: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """The GRU gate equations of DESIGN.md, for every position of a line at once.
+    """The GRU gate equations of docs/maths.md, for every position of a line at once.
 
     Args:
         a: ``(B, kS, *rest)`` the neighbour vectors (k = 3 in 2D, 9 in 3D), channels first.

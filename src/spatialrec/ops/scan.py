@@ -174,7 +174,7 @@ def directional_gru_scan(
     For ``direction="down"`` on ``(B, S, H, W)``, row ``i`` (``i >= 1``) of the output is computed
     from the already swept row ``i - 1`` (its three neighbours ``j-1, j, j+1`` per column, zero
     outside the image) and from row ``i`` of the input (the prior), with the GRU gate equations
-    of DESIGN.md; row 0 is returned unchanged. The other directions are the same sweep along
+    of docs/maths.md; row 0 is returned unchanged. The other directions are the same sweep along
     another axis or sense. On ``(B, S, D, H, W)`` the lines are planes and each position reads
     the 3x3 neighbourhood of the previous plane (normative order: :mod:`spatialrec.ops.directions`).
 

@@ -1,6 +1,6 @@
 """The Triton directional GRU scan, 2D and 3D: one fused kernel per line, forward and backward.
 
-Same maths as :mod:`spatialrec.ops.reference` (``DESIGN.md``). Imported lazily by
+Same maths as :mod:`spatialrec.ops.reference` (``docs/maths.md``). Imported lazily by
 :func:`spatialrec.ops.directional_gru_scan`; needs ``pip install 'spatialrec[triton]'``. It runs
 on CUDA tensors, and on CPU tensors only under the Triton interpreter (``TRITON_INTERPRET=1``,
 set before this module is imported), which the tests use.

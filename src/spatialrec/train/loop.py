@@ -333,9 +333,15 @@ def fit(
         FileExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.
 
     Example:
-        >>> result = fit(model, train_set, val_set, test_data=test_set, epochs=50,
-        ...              batch_size=8, out_dir="runs/unet")          # doctest: +SKIP
-        >>> result.test_metrics["dice"]["mean"]                      # doctest: +SKIP
+        >>> from spatialrec import create_model
+        >>> from spatialrec.data import synthetic_splits
+        >>> train_set, val_set, test_set = synthetic_splits(8, 4, 4, image_size=32)
+        >>> model = create_model("sdn_unet", in_channels=1, num_classes=1, depth=2, base_width=4,
+        ...                      state_size=4)
+        >>> result = fit(model, train_set, val_set, test_data=test_set, epochs=2,
+        ...              batch_size=4, out_dir="runs/unet", progress=False)
+        >>> 0.0 <= result.test_metrics["dice"]["mean"] <= 1.0
+        True
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
