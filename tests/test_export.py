@@ -219,9 +219,10 @@ def _onnx_check(model: torch.nn.Module, example: tuple[int, ...], others: list[t
     return count_onnx_nodes(path)
 
 
-def test_onnx_layer_every_direction_any_size(tmp_path) -> None:
+@pytest.mark.parametrize("cell", [{"carry": "line", "composition": "parallel"}, {"carry": "prior", "composition": "serial"}])
+def test_onnx_layer_every_direction_any_size(tmp_path, cell) -> None:
     torch.manual_seed(0)
-    layer = SpatialDependencyLayer(3, 4, state_size=S, directions=("right", "left", "down", "up"))
+    layer = SpatialDependencyLayer(3, 4, state_size=S, directions=("right", "left", "down", "up"), **cell)
     nodes = _onnx_check(layer, (2, 3, 8, 8), [(1, 3, 13, 6), (2, 3, 17, 23)], str(tmp_path / "a.onnx"))
     # The graph does not grow with the export size.
     big = _onnx_check(layer, (2, 3, 24, 24), [(1, 3, 5, 7)], str(tmp_path / "b.onnx"))
@@ -229,9 +230,10 @@ def test_onnx_layer_every_direction_any_size(tmp_path) -> None:
     assert sum(n.op_type == "Scan" for n in onnx.load(str(tmp_path / "a.onnx")).graph.node) == 4
 
 
-def test_onnx_layer_3d(tmp_path) -> None:
+@pytest.mark.parametrize("carry, composition", [("line", "parallel"), ("prior", "serial"), ("line", "serial")])
+def test_onnx_layer_3d(tmp_path, carry, composition) -> None:
     torch.manual_seed(0)
-    layer = SpatialDependencyLayer(2, 3, state_size=S, spatial_dims=3, directions=("in", "left", "up"))
+    layer = SpatialDependencyLayer(2, 3, state_size=S, spatial_dims=3, directions=("in", "left", "up"), carry=carry, composition=composition)
     _onnx_check(layer, (2, 2, 4, 5, 6), [(1, 2, 5, 3, 7)], str(tmp_path / "a.onnx"))
 
 

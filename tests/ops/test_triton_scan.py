@@ -34,8 +34,8 @@ def _inputs(shape, seed=0, dtype=torch.float64):
     return [t.to(DEVICE) for t in (x, *random_params(shape[1], g, dtype))]
 
 
-def _grads(leaves, direction, backend, grad_out):
-    y = directional_gru_scan(leaves[0], *leaves[1:], direction, backend=backend)
+def _grads(leaves, direction, backend, grad_out, carry="prior"):
+    y = directional_gru_scan(leaves[0], *leaves[1:], direction, backend=backend, carry=carry)
     want = [t for t in leaves if t.requires_grad]
     gs = torch.autograd.grad(y, want, grad_out, allow_unused=True)
     return y, [torch.zeros_like(t) if g is None else g for g, t in zip(gs, want)]
@@ -45,14 +45,15 @@ def _rel_err(got, want):
     return ((got.double() - want.double()).abs().max() / want.double().abs().max().clamp_min(1e-30)).item()
 
 
+@pytest.mark.parametrize("carry", ["prior", "line"])
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("shape", [(2, 3, 4, 4), (1, 2, 3, 5)])
-def test_triton_float64_matches_reference(direction, shape):
+def test_triton_float64_matches_reference(direction, shape, carry):
     tensors = _inputs(shape, seed=len(direction) + shape[3])
     leaves = [t.clone().requires_grad_(True) for t in tensors]
     g = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(DEVICE)
-    y_ref, g_ref = _grads(leaves, direction, "reference", g)
-    y_tri, g_tri = _grads(leaves, direction, "triton", g)
+    y_ref, g_ref = _grads(leaves, direction, "reference", g, carry)
+    y_tri, g_tri = _grads(leaves, direction, "triton", g, carry)
     torch.testing.assert_close(y_tri, y_ref, rtol=1e-11, atol=1e-12)
     for a, b in zip(g_tri, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
@@ -123,14 +124,15 @@ def _inputs3d(shape, seed=0, dtype=torch.float64):
     return [t.to(DEVICE) for t in (x, w_ih, w_hh, b_ih, b_hh)]
 
 
+@pytest.mark.parametrize("carry", ["prior", "line"])
 @pytest.mark.parametrize("direction", DIRECTIONS_3D)
-def test_triton3d_float64_matches_reference(direction):
+def test_triton3d_float64_matches_reference(direction, carry):
     # Odd sizes on every axis, so each direction sees non-square planes with masked tiles.
     shape = (2, 3, 3, 4, 5)
     leaves = [t.clone().requires_grad_(True) for t in _inputs3d(shape, seed=len(direction))]
     g = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(DEVICE)
-    y_ref, g_ref = _grads(leaves, direction, "reference", g)
-    y_tri, g_tri = _grads(leaves, direction, "triton", g)
+    y_ref, g_ref = _grads(leaves, direction, "reference", g, carry)
+    y_tri, g_tri = _grads(leaves, direction, "triton", g, carry)
     torch.testing.assert_close(y_tri, y_ref, rtol=1e-11, atol=1e-12)
     for a, b in zip(g_tri, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
