@@ -47,8 +47,9 @@ def _onnx_modules() -> tuple[Any, Any, Any]:
 
 
 def _body_graph(ir: Any, spatial_dims: int, k_ih: Any, b_ih: Any) -> Any:
-    """The ``Scan`` body: state ``prev`` and scan inputs ``x_i`` (the prior line) and ``gh_i``
-    (its ``W_hh p + b_hh``) -> ``(h, h)``, the new line as next state and as scan output.
+    """The ``Scan`` body: state ``prev`` and scan inputs ``x_i`` (the prior line), ``gh_i``
+    (its ``W_hh p + b_hh``) and ``keep_i`` (a scalar, 0 for the first line, 1 for the others)
+    -> ``(h, h)``, the new line as next state and as scan output.
 
     ``k_ih``/``b_ih`` are values of the enclosing graph (ONNX outer-scope references).
     """
@@ -57,6 +58,7 @@ def _body_graph(ir: Any, spatial_dims: int, k_ih: Any, b_ih: Any) -> Any:
     prev = ir.val("prev", f32, rest + [None])
     x_i = ir.val("x_i", f32, rest + [None])
     gh_i = ir.val("gh_i", f32, rest + [None])
+    keep_i = ir.val("keep_i", f32, [])
     nodes = []
 
     def add(op_type: str, inputs: list, attributes: Optional[dict] = None, num_outputs: int = 1) -> Any:
@@ -70,12 +72,12 @@ def _body_graph(ir: Any, spatial_dims: int, k_ih: Any, b_ih: Any) -> Any:
     r = add("Sigmoid", [add("Add", [r_i, r_h])])
     z = add("Sigmoid", [add("Add", [z_i, z_h])])
     n = add("Tanh", [add("Add", [n_i, add("Mul", [r, n_h])])])
-    # z * n + (1 - z) * p = p + z * (n - p)
-    h = add("Add", [x_i, add("Mul", [z, add("Sub", [n, x_i])])])
+    # z * n + (1 - z) * p = p + z * (n - p); the first line keeps its prior (update times 0).
+    h = add("Add", [x_i, add("Mul", [keep_i, add("Mul", [z, add("Sub", [n, x_i])])])])
     h.name = "h_next"
     y = add("Identity", [h])
     y.name = "h_out"
-    return ir.Graph(inputs=[prev, x_i, gh_i], outputs=[h, y], nodes=nodes, name="sdn_line_update")
+    return ir.Graph(inputs=[prev, x_i, gh_i, keep_i], outputs=[h, y], nodes=nodes, name="sdn_line_update")
 
 
 def _perm(direction: str, ndim: int) -> list[int]:
@@ -106,17 +108,22 @@ def _sweep(op: Any, ir: Any, x: Any, params: Sequence[Any], direction: str, ndim
     letters = "xyz"[: spatial_dims - 1]
     gh = op.Einsum(v, w_hh, equation=f"lbs{letters},os->lbo{letters}")
     gh = op.Add(gh, op.Reshape(b_hh, i64([1, 1, -1] + [1] * (spatial_dims - 1))))
-    first = op.Slice(v, i64([0]), i64([1]), i64([0]))
-    rest = op.Slice(v, i64([1]), i64([_INT64_MAX]), i64([0]))
-    gh_rest = op.Slice(gh, i64([1]), i64([_INT64_MAX]), i64([0]))
+    # The Scan runs over every line, the first included: onnxruntime cannot run a Scan over
+    # zero lines, which scanning lines 1..L-1 from the first would be on a map one line long
+    # (the deepest map of a model at its smallest input). The first line keeps its prior
+    # exactly: its update is multiplied by keep = 0 (1 for the other lines, an exact no-op),
+    # from a zero initial state.
+    length = op.Shape(v, start=0, end=1)
+    index = op.Range(op.Constant(value_int=0), op.Squeeze(length, i64([0])), op.Constant(value_int=1))
+    keep = op.Cast(op.Greater(index, op.Constant(value_int=0)), to=ir.DataType.FLOAT)
+    zeros = op.ConstantOfShape(op.Shape(v, start=1))  # float32 zeros of one line's shape
     body = _body_graph(ir, spatial_dims, k_ih, b_ih)
-    final = op.Scan(op.Squeeze(first, i64([0])), rest, gh_rest, body=body, num_scan_inputs=2)
+    final = op.Scan(zeros, v, gh, keep, body=body, num_scan_inputs=3)
     # The exporter gives a variadic-output op one output (the final state); the scan output
     # (every swept line, stacked) is the node's second.
     scan = final.producer()
     scan.resize_outputs(2)
-    lines = scan.outputs[1]
-    out = op.Concat(first, lines, axis=0)
+    out = scan.outputs[1]
     if reverse:
         out = flip0(out)
     return op.Transpose(out, perm=inverse)
