@@ -33,11 +33,12 @@ def _model(name: str) -> torch.nn.Module:
 
 def _design_size(model: torch.nn.Module, spatial_dims: int) -> tuple[int, ...]:
     """The size a model is laid out for: TransUNet's ``img_size`` (its position-embedding grid);
-    the U-Nets have none, so the sizes their docs train on (128 x 128, 64^3 patches)."""
+    the U-Nets have none, so sizes their docs and examples train on (128 x 128; 32 x 64 x 64,
+    the default patch of examples/segthor.py --3d)."""
     img_size = getattr(model, "img_size", None)
     if img_size is not None:
         return tuple(img_size)
-    return (128, 128) if spatial_dims == 2 else (64, 64, 64)
+    return (128, 128) if spatial_dims == 2 else (32, 64, 64)
 
 
 def _run_shapes(model: torch.nn.Module, spatial_dims: int, batch: int) -> dict[str, tuple[int, ...]]:
