@@ -130,6 +130,7 @@ def _torch_export(name: str, batch: int) -> None:
     # the example's and the design size are inside the range.
     assert declared[0] == 1 if batch == 1 else not isinstance(declared[0], int), declared
     assert all(not isinstance(d, int) for d in declared[2:]), declared
+    assert all(ep.range_constraints[d].lower == 2**DEPTH + 1 for d in declared[2:]), ep.range_constraints
     assert "example" not in outside and "design" not in outside, outside
 
 
