@@ -164,6 +164,20 @@ def check_model_input(
         )
     x = check_input(x, in_channels, spatial_dims, what=f"{model} input", dtype=dtype)
     sizes = tuple(x.shape[2:])
+    if torch.compiler.is_exporting():
+        # torch's own operators decide on a map one pixel wide (max-pool's contiguity check, the
+        # instance norm's "more than one element"), so an exported program is guarded against a
+        # deepest map of one pixel, i.e. a side of 2**depth. Declare that bound on each symbolic
+        # side (it becomes the program's range) instead of leaving a guard the declared range
+        # does not show (torch.export's Dim.AUTO otherwise declared sides >= 2 for some models).
+        for axis, side in enumerate(sizes):
+            if isinstance(side, torch.SymInt):
+                torch._check(
+                    side > 2**depth,
+                    lambda axis=axis: f"an exported {model} serves sides > 2**depth = {2**depth}, and input axis "
+                    f"{axis + 2} of the example is not: export from an example whose every side is "
+                    f"> {2**depth}",
+                )
     if min(sizes) < 2**depth:
         axes = "(D, H, W)" if spatial_dims == 3 else "(H, W)"
         raise ValueError(

@@ -16,6 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from ..checks import check_float, check_int, check_size
+from ..ops.library import tracing
 from .registry import register_model
 from .unet import UNet
 
@@ -96,9 +97,17 @@ class TransformerBottleneck(nn.Module):
         )
 
     def position_embedding(self, h: int, w: int) -> torch.Tensor:
-        """The position embeddings for an ``h x w`` map: ``(1, dim, h, w)``."""
+        """The position embeddings for an ``h x w`` map: ``(1, dim, h, w)``.
+
+        In eager code the grid itself at its own size. A traced program (``torch.export``,
+        ``torch.compile``, ONNX) always resizes: a branch on the size would be decided once at
+        trace time and guard the program against every size that takes the other branch (the
+        model's design size, for a program exported at another size). Bilinear resizing to the
+        grid's own size (half-pixel centres, scale 1) returns the grid exactly, so both paths
+        give the same values and gradients.
+        """
         pos: torch.Tensor = self.pos_embed
-        if pos.shape[-2:] != (h, w):
+        if tracing() or pos.shape[-2:] != (h, w):
             pos = F.interpolate(pos, size=(h, w), mode="bilinear", align_corners=False)
         return pos
 

@@ -1,12 +1,11 @@
-"""Deploying SDN models: a compiled model that trains at any size, and ONNX export whose graph
-does not grow with the image size.
+"""ONNX export of SDN models whose graph does not grow with the image size.
 
 The layers call the registered operator ``torch.ops.spatialrec.scan_sequence``
 (:mod:`spatialrec.ops.library`), so ``torch.export`` and the dynamo ONNX exporter see one node per
 SDN layer. :func:`onnx_scan_sequence` translates that node into ONNX: per sweep, a ``Transpose``
 (and a reversing ``Slice`` for the decreasing senses) to the canonical `down` view, the prior term
 ``W_hh p + b_hh`` of every line at once (one ``Einsum``), then one ONNX ``Scan`` over the lines
-whose body applies the GRU line update of ``docs/maths.md`` to a whole line: the neighbour term
+whose body applies the GRU line update (``docs/maths.md``) to a whole line: the neighbour term
 ``W_ih a + b_ih`` is a ``Conv`` (kernel 3 in 2D, 3x3 in 3D, zero padding 1) of the previous line,
 because the neighbour vector ``a`` of position ``j`` is ``[prev[j-1], prev[j], prev[j+1]]`` (in 3D
 the 9 offsets in row-major order), which is exactly a convolution with the kernel
@@ -15,8 +14,7 @@ layers and sweeps, not on the image size, and the exported model runs at any siz
 
 :func:`to_onnx` wraps ``torch.onnx.export(..., dynamo=True)`` with that translation and dynamic
 spatial sizes. Needs the ``deploy`` extra (``pip install 'spatialrec[deploy]'``: onnx, onnxscript;
-onnxruntime to run the result). :func:`compile_dynamic` is ``torch.compile(fullgraph=True, dynamic=True)`` with
-the two inductor settings that keep a convolution's backward dynamic.
+onnxruntime to run the result).
 """
 
 from __future__ import annotations
@@ -27,10 +25,10 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .ops.directions import DIRECTIONS, sweep_dim
-from .ops.library import scan_sequence_op
+from ..ops.directions import DIRECTIONS, sweep_dim
+from ..ops.library import scan_sequence_op
 
-__all__ = ["compile_dynamic", "count_onnx_nodes", "onnx_scan_sequence", "onnx_translation_table", "to_onnx"]
+__all__ = ["count_onnx_nodes", "onnx_scan_sequence", "onnx_translation_table", "to_onnx"]
 
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
@@ -49,9 +47,10 @@ def _onnx_modules() -> tuple[Any, Any, Any]:
 
 
 def _body_graph(ir: Any, spatial_dims: int, k_ih: Any, b_ih: Any, carry: str = "prior") -> Any:
-    """The ``Scan`` body: state ``prev`` and scan inputs ``x_i`` (the prior line) and ``gh_i``
-    (its ``W_hh p + b_hh``) -> ``(h, h)``, the new line as next state and as scan output.
-    ``carry``: what ``(1 - z)`` keeps, ``x_i`` (``"prior"``) or ``prev`` (``"line"``).
+    """The ``Scan`` body: state ``prev`` and scan inputs ``x_i`` (the prior line), ``gh_i``
+    (its ``W_hh p + b_hh``) and ``keep_i`` (a scalar, 0 for the first line, 1 for the others)
+    -> ``(h, h)``, the new line as next state and as scan output. ``carry``: what ``(1 - z)``
+    keeps, ``x_i`` (``"prior"``) or ``prev`` (``"line"``).
 
     ``k_ih``/``b_ih`` are values of the enclosing graph (ONNX outer-scope references).
     """
@@ -60,6 +59,7 @@ def _body_graph(ir: Any, spatial_dims: int, k_ih: Any, b_ih: Any, carry: str = "
     prev = ir.val("prev", f32, rest + [None])
     x_i = ir.val("x_i", f32, rest + [None])
     gh_i = ir.val("gh_i", f32, rest + [None])
+    keep_i = ir.val("keep_i", f32, [])
     nodes = []
 
     def add(op_type: str, inputs: list, attributes: Optional[dict] = None, num_outputs: int = 1) -> Any:
@@ -73,13 +73,18 @@ def _body_graph(ir: Any, spatial_dims: int, k_ih: Any, b_ih: Any, carry: str = "
     r = add("Sigmoid", [add("Add", [r_i, r_h])])
     z = add("Sigmoid", [add("Add", [z_i, z_h])])
     n = add("Tanh", [add("Add", [n_i, add("Mul", [r, n_h])])])
-    # z * n + (1 - z) * c = c + z * (n - c), c the prior line or the previous swept line
-    c = prev if carry == "line" else x_i
-    h = add("Add", [c, add("Mul", [z, add("Sub", [n, c])])])
+    if carry == "line":
+        # z * n + (1 - z) * prev for the other lines; the first line keeps its prior:
+        # h = x_i + keep * (prev + z * (n - prev) - x_i).
+        upd = add("Add", [prev, add("Mul", [z, add("Sub", [n, prev])])])
+        h = add("Add", [x_i, add("Mul", [keep_i, add("Sub", [upd, x_i])])])
+    else:
+        # z * n + (1 - z) * p = p + z * (n - p); the first line keeps its prior (update times 0).
+        h = add("Add", [x_i, add("Mul", [keep_i, add("Mul", [z, add("Sub", [n, x_i])])])])
     h.name = "h_next"
     y = add("Identity", [h])
     y.name = "h_out"
-    return ir.Graph(inputs=[prev, x_i, gh_i], outputs=[h, y], nodes=nodes, name="sdn_line_update")
+    return ir.Graph(inputs=[prev, x_i, gh_i, keep_i], outputs=[h, y], nodes=nodes, name="sdn_line_update")
 
 
 def _perm(direction: str, ndim: int) -> list[int]:
@@ -110,17 +115,22 @@ def _sweep(op: Any, ir: Any, x: Any, params: Sequence[Any], direction: str, ndim
     letters = "xyz"[: spatial_dims - 1]
     gh = op.Einsum(v, w_hh, equation=f"lbs{letters},os->lbo{letters}")
     gh = op.Add(gh, op.Reshape(b_hh, i64([1, 1, -1] + [1] * (spatial_dims - 1))))
-    first = op.Slice(v, i64([0]), i64([1]), i64([0]))
-    rest = op.Slice(v, i64([1]), i64([_INT64_MAX]), i64([0]))
-    gh_rest = op.Slice(gh, i64([1]), i64([_INT64_MAX]), i64([0]))
+    # The Scan runs over every line, the first included: onnxruntime cannot run a Scan over
+    # zero lines, which scanning lines 1..L-1 from the first would be on a map one line long
+    # (the deepest map of a model at its smallest input). The first line keeps its prior
+    # exactly: its update is multiplied by keep = 0 (1 for the other lines, an exact no-op),
+    # from a zero initial state.
+    length = op.Shape(v, start=0, end=1)
+    index = op.Range(op.Constant(value_int=0), op.Squeeze(length, i64([0])), op.Constant(value_int=1))
+    keep = op.Cast(op.Greater(index, op.Constant(value_int=0)), to=ir.DataType.FLOAT)
+    zeros = op.ConstantOfShape(op.Shape(v, start=1))  # float32 zeros of one line's shape
     body = _body_graph(ir, spatial_dims, k_ih, b_ih, carry)
-    final = op.Scan(op.Squeeze(first, i64([0])), rest, gh_rest, body=body, num_scan_inputs=2)
+    final = op.Scan(zeros, v, gh, keep, body=body, num_scan_inputs=3)
     # The exporter gives a variadic-output op one output (the final state); the scan output
     # (every swept line, stacked) is the node's second.
     scan = final.producer()
     scan.resize_outputs(2)
-    lines = scan.outputs[1]
-    out = op.Concat(first, lines, axis=0)
+    out = scan.outputs[1]
     if reverse:
         out = flip0(out)
     return op.Transpose(out, perm=inverse)
@@ -158,6 +168,30 @@ def _dynamic_shapes(example: torch.Tensor, batch: bool) -> tuple[dict[int, Any],
     return (dims,)
 
 
+def _check_float32(model: torch.nn.Module, example: object) -> torch.Tensor:
+    """The example and every floating parameter and buffer of ``model`` must be float32: the
+    ``Scan`` body (:func:`_body_graph`) is built in float32, and a graph of another dtype around
+    it would not load in onnxruntime or would compute in mixed precision."""
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"example must be a torch.Tensor (B, C, H, W) or (B, C, D, H, W), got {type(example).__name__}")
+    if example.dim() not in (4, 5):
+        raise ValueError(f"example must have shape (B, C, H, W) or (B, C, D, H, W), got shape {tuple(example.shape)}")
+    if example.dtype != torch.float32:
+        raise TypeError(
+            f"example has dtype {example.dtype}; to_onnx exports float32 only (the ONNX Scan of the SDN "
+            "layers is float32): pass example.float() and a float32 model (model.float())"
+        )
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.is_floating_point() and t.dtype != torch.float32:
+                raise TypeError(
+                    f"model {kind} {name!r} has dtype {t.dtype}; to_onnx exports float32 models only "
+                    "(the ONNX Scan of the SDN layers is float32): export model.float(), e.g. a copy "
+                    "(copy.deepcopy(model).float())"
+                )
+    return example
+
+
 def to_onnx(
     model: torch.nn.Module,
     example: torch.Tensor,
@@ -166,17 +200,29 @@ def to_onnx(
     dynamic_batch: bool = True,
     opset_version: int = 18,
 ) -> Any:
-    """Export ``model`` (in eval mode) to an ONNX file that runs at any image size.
+    """Export ``model`` (in eval mode) to an ONNX file that runs at any image size and batch.
+
+    The file's input ``input`` and output ``output`` have symbolic batch and spatial sizes (with
+    ``dynamic``); it serves every batch size and every spatial size the model itself accepts
+    (each side ``>= 2**depth`` for the registry models), matching eager within 1e-4.
+
+    The batch rule. A batch of 1 in ``example`` does not fix the file's batch: with
+    ``dynamic_batch`` the model is exported from the example repeated to a batch of 2 (in eval
+    mode the samples of a batch are independent, so that changes nothing but the trace). A
+    batch of 1 would otherwise be specialised by the exporter (0/1 specialisation), and a
+    program traced at batch 1 can hold shapes tied to it inside while its input looks dynamic
+    (``sdn_transunet``'s attention failed at batch 2 in onnxruntime).
 
     Args:
         model: a module built from spatialrec layers (or any module; other ops go through the
-            standard exporter). Put it in eval mode first (batch norm statistics).
-        example: an example input ``(B, C, H, W)`` or ``(B, C, D, H, W)``, float32.
+            standard exporter), float32. Put it in eval mode first (batch norm statistics).
+        example: an example input ``(B, C, H, W)`` or ``(B, C, D, H, W)``, float32, any batch.
         path: where to write the ``.onnx`` file.
         dynamic: export with symbolic spatial sizes (and batch, see ``dynamic_batch``). With
             ``False`` the file serves the example's shape only, and onnxruntime refuses any
             other shape (it checks the declared input dims), never silently resizing.
-        dynamic_batch: also make the batch size symbolic (only with ``dynamic``).
+        dynamic_batch: also make the batch size symbolic (only with ``dynamic``); ``False``
+            fixes it to the example's.
         opset_version: ONNX opset (>= 18).
 
     Returns:
@@ -184,7 +230,10 @@ def to_onnx(
 
     Raises:
         ImportError: onnxscript/onnx missing (extra ``deploy``).
-        ValueError: ``example`` is not a floating tensor of 4 or 5 dims, or the model is training.
+        TypeError: ``example`` is not a tensor, or it or a floating parameter or buffer of
+            ``model`` is not float32.
+        ValueError: ``example`` does not have 4 or 5 dims, the model is training, or the export
+            had to fix an axis that ``dynamic`` asked to keep symbolic.
 
     Example:
         >>> from spatialrec import create_model
@@ -192,19 +241,18 @@ def to_onnx(
         >>> program = to_onnx(model, torch.randn(1, 3, 32, 32), "sdn_unet.onnx")
     """
     _onnx_modules()
-    if not isinstance(example, torch.Tensor) or example.dim() not in (4, 5) or not example.is_floating_point():
-        raise ValueError(
-            f"example must be a floating-point tensor (B, C, H, W) or (B, C, D, H, W), got "
-            f"{type(example).__name__ if not isinstance(example, torch.Tensor) else tuple(example.shape)}"
-        )
+    example = _check_float32(model, example)
     if model.training:
         raise ValueError("model is in training mode; call model.eval() before exporting (batch norm statistics)")
     if opset_version < 18:
         raise ValueError(f"opset_version={opset_version} is too old; the translation needs opset >= 18")
-    shapes = _dynamic_shapes(example, dynamic_batch) if dynamic else None
+    traced = example
+    if dynamic and dynamic_batch and example.shape[0] == 1:
+        traced = example.repeat(2, *([1] * (example.dim() - 1)))
+    shapes = _dynamic_shapes(traced, dynamic_batch) if dynamic else None
     program = torch.onnx.export(
         model,
-        (example,),
+        (traced,),
         dynamo=True,
         dynamic_shapes=shapes,
         custom_translation_table=onnx_translation_table(),
@@ -216,12 +264,13 @@ def to_onnx(
     if program is None:  # only without dynamo; kept for the type checker
         raise RuntimeError("torch.onnx.export returned no program")
     if dynamic:
-        # Dim.AUTO lets export specialise a size it cannot keep symbolic (e.g. a batch of 1);
-        # onnxruntime would then refuse other sizes. Say so now, naming the axes.
+        # Dim.AUTO lets export specialise a size it cannot keep symbolic; onnxruntime would
+        # then refuse other sizes. Say so now, naming the axes.
         shape = program.model.graph.inputs[0].shape
-        assert shape is not None
+        if shape is None:
+            raise RuntimeError("the exported ONNX graph has an input without a shape")
         axes = ([0] if dynamic_batch else []) + list(range(2, example.dim()))
-        fixed = [a for a in axes if isinstance(shape[a], int) and not (a == 0 and example.shape[0] == 1)]
+        fixed = [a for a in axes if isinstance(shape[a], int)]
         if fixed:
             raise ValueError(
                 f"the exported model has fixed sizes on input axes {fixed} (shape {list(shape)}): "
@@ -251,70 +300,3 @@ def count_onnx_nodes(path: Union[str, "os.PathLike[str]"]) -> int:
         return total
 
     return count(model.graph) + sum(count(f) for f in model.functions)
-
-
-def _aten_convolution_backward() -> None:
-    """Make inductor run ``aten.convolution_backward`` as its ATen fallback (process-wide, once)."""
-    from torch._inductor import lowering
-
-    op = torch.ops.aten.convolution_backward.default
-    if getattr(lowering.lowerings.get(op), "_is_fallback_handler", False):
-        return
-    original = lowering.lowerings.pop(op, None)
-    try:
-        lowering.make_fallback(op, override_decomp=True)
-    except (AttributeError, TypeError, AssertionError) as e:  # a torch whose inductor internals differ
-        if original is not None:
-            lowering.lowerings[op] = original
-        raise RuntimeError(
-            f"compile_dynamic cannot set inductor's convolution backward fallback on torch {torch.__version__} "
-            f"({type(e).__name__}: {e}); use torch.compile directly (one graph per training image size)"
-        ) from e
-
-
-def compile_dynamic(model: torch.nn.Module, **compile_kwargs: Any) -> Any:
-    """``torch.compile(model, fullgraph=True, dynamic=True)`` whose training step does not recompile
-    for every new image size.
-
-    Inductor (checked on torch 2.13 and 2.14, CPU) specialises a convolution's backward to the
-    first image size it sees, for any convolutional network (``nn.Sequential(Conv2d, Tanh,
-    Conv2d)`` too), in two places: its lowering of ``aten.convolution_backward`` guards the
-    gradient's strides to integers, and its channels-last layout optimisation re-strides the
-    saved activations with the example's integer strides. A plain compiled training step
-    therefore recompiles (about a minute for ``sdn_unet``) for every new image size. This
-    function compiles with layout optimisation off (an option of this compilation only) and
-    makes inductor run ``aten.convolution_backward`` as the ATen kernel eager uses. The second
-    change is process-wide: it replaces inductor's lowering of that one op for every model
-    compiled afterwards in the process (on the CPU that lowering calls the same ATen kernels;
-    on CUDA it loses inductor's Triton templates for the convolution backward, which only
-    ``mode="max-autotune"`` selects). Eval graphs are dynamic with plain ``torch.compile`` too.
-    Inductor may still add a size-range guard (e.g. a reduction over more than 4096 elements takes
-    another accumulation scheme in its C++ code), so a size past such a threshold compiles one
-    more graph, once: the number of graphs is bounded, not one per size.
-
-    Args:
-        model: the module to compile.
-        **compile_kwargs: passed to ``torch.compile`` (``fullgraph`` and ``dynamic`` default to
-            ``True``; ``options`` are merged, with ``layout_optimization`` set to ``False``).
-
-    Returns:
-        The compiled module.
-
-    Raises:
-        RuntimeError: this torch's inductor internals differ from those the change relies on.
-
-    Example:
-        >>> # skip: compiling takes minutes on a CPU (a C++ toolchain builds the kernels)
-        >>> from spatialrec import create_model
-        >>> compiled = compile_dynamic(create_model("sdn_unet"))
-        >>> compiled(torch.randn(2, 3, 96, 128)).mean().backward()
-        >>> compiled(torch.randn(2, 3, 112, 80)).mean().backward()
-    """
-    if compile_kwargs.get("backend", "inductor") == "inductor":
-        _aten_convolution_backward()
-        options = dict(compile_kwargs.pop("options", None) or {})
-        options.setdefault("layout_optimization", False)
-        compile_kwargs["options"] = options
-    compile_kwargs.setdefault("fullgraph", True)
-    compile_kwargs.setdefault("dynamic", True)
-    return torch.compile(model, **compile_kwargs)
