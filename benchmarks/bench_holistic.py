@@ -181,6 +181,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--cost-tasks", nargs="+", default=["cue_any_side", "nearer_marker"], choices=list(TASK_REGISTRY),
                    help="tasks whose images --cost trains on (default: one of each kind)")  # fmt: skip
     p.add_argument("--cost-rounds", type=int, default=5, help="timed steps per model and size for --cost")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished (task, seed) jobs of --out/holistic.json (same settings required) and run only "
+                   "the missing ones: a crashed or stopped run loses nothing it finished")  # fmt: skip
     p.add_argument("--quick", action="store_true",
                    help="smoke run: cue_any_side, seed 0, 60 steps, 480 training and 32 test images "
                    "(unless --tasks, --seeds, --steps, --num-train or --num-test say otherwise)")  # fmt: skip
@@ -717,6 +720,35 @@ def measure_cost(args: argparse.Namespace, specs: dict[str, dict[str, Any]]) -> 
     return 0
 
 
+# Settings that must match for --resume to mix a previous run's records with new ones.
+RESUME_KEYS = ("image_size", "params", "steps", "batch_size", "lr", "num_train", "num_test", "threads", "device", "sdn_args")
+
+
+def resumed_jobs(args: argparse.Namespace, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished jobs of ``--out/holistic.json`` (every model of the run present for a task and
+    seed), as ``run_job`` results without figure extras.
+
+    Raises:
+        SystemExit: the file's settings differ from this run's in one of :data:`RESUME_KEYS`.
+    """
+    path = args.out / "holistic.json"
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    diff = [k for k in RESUME_KEYS if old["config"].get(k) != config.get(k)]
+    if diff:
+        raise SystemExit(f"--resume: {path} was run with other settings ({', '.join(diff)}); use another --out")
+    by_job: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for rec in old["records"]:
+        if rec["task"] in args.tasks and rec["seed"] in args.seeds and rec["model"] in args.models:
+            by_job.setdefault((rec["task"], rec["seed"]), []).append(rec)
+    return [
+        {"task": t, "seed": s, "results": [{"record": r, "extras": {}} for r in recs]}
+        for (t, s), recs in by_job.items()
+        if {r["model"] for r in recs} == set(args.models)
+    ]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -738,7 +770,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     config["task_settings"] = "each task's defaults (see spatialrec.data.synthetic) at --image-size"
     mach = machine(args)
     jobs_in = [(task, seed, specs, args) for seed in args.seeds for task in args.tasks]
-    done: list[dict[str, Any]] = []
+    done: list[dict[str, Any]] = resumed_jobs(args, config) if args.resume else []
+    finished = {(j["task"], j["seed"]) for j in done}
+    jobs_in = [j for j in jobs_in if (j[0], j[1]) not in finished]
+    if finished:
+        print(f"resumed {len(finished)} finished jobs from {args.out / 'holistic.json'}; {len(jobs_in)} to run", flush=True)
     if args.workers > 1:
         with mp.get_context("fork").Pool(args.workers) as pool:
             for res in pool.imap_unordered(run_job, jobs_in):
