@@ -261,20 +261,20 @@ def compile_matrix(
     ctx = multiprocessing.get_context("spawn")
     # Jobs travel as plain values: unpickling a LaunchConfig would import Triton in the worker
     # before _compile_in_worker could keep the interpreter out of it.
-    plain = [(j.kernel, j.spatial_dims, j.dtype, j.arch, dataclasses.astuple(j.config), j.state_sizes) for j in todo]
+    plain = [(j.kernel, j.spatial_dims, j.dtype, j.arch, dataclasses.astuple(j.config), j.state_sizes, j.line) for j in todo]
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
         return list(pool.map(_compile_in_worker, plain))
 
 
-def _compile_in_worker(job: tuple[str, int, str, int, tuple[int, ...], tuple[int, ...]]) -> CompileResult:
+def _compile_in_worker(job: tuple[str, int, str, int, tuple[int, ...], tuple[int, ...], bool]) -> CompileResult:
     """:func:`compile_job` in a worker process of :func:`compile_matrix`. The worker inherits
     this process's environment, and Triton decides at import, from ``TRITON_INTERPRET``, whether
     its functions are interpreted or compilable: so the variable is unset around the import and
     the compile, in the worker only, and restored after; the caller's process is never touched."""
-    kernel, dims, dtype, arch, config, state_sizes = job
+    kernel, dims, dtype, arch, config, state_sizes, line = job
     with options.scoped_environ(TRITON_INTERPRET=None):
         mod = kernel_module()
-        return compile_job(CompileJob(kernel, dims, dtype, arch, mod.LaunchConfig(*config), state_sizes))
+        return compile_job(CompileJob(kernel, dims, dtype, arch, mod.LaunchConfig(*config), state_sizes, line))
 
 
 def supported_archs(candidates: Sequence[int] = (80, 90, 100)) -> tuple[int, ...]:
