@@ -414,6 +414,61 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, param
     return dx, grads
 
 
+def sweep_forward(
+    x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor, direction: str, compile_backward: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sweep without autograd, for the registered op (:mod:`spatialrec.ops.library`).
+
+    Returns ``y`` (shape and dtype of ``x``, contiguous) and the padded states ``(L, B, PA, PB,
+    S)`` in the compute dtype: all that :func:`sweep_backward` needs besides the inputs. With
+    ``compile_backward`` the backward's kernels are compiled now (see :func:`_forward`).
+    """
+    _check_device(x)
+    dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
+    params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
+    return _forward(x, params, direction, dtype, dot_mode(x.dtype, dtype), compile_backward)
+
+
+def states_to_output(states: torch.Tensor, direction: str, dtype: torch.dtype, spatial_dims: int) -> torch.Tensor:
+    """Padded states ``(L, B, PA, PB, S)`` of a ``direction`` sweep -> the sweep's output ``(B, S,
+    *spatial)`` in ``dtype``, contiguous (what :func:`sweep_forward` returned, computed again)."""
+    return _from_padded(states, direction, dtype, spatial_dims)
+
+
+def output_to_states(y: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
+    """Inverse of :func:`states_to_output`: a sweep's output ``(B, S, *spatial)`` -> its padded
+    states ``(L, B, PA, PB, S)`` in ``dtype`` (line 0 of a sweep is its prior, unchanged)."""
+    return _padded_lines(y, direction, dtype)
+
+
+def sweep_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+    states: torch.Tensor,
+    direction: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward of :func:`sweep_forward` from its ``states`` (the backward kernels, no recomputed
+    forward). Returns ``(dx, d weight_ih, d weight_hh, d bias_ih, d bias_hh)`` in the inputs'
+    dtypes, ``dx`` contiguous."""
+    dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
+    params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
+    s, dims = params.s, x.dim() - 2
+    dx, grads = _backward(grad_y.contiguous(), x, states, params, direction, dtype, dot_mode(x.dtype, dtype), True)
+    assert grads is not None
+    dw_ih, dw_hh, db_ih, db_hh = grads
+    return (
+        _from_padded(dx, direction, x.dtype, dims),
+        unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
+        dw_hh.to(weight_hh.dtype),
+        unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
+        db_hh.to(bias_hh.dtype),
+    )
+
+
 class TritonDirectionalGRUScan(torch.autograd.Function):
     """Autograd function of the Triton scan; call it through :func:`triton_directional_gru_scan`."""
 
@@ -486,5 +541,9 @@ __all__ = [
     "TritonDirectionalGRUScan",
     "dot_mode",
     "launch_config",
+    "output_to_states",
+    "states_to_output",
+    "sweep_backward",
+    "sweep_forward",
     "triton_directional_gru_scan",
 ]
