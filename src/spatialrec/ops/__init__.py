@@ -12,9 +12,11 @@ by name and number of spatial dimensions (:mod:`spatialrec.ops.scan`):
 - ``"auto"``: ``SPATIALREC_BACKEND`` when set, else triton for CUDA tensors when Triton is
   importable (falling back to fused, with one warning, if a Triton kernel fails), else fused.
 
-The layers call :func:`scan_sequence`, which goes through the registered operator
-``torch.ops.spatialrec.scan_sequence`` (:mod:`spatialrec.ops.library`) wherever a program is
-traced (``torch.compile``, ``torch.export``, ONNX), so the sweeps are one node there.
+The layers call :func:`scan_sequence`, which goes through the registered operators
+(:mod:`spatialrec.ops.library`) in eager and traced code alike (``torch.compile``,
+``torch.export``, ONNX see one node): ``spatialrec::scan_sequence_forward`` keeps what the
+backend's own backward reads where a backward can follow, ``spatialrec::scan_sequence`` keeps
+nothing elsewhere.
 
 Every backend sweeps the canonical direction of a view of the input
 (:mod:`spatialrec.ops.directions`), computes the gates in at least float32

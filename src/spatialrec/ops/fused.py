@@ -41,6 +41,10 @@ Saved for the backward: the swept states ``(H, B, W + 2, S)`` in the compute dty
 (:data:`GATES_ENV_VAR`), the gates ``(H - 1, M, 3S)``: three times the states' size, to save a
 quarter of the forward+backward GEMM work. Inference keeps nothing. Nothing full-size is
 allocated per line.
+
+The registered ops (:mod:`spatialrec.ops.library`) run the same sweeps without autograd
+(:func:`sequence_forward`, :func:`sequence_backward`): the op's forward returns the states and
+gates it kept, and its backward op hands them back.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ Same maths as :mod:`spatialrec.ops.reference`, organised for speed and memory:
   runs the only truly sequential part, the gradient carried from plane to plane, one transposed
   convolution per plane; the weight gradients are again single batched calls.
 
+:func:`plane_forward` and :func:`plane_backward` are the two passes without autograd: the
+autograd function below and the registered ops (:mod:`spatialrec.ops.library`, which keep the
+swept states between them) share them.
+
 Forward memory beyond input and output: one ``3S``-channel buffer for the hoisted prior term.
 Backward transient memory: about ``9S`` values per voxel (gates, gate gradients, state gradient).
 """
