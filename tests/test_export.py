@@ -71,8 +71,11 @@ def test_opcheck_scan_sequence_ops(backend: str, spatial_dims: int, directions: 
     utils = ("test_autograd_registration",)
     torch.library.opcheck(torch.ops.spatialrec.scan_sequence_backward.default, args, **({"test_utils": utils} if backend == "reference" else {}))
     real = torch.ops.spatialrec.scan_sequence_backward(*args)
+    grad, x0, flat0, saved0 = args[:4]
     with torch._subclasses.FakeTensorMode() as mode:
-        fake = torch.ops.spatialrec.scan_sequence_backward(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else [mode.from_tensor(t) for t in a] if isinstance(a, list) and a and isinstance(a[0], torch.Tensor) else a for a in args))
+        fake = torch.ops.spatialrec.scan_sequence_backward(
+            mode.from_tensor(grad), mode.from_tensor(x0), [mode.from_tensor(t) for t in flat0], [mode.from_tensor(t) for t in saved0], directions, backend
+        )
     assert [(t.shape, t.dtype, t.stride()) for t in real] == [(t.shape, t.dtype, t.stride()) for t in fake]
 
 
