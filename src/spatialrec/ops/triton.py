@@ -243,24 +243,25 @@ def dot_mode(x_dtype: torch.dtype, dtype: torch.dtype) -> int:
 def launch_config(m: int, s: int, mode: int, nslot: int) -> LaunchConfig:
     """The tiles for a line of ``m`` positions, state size ``s``, dot ``mode``, ``nslot`` neighbours.
 
-    Chosen so that no kernel spills registers or exceeds shared memory on sm_80/sm_90/sm_100
-    (checked by :mod:`spatialrec.ops.aot` in CI; table in ``docs/kernels.md``). Register
-    pressure, not shared memory, is the binding limit: every kernel holds up to three ``BLOCK_M x
+    Chosen so that no kernel spills registers or exceeds shared memory on sm_80/sm_90/sm_100,
+    with at least :data:`spatialrec.ops.aot.REGISTER_HEADROOM` registers to spare, under every
+    Triton the project installs (3.8, which torch 2.14.1 pins, and 3.9; checked by
+    :mod:`spatialrec.ops.aot` in CI under both; table in ``docs/kernels.md``). Register pressure,
+    not shared memory, is the binding limit: every kernel holds up to three ``BLOCK_M x
     BLOCK_N`` float32 accumulators plus ``BLOCK_K``-deep operand tiles (with their 64-bit
     address tensors) per thread; with ``BLOCK_K = 32`` or two pipeline stages, 64x32 tiles
     already spilled on sm_80 in float32 and bfloat16 alike, 64x32x16 with one stage does not.
-    The 3D kernels (nine neighbour slots, unrolled) spilled a few bytes with 4 warps on sm_80
-    (tensor-core modes) and sm_100; 8 warps halve the per-thread tile and spill nowhere, except
-    with 16-channel tiles on sm_100 (8 B, ptxas's choice at 48 registers), which get 32-row
-    tiles and 4 warps instead.
+    8 warps halve the per-thread share of a tile: with 4 warps the 2D ``_bwd_gates_line`` needed
+    254 registers in float32 (Triton 3.9) and spilled 4-20 B under Triton 3.8 (sm_90, sm_100);
+    with 8 warps it needs at most 183. The one exception, 16-channel tiles in 3D, keeps 4 warps
+    and 64 rows: there ptxas spilled a few bytes at low register counts with 8 warps (sm_80,
+    sm_90, sm_100 depending on the Triton) and with 32- or 16-row tiles under Triton 3.8
+    (sm_90); 64x16 with 4 warps spills under neither (at most 213 registers).
     """
     block_m = min(64, max(16, triton.next_power_of_2(m)))
     block_n = min(32, max(16, triton.next_power_of_2(s)))
-    if nslot > 3:
-        if block_n == 16:
-            return LaunchConfig(min(block_m, 32), block_n, block_k=16, num_warps=4, num_stages=1)
-        return LaunchConfig(block_m, block_n, block_k=16, num_warps=8, num_stages=1)
-    return LaunchConfig(block_m, block_n, block_k=16, num_warps=4, num_stages=1)
+    warps = 4 if nslot > 3 and block_n == 16 else 8
+    return LaunchConfig(block_m, block_n, block_k=16, num_warps=warps, num_stages=1)
 
 
 def _acc(dtype: torch.dtype) -> Any:
