@@ -55,7 +55,7 @@ def test_matrix_covers_every_launcher_choice():
     for j in todo:
         for s in j.state_sizes:
             mode = {"float32": mod.IEEE, "float32-tf32": mod.TF32, "bfloat16": mod.BF16, "float16": mod.FP16}[j.dtype]
-            assert mod.launch_config(aot.LINE_POSITIONS, s, mode, 3 ** (j.spatial_dims - 1)) == j.config
+            assert mod.launch_config(aot.LINE_POSITIONS, s, mode, 3 ** (j.spatial_dims - 1), j.kernel) == j.config
 
 
 def test_the_check_flags_resource_violations():

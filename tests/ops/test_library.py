@@ -139,3 +139,43 @@ def test_op_validates_direct_calls() -> None:
         torch.ops.spatialrec.scan_sequence(x.detach(), flat[:3], [0], "fused")
     with pytest.raises(ValueError, match="weight_hh has shape"):
         torch.ops.spatialrec.scan_sequence(x.detach(), [flat[0], flat[0], flat[2], flat[3]], [0], "fused")
+
+
+@pytest.mark.parametrize("dims,directions", CASES)
+def test_op_under_auto_falls_back_when_triton_fails(dims: int, directions: tuple[str, ...], monkeypatch) -> None:
+    """"auto" chose Triton (as on a GPU) and its forward kernel fails: the op warns once, runs the
+    fused backend, hands the states over in Triton's layout, and its backward still matches."""
+    pytest.importorskip("triton")
+    from triton.runtime.errors import OutOfResources
+
+    from spatialrec.ops import BACKEND_ENV_VAR
+    from spatialrec.ops import scan as scan_module
+    from spatialrec.ops import triton as triton_backend
+
+    class Failing:
+        def __getitem__(self, grid):  # type: ignore[no-untyped-def]
+            def launch(*args, **kwargs):  # type: ignore[no-untyped-def]
+                raise OutOfResources(232448, 101376, "shared memory")
+
+            return launch
+
+    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    monkeypatch.setattr(scan_module, "_triton_device", lambda x: True)
+    monkeypatch.setattr(library, "_triton_device", lambda x: True)
+    monkeypatch.setattr(scan_module, "_TRITON_FAILURE", None)
+    monkeypatch.setattr(triton_backend, "_fwd_line", Failing())
+    x, params = _inputs(dims, len(directions), torch.float32)
+    leaves = [x] + [t for p in params for t in p]
+    with pytest.warns(RuntimeWarning, match="OutOfResources"):
+        y = scan_sequence(x, params, directions, "auto")
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(2))
+    got = torch.autograd.grad(y, leaves, g)
+    ref = directional_gru_scan_sequence(x, params, directions, backend="fused")
+    want = torch.autograd.grad(ref, leaves, g)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # Later calls go to fused at once, still in Triton's layout (what a compiled fake declared).
+    y2 = scan_sequence(x, params, directions, "auto")
+    torch.testing.assert_close(y2, ref, rtol=1e-5, atol=1e-6)
+    torch.autograd.grad(y2, leaves, g)

@@ -153,9 +153,9 @@ def jobs(
     for dims in spatial_dims:
         for dtype in dtypes:
             for s in state_sizes:
-                cfg = mod.launch_config(LINE_POSITIONS, s, _mode(mod, dtype), 3 ** (dims - 1))
-                for arch in archs:
-                    for k in names:
+                for k in names:
+                    cfg = mod.launch_config(LINE_POSITIONS, s, _mode(mod, dtype), 3 ** (dims - 1), k)
+                    for arch in archs:
                         grouped.setdefault((k, dims, dtype, arch, cfg), []).append(s)
     return [CompileJob(k, d, t, a, c, tuple(ss)) for (k, d, t, a, c), ss in grouped.items()]
 

@@ -240,8 +240,10 @@ def dot_mode(x_dtype: torch.dtype, dtype: torch.dtype) -> int:
     return TF32 if env == "tf32" else IEEE
 
 
-def launch_config(m: int, s: int, mode: int, nslot: int) -> LaunchConfig:
-    """The tiles for a line of ``m`` positions, state size ``s``, dot ``mode``, ``nslot`` neighbours.
+def launch_config(m: int, s: int, mode: int, nslot: int, kernel: str = "_fwd_line") -> LaunchConfig:
+    """The tiles of ``kernel`` (a name of :data:`KERNELS`) for a line of ``m`` positions, state size
+    ``s``, dot ``mode``, ``nslot`` neighbours. The tile shape is the same for all three kernels of
+    a scan; only the number of warps may differ.
 
     Chosen so that no kernel spills registers or exceeds shared memory on sm_80/sm_90/sm_100,
     with at least :data:`spatialrec.ops.aot.REGISTER_HEADROOM` registers to spare, under every
@@ -256,11 +258,14 @@ def launch_config(m: int, s: int, mode: int, nslot: int) -> LaunchConfig:
     with 8 warps it needs at most 183. The one exception, 16-channel tiles in 3D, keeps 4 warps
     and 64 rows: there ptxas spilled a few bytes at low register counts with 8 warps (sm_80,
     sm_90, sm_100 depending on the Triton) and with 32- or 16-row tiles under Triton 3.8
-    (sm_90); 64x16 with 4 warps spills under neither (at most 213 registers).
+    (sm_90); 64x16 with 4 warps spills under neither (at most 213 registers), except
+    ``_bwd_prev_line``, which gets 8 warps there.
     """
     block_m = min(64, max(16, triton.next_power_of_2(m)))
     block_n = min(32, max(16, triton.next_power_of_2(s)))
-    warps = 4 if nslot > 3 and block_n == 16 else 8
+    # 3D 16-channel tiles: _bwd_prev_line, whose one accumulator needs few registers, is the
+    # kernel where 4 warps spilled (8 B at 96 registers, sm_100, both Triton versions) and 8 do not.
+    warps = 4 if nslot > 3 and block_n == 16 and kernel != "_bwd_prev_line" else 8
     return LaunchConfig(block_m, block_n, block_k=16, num_warps=warps, num_stages=1)
 
 
@@ -337,7 +342,9 @@ class _Params:
         return torch.addmm(self.b_prior, xp.view(-1, s), self.w_hh.t()).view(*xp.shape[:-1], 3 * s)
 
 
-def _launch(kernel: Any, geo: _Geometry, cfg: LaunchConfig, mode: int, dtype: torch.dtype, *args: Any, warmup: bool = False) -> None:
+def _launch(name: str, geo: _Geometry, mode: int, dtype: torch.dtype, *args: Any, warmup: bool = False) -> None:
+    kernel = globals()[name]  # the module's kernel (as a direct reference would), by its KERNELS name
+    cfg = launch_config(geo.m, geo.s, mode, geo.nslot, name)
     grid = (triton.cdiv(geo.m, cfg.block_m), triton.cdiv(geo.s, cfg.block_n))
     call_args = (*args, geo.m, geo.a, geo.bb, geo.s)
     meta = dict(NSLOT=geo.nslot, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, ACC=_acc(dtype), MODE=mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
@@ -351,7 +358,6 @@ def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtyp
     dims = x.dim() - 2
     xp = _padded_lines(x, direction, dtype)
     geo = _geometry(xp, dims)
-    cfg = launch_config(geo.m, geo.s, mode, geo.nslot)
     states = torch.empty_like(xp)
     states[0].copy_(xp[0])
     length = xp.shape[0]
@@ -360,13 +366,13 @@ def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtyp
         states[1:].zero_()
         gh = params.prior(xp)
         for i in range(1, length):
-            _launch(_fwd_line, geo, cfg, mode, dtype, states[i - 1], states[i], gh[i], xp[i], params.w_ih_t, params.b_ih_n)
+            _launch("_fwd_line", geo, mode, dtype, states[i - 1], states[i], gh[i], xp[i], params.w_ih_t, params.b_ih_n)
         if compile_backward and not _interpreting():
             # Compile the backward's kernels now, where a failure can still be caught by the
             # dispatcher's fallback, instead of in the middle of autograd's backward pass.
             d = torch.empty((1,), dtype=dtype, device=x.device)
-            _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[0], gh[1], xp[1], params.w_ih_t, params.b_ih_n, d, d, d, warmup=True)
-            _launch(_bwd_prev_line, geo, cfg, mode, dtype, d, params.w_ih_perm, d, warmup=True)
+            _launch("_bwd_gates_line", geo, mode, dtype, states[0], gh[1], xp[1], params.w_ih_t, params.b_ih_n, d, d, d, warmup=True)
+            _launch("_bwd_prev_line", geo, mode, dtype, d, params.w_ih_perm, d, warmup=True)
     return _from_padded(states, direction, x.dtype, dims), states
 
 
@@ -391,10 +397,9 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, param
     xp = _padded_lines(x, direction, dtype)
     gh = params.prior(xp)
     d = torch.zeros((*dh.shape[:-1], 4 * s), dtype=dtype, device=x.device)  # pad rows stay zero
-    cfg = launch_config(geo.m, s, mode, nslot)
     for i in range(length - 1, 0, -1):
-        _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[i - 1], gh[i], xp[i], params.w_ih_t, params.b_ih_n, dh[i], d[i], dx[i])
-        _launch(_bwd_prev_line, geo, cfg, mode, dtype, d[i], params.w_ih_perm, dh[i - 1])
+        _launch("_bwd_gates_line", geo, mode, dtype, states[i - 1], gh[i], xp[i], params.w_ih_t, params.b_ih_n, dh[i], d[i], dx[i])
+        _launch("_bwd_prev_line", geo, mode, dtype, d[i], params.w_ih_perm, dh[i - 1])
     dx[0].copy_(dh[0])
     d_flat = d[1:].view(-1, 4 * s)
     d_h = d_flat[:, s:]  # (R, 3S) prior-side gate gradients, order r, z, n
