@@ -33,9 +33,10 @@ asks for TF32 tensor cores; bfloat16 / float16 inputs feed the dot with operands
 their own dtype (tensor cores), always accumulating in float32; gate arithmetic and the stored
 states are float32 in every mode. float64 inputs use float64 throughout.
 
-Block shapes (:func:`launch_config`) are chosen per state size and dot mode; every configuration
-the launcher can choose is compiled ahead of time for sm_80/sm_90/sm_100 by
-:mod:`spatialrec.ops.aot` (CPU only, in CI), which checks shared memory and register spills.
+Block shapes and warps (:func:`launch_config`) are chosen per state size, dot mode and kernel;
+every configuration the launcher can choose is compiled ahead of time for sm_80/sm_90/sm_100 by
+:mod:`spatialrec.ops.aot` (CPU only, in CI, under Triton 3.8 and 3.9), which checks shared
+memory, register headroom and spills.
 
 Why per-line kernels and not a persistent kernel: see ``docs/kernels.md`` (launch overhead).
 """
