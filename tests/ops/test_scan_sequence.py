@@ -183,17 +183,18 @@ def test_layer_mixed_backends_runs_sweeps_one_by_one():
 
 
 def test_layer_fused_cpu_projection_matches_the_convolution():
-    # A contiguous input to a fused CPU layer takes the GEMM projection of the channels-last
-    # states; it must be the layer's 1x1 convolution, forward and backward.
+    # The project-out of a fused CPU layer must be the layer's 1x1 convolution, forward and
+    # backward. The cell is the one the reference below computes (serial, prior carry): new
+    # layers default to the line carry side by side.
     torch.manual_seed(2)
-    layer = SpatialDependencyLayer(3, 4, state_size=6, directions=("down", "left"), composition="serial").double()
+    layer = SpatialDependencyLayer(3, 4, state_size=6, directions=("down", "left"), carry="prior", composition="serial").double()
     x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
     layer.backend = "fused"
     y = layer(x)
     assert y.is_contiguous()
     h = torch.tanh(layer.project_in(x))
     params = [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh) for s in layer.sweeps]
-    want = layer.project_out(directional_gru_scan_sequence(h, params, layer.directions, backend="reference", carry=layer.carry))
+    want = layer.project_out(directional_gru_scan_sequence(h, params, layer.directions, backend="reference"))
     torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-12)
     g = torch.randn_like(y)
     got = torch.autograd.grad(y, list(layer.parameters()), g)

@@ -14,12 +14,14 @@ by name and number of spatial dimensions (:mod:`spatialrec.ops.scan`):
   (falling back to fused on that device, with one warning, if a Triton kernel fails there), else
   fused.
 
-The layers call :func:`scan_sequence`, which goes through the registered operator
-``torch.ops.spatialrec.scan_sequence`` (:mod:`spatialrec.ops.library`) wherever a program is
-traced (``torch.compile``, ``torch.export``, ONNX), so the sweeps are one node there. Around the
-sweeps, :func:`working_layout`, :func:`project_in_activation` and :func:`project_out`
-(:mod:`spatialrec.ops.projection`) make the layers' layout and kernel choices for the backend
-and device.
+The layers call :func:`scan_sequence`, which goes through the registered operators
+(:mod:`spatialrec.ops.library`) in eager and traced code alike (``torch.compile``,
+``torch.export``, ONNX see one node): ``spatialrec::scan_sequence_forward`` keeps what the
+backend's own backward reads where a backward can follow, ``spatialrec::scan_sequence`` keeps
+nothing elsewhere. Every op takes the cell's ``carry`` (``"prior"`` or ``"line"``) as its last
+argument. Around the sweeps, :func:`working_layout`, :func:`project_in_activation` and
+:func:`project_out` (:mod:`spatialrec.ops.projection`) make the layers' layout and kernel
+choices for the backend and device.
 
 Every backend sweeps the canonical direction of a view of the input
 (:mod:`spatialrec.ops.directions`), computes the gates in at least float32

@@ -41,6 +41,10 @@ Saved for the backward: the swept states ``(H, B, W + 2, S)`` in the compute dty
 ``recompute`` (:func:`spatialrec.options.set_fused_gates`, default from ``SPATIALREC_FUSED_GATES``), the gates ``(H - 1, M, 3S)``: three times the states' size, to save a
 quarter of the forward+backward GEMM work. Inference keeps nothing. Nothing full-size is
 allocated per line.
+
+The registered ops (:mod:`spatialrec.ops.library`) run the same sweeps without autograd
+(:func:`sequence_forward`, :func:`sequence_backward`): the op's forward returns the states and
+gates it kept, and its backward op hands them back.
 """
 
 from __future__ import annotations
@@ -478,6 +482,58 @@ def _param_grads(
     return out
 
 
+def _sweep_forward(
+    src: torch.Tensor, src_dir: Optional[str], direction: str, dtype: torch.dtype, keep_gates: bool, params: _Params, carry: str = "prior"
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One sweep of a sequence, no autograd: ``src`` (an image, ``src_dir=None``, or the previous
+    sweep's lines of ``src_dir``) -> ``(states (L, B, W' + 2, S), gates (L - 1, B W', 3S) or None)``
+    in ``dtype``, the lines of ``direction``."""
+    return _forward_lines(_sweep_priors(src, src_dir, direction, dtype), params, keep_gates, carry)
+
+
+def _sweep_backward(
+    dh: torch.Tensor,
+    src: torch.Tensor,
+    src_dir: Optional[str],
+    direction: str,
+    states: torch.Tensor,
+    gates: Optional[torch.Tensor],
+    params: _Params,
+    src_dtype: torch.dtype,
+    need_src: bool,
+    need_params: bool,
+    contiguous_image: bool = False,
+    carry: str = "prior",
+) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Backward of :func:`_sweep_forward`, no autograd.
+
+    ``dh: (L, B, W', S)`` contiguous, in the compute dtype, owned by the caller and overwritten.
+    Returns ``d_src`` (an image with channels-last strides, or contiguous with
+    ``contiguous_image``, when ``src_dir`` is None, else fresh
+    contiguous lines of ``src_dir``, in ``src_dtype``; None unless ``need_src``) and the internal
+    order ``dw_ih, dw_hh, db`` of :func:`_backward_lines` (Nones unless ``need_params``).
+    """
+    xs = _sweep_priors(src, src_dir, direction, dh.dtype) if dh.shape[0] > 1 else dh
+    dx_lines, dw_ih, dw_hh, db = _backward_lines(dh, xs, states, gates, params, need_src, need_params, carry)
+    del xs
+    d_src = None
+    if need_src:
+        assert dx_lines is not None
+        if src_dir is not None:
+            d_src = _relayout(dx_lines, direction, src_dir, src_dtype)
+        elif contiguous_image:
+            d_src = _image_from_lines_contiguous(dx_lines, direction, src_dtype)
+        else:
+            d_src = _image_from_lines(dx_lines, direction, src_dtype)
+    return d_src, dw_ih, dw_hh, db
+
+
+def _owns_whole_storage(t: torch.Tensor) -> bool:
+    """Whether ``t`` spans its whole storage from offset 0 (so it is not a window into a larger
+    buffer), with public API only (``Tensor._base`` is private)."""
+    return t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
 class _SequenceSweep(torch.autograd.Function):
     """One sweep of a sequence: ``src`` -> the swept lines ``(L, B, W', S)`` of ``direction``.
 
@@ -491,9 +547,7 @@ class _SequenceSweep(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, src: torch.Tensor, src_dir: Optional[str], direction: str, dtype: torch.dtype, keep_gates: bool, carry: str, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
-        xs = _sweep_priors(src, src_dir, direction, dtype)
-        states, gates = _forward_lines(xs, params, keep_gates, carry)
-        del xs
+        states, gates = _sweep_forward(src, src_dir, direction, dtype, keep_gates, params, carry)
         # The priors are not saved: the backward recomputes them from ``src`` (kept anyway, by
         # the previous node or the caller's graph) with one cheap copy.
         ctx.save_for_backward(src, weight_ih, weight_hh, bias_ih, bias_hh, states, gates)
@@ -508,26 +562,19 @@ class _SequenceSweep(torch.autograd.Function):
         need_params = any(ctx.needs_input_grad[6:10])
         if not (need_src or need_params):
             return (None,) * 10
-        dtype, direction, src_dir = ctx.dtype, ctx.direction, ctx.src_dir
+        dtype = ctx.dtype
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
         # The output is only ever read by the next node of the same sequence, whose backward
         # returns a fresh contiguous buffer: it is used in place (it becomes the gradient w.r.t.
-        # the priors) instead of being copied; anything else is copied first.
-        if grad.is_contiguous() and grad.dtype == dtype and grad._base is None and not grad.requires_grad:
+        # the priors) instead of being copied; anything else (a window into a larger buffer, a
+        # gradient that itself requires grad) is copied first.
+        if grad.is_contiguous() and grad.dtype == dtype and _owns_whole_storage(grad) and not grad.requires_grad:
             dh = grad
         else:
             dh = grad.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
-        xs = _sweep_priors(src, src_dir, direction, dtype) if dh.shape[0] > 1 else dh
-        dx_lines, dw_ih, dw_hh, db = _backward_lines(dh, xs, states, gates, params, need_src, need_params, ctx.carry)
-        del xs, gates
+        d_src, dw_ih, dw_hh, db = _sweep_backward(dh, src, ctx.src_dir, ctx.direction, states, gates, params, src.dtype, need_src, need_params, carry=ctx.carry)
+        del gates
         grads = _param_grads(dw_ih, dw_hh, db, params.s, (weight_ih, weight_hh, bias_ih, bias_hh), ctx.needs_input_grad[6:10])
-        d_src = None
-        if need_src:
-            assert dx_lines is not None
-            if src_dir is None:
-                d_src = _image_from_lines(dx_lines, direction, src.dtype)
-            else:
-                d_src = _relayout(dx_lines, direction, src_dir, src.dtype)
         return (d_src, None, None, None, None, None, *grads)
 
 
@@ -668,6 +715,90 @@ def fused_directional_gru_scan_sequence(
     return _LinesToImage.apply(src, src_dir, x.dtype)
 
 
+def _image_from_lines_contiguous(lines: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
+    """Lines ``(L, B, W', S)`` of ``direction`` -> a contiguous ``(B, S, H, W)`` in ``dtype`` (one
+    transposing copy, written straight into the contiguous format)."""
+    src = _bhws(lines, direction)
+    b, h, w, s = src.shape
+    out = torch.empty((b, s, h, w), dtype=dtype, device=lines.device)
+    _copy_reversed(out.permute(0, 2, 3, 1), src, _flip_axes(direction))
+    return out
+
+
+def sequence_forward(
+    x: torch.Tensor,
+    params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    directions: tuple[str, ...],
+    save: bool,
+    keep_gates: bool,
+    carry: str = "prior",
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The 2D sequence of :func:`fused_directional_gru_scan_sequence` without autograd, for the
+    registered op (:mod:`spatialrec.ops.library`).
+
+    Returns ``y: (B, S, H, W)`` contiguous in ``x.dtype`` and, with ``save``, what
+    :func:`sequence_backward` needs: per sweep ``k`` its states ``(L_k, B, W'_k + 2, S)`` and,
+    with ``keep_gates``, its gates ``(L_k - 1, B W'_k, 3S)`` (empty when ``L_k = 1``), in the
+    compute dtype, contiguous: ``[states_0, gates_0, states_1, gates_1, ...]`` or ``[states_0,
+    states_1, ...]``. ``L_k`` is the length of the swept axis (``H`` for `down`/`up`, ``W`` for
+    `right`/`left`), ``W'_k`` the other one. Without ``save`` each sweep's states are freed as
+    soon as the next sweep has read them.
+    """
+    dtype = compute_dtype(x, *(t for p in params for t in p))
+    saved: list[torch.Tensor] = []
+    src, src_dir = x, None
+    for p, direction in zip(params, directions):
+        states, gates = _sweep_forward(src, src_dir, direction, dtype, save and keep_gates, _Params(*p, dtype), carry)
+        if save:
+            saved.append(states)
+            if keep_gates:
+                lines, b, wp2, s = states.shape
+                saved.append(gates if gates is not None else states.new_empty((0, b * (wp2 - 2), 3 * s)))
+        src, src_dir = states[:, :, 1:-1], direction
+    assert src_dir is not None
+    return _image_from_lines_contiguous(src, src_dir, x.dtype), saved
+
+
+def sequence_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    directions: tuple[str, ...],
+    saved: list[torch.Tensor],
+    carry: str = "prior",
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Backward of :func:`sequence_forward` from its ``saved`` tensors (the hand-written
+    backward, no autograd, no recomputed forward; gates are recomputed from the states, one GEMM
+    per line, only when the forward kept none).
+
+    Returns ``dx`` (shape and dtype of ``x``, contiguous) and the gradients of every parameter,
+    flattened in the order of ``params``, in the parameters' dtypes.
+    """
+    n = len(directions)
+    per = len(saved) // n
+    if per not in (1, 2) or per * n != len(saved):
+        raise ValueError(f"saved has {len(saved)} tensors for {n} sweeps; expected {n} (states) or {2 * n} (states and gates)")
+    dtype = compute_dtype(x, *(t for p in params for t in p))
+    states = saved[::per]
+    gates: list[Optional[torch.Tensor]] = list(saved[1::2]) if per == 2 else [None] * n
+    dh = _lines_from_image(grad_y, directions[-1], dtype)  # fresh: the backward works in place
+    grads: list[list[torch.Tensor]] = [[] for _ in range(n)]
+    dx: Optional[torch.Tensor] = None
+    for k in range(n - 1, -1, -1):
+        params_k = _Params(*params[k], dtype)
+        src, src_dir = (x, None) if k == 0 else (states[k - 1][:, :, 1:-1], directions[k - 1])
+        d_src, dw_ih, dw_hh, db = _sweep_backward(dh, src, src_dir, directions[k], states[k], gates[k], params_k, x.dtype if k == 0 else dtype, True, True, contiguous_image=True, carry=carry)
+        got = _param_grads(dw_ih, dw_hh, db, params_k.s, params[k], (True, True, True, True))
+        grads[k] = [g for g in got if g is not None]
+        assert d_src is not None
+        if k == 0:
+            dx = d_src
+        else:
+            dh = d_src
+    assert dx is not None
+    return dx, [g for gk in grads for g in gk]
+
+
 def fused_directional_gru_scan(
     x: torch.Tensor,
     weight_ih: torch.Tensor,
@@ -695,5 +826,7 @@ __all__ = [
     "fused_directional_gru_scan_sequence",
     "project_channels_last",
     "save_gates",
+    "sequence_backward",
+    "sequence_forward",
     "tanh_",
 ]

@@ -136,7 +136,12 @@ def project_out(h: torch.Tensor, conv: PointwiseConv, layout: WorkingLayout) -> 
     ):
         return project_channels_last(h, conv.weight, conv.bias)
     y = conv(h)
-    return y.contiguous() if layout.restore_contiguous else y
+    if layout.restore_contiguous:
+        return y.contiguous()
+    if layout.channels_last:
+        # A channels-last caller keeps its format: the scan ops return contiguous states.
+        return y.contiguous(memory_format=torch.channels_last)
+    return y
 
 
 __all__ = ["PointwiseConv", "WorkingLayout", "project_in_activation", "project_out", "working_layout"]

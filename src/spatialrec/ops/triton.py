@@ -35,9 +35,10 @@ float32 products, matches the reference to ~1e-6) or TF32 tensor cores, as the
 their own dtype (tensor cores), always accumulating in float32; gate arithmetic and the stored
 states are float32 in every mode. float64 inputs use float64 throughout.
 
-Block shapes (:func:`launch_config`) are chosen per state size and dot mode; every configuration
-the launcher can choose is compiled ahead of time for sm_80/sm_90/sm_100 by
-:mod:`spatialrec.ops.aot` (CPU only, in CI), which checks shared memory and register spills.
+Block shapes and warps (:func:`launch_config`) are chosen per state size, dot mode and kernel;
+every configuration the launcher can choose is compiled ahead of time for sm_80/sm_90/sm_100 by
+:mod:`spatialrec.ops.aot` (CPU only, in CI, under Triton 3.8 and 3.9), which checks shared
+memory, register headroom and spills.
 
 Why per-line kernels and not a persistent kernel: see ``docs/kernels.md`` (launch overhead).
 """
@@ -258,27 +259,33 @@ def dot_mode(x_dtype: torch.dtype, dtype: torch.dtype) -> int:
     return TF32 if options.get_triton_precision() == "tf32" else IEEE
 
 
-def launch_config(m: int, s: int, mode: int, nslot: int) -> LaunchConfig:
-    """The tiles for a line of ``m`` positions, state size ``s``, dot ``mode``, ``nslot`` neighbours.
+def launch_config(m: int, s: int, mode: int, nslot: int, kernel: str = "_fwd_line") -> LaunchConfig:
+    """The tiles of ``kernel`` (a name of :data:`KERNELS`) for a line of ``m`` positions, state size
+    ``s``, dot ``mode``, ``nslot`` neighbours. The tile shape is the same for all three kernels of
+    a scan; only the number of warps may differ.
 
-    Chosen so that no kernel spills registers or exceeds shared memory on sm_80/sm_90/sm_100
-    (checked by :mod:`spatialrec.ops.aot` in CI; table in ``docs/kernels.md``). Register
-    pressure, not shared memory, is the binding limit: every kernel holds up to three ``BLOCK_M x
+    Chosen so that no kernel spills registers or exceeds shared memory on sm_80/sm_90/sm_100,
+    with at least :data:`spatialrec.ops.aot.REGISTER_HEADROOM` registers to spare, under every
+    Triton the project installs (3.8, which torch 2.14.1 pins, and 3.9; checked by
+    :mod:`spatialrec.ops.aot` in CI under both; table in ``docs/kernels.md``). Register pressure,
+    not shared memory, is the binding limit: every kernel holds up to three ``BLOCK_M x
     BLOCK_N`` float32 accumulators plus ``BLOCK_K``-deep operand tiles (with their 64-bit
     address tensors) per thread; with ``BLOCK_K = 32`` or two pipeline stages, 64x32 tiles
     already spilled on sm_80 in float32 and bfloat16 alike, 64x32x16 with one stage does not.
-    The 3D kernels (nine neighbour slots, unrolled) spilled a few bytes with 4 warps on sm_80
-    (tensor-core modes) and sm_100; 8 warps halve the per-thread tile and spill nowhere, except
-    with 16-channel tiles on sm_100 (8 B, ptxas's choice at 48 registers), which get 32-row
-    tiles and 4 warps instead.
+    8 warps halve the per-thread share of a tile: with 4 warps the 2D ``_bwd_gates_line`` needed
+    254 registers in float32 (Triton 3.9) and spilled 4-20 B under Triton 3.8 (sm_90, sm_100);
+    with 8 warps it needs at most 183. The one exception, 16-channel tiles in 3D, keeps 4 warps
+    and 64 rows: there ptxas spilled a few bytes at low register counts with 8 warps (sm_80,
+    sm_90, sm_100 depending on the Triton) and with 32- or 16-row tiles under Triton 3.8
+    (sm_90); 64x16 with 4 warps spills under neither (at most 213 registers), except
+    ``_bwd_prev_line``, which gets 8 warps there.
     """
     block_m = min(64, max(16, triton.next_power_of_2(m)))
     block_n = min(32, max(16, triton.next_power_of_2(s)))
-    if nslot > 3:
-        if block_n == 16:
-            return LaunchConfig(min(block_m, 32), block_n, block_k=16, num_warps=4, num_stages=1)
-        return LaunchConfig(block_m, block_n, block_k=16, num_warps=8, num_stages=1)
-    return LaunchConfig(block_m, block_n, block_k=16, num_warps=4, num_stages=1)
+    # 3D 16-channel tiles: _bwd_prev_line, whose one accumulator needs few registers, is the
+    # kernel where 4 warps spilled (8 B at 96 registers, sm_100, both Triton versions) and 8 do not.
+    warps = 4 if nslot > 3 and block_n == 16 and kernel != "_bwd_prev_line" else 8
+    return LaunchConfig(block_m, block_n, block_k=16, num_warps=warps, num_stages=1)
 
 
 def _acc(dtype: torch.dtype) -> Any:
@@ -354,7 +361,9 @@ class _Params:
         return torch.addmm(self.b_prior, xp.view(-1, s), self.w_hh.t()).view(*xp.shape[:-1], 3 * s)
 
 
-def _launch(kernel: Any, geo: _Geometry, cfg: LaunchConfig, mode: int, dtype: torch.dtype, *args: Any, warmup: bool = False, line: bool = False) -> None:
+def _launch(name: str, geo: _Geometry, mode: int, dtype: torch.dtype, *args: Any, warmup: bool = False, line: bool = False) -> None:
+    kernel = globals()[name]  # the module's kernel (as a direct reference would), by its KERNELS name
+    cfg = launch_config(geo.m, geo.s, mode, geo.nslot, name)
     grid = (triton.cdiv(geo.m, cfg.block_m), triton.cdiv(geo.s, cfg.block_n))
     call_args = (*args, geo.m, geo.a, geo.bb, geo.s)
     meta = dict(NSLOT=geo.nslot, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, ACC=_acc(dtype), MODE=mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
@@ -370,7 +379,6 @@ def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtyp
     dims = x.dim() - 2
     xp = _padded_lines(x, direction, dtype)
     geo = _geometry(xp, dims)
-    cfg = launch_config(geo.m, geo.s, mode, geo.nslot)
     states = torch.empty_like(xp)
     states[0].copy_(xp[0])
     length = xp.shape[0]
@@ -380,13 +388,13 @@ def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtyp
         states[1:].zero_()
         gh = params.prior(xp)
         for i in range(1, length):
-            _launch(_fwd_line, geo, cfg, mode, dtype, states[i - 1], states[i], gh[i], xp[i], params.w_ih_t, params.b_ih_n, line=line)
+            _launch("_fwd_line", geo, mode, dtype, states[i - 1], states[i], gh[i], xp[i], params.w_ih_t, params.b_ih_n, line=line)
         if compile_backward and not _interpreting():
             # Compile the backward's kernels now, where a failure can still be caught by the
             # dispatcher's fallback, instead of in the middle of autograd's backward pass.
             d = torch.empty((1,), dtype=dtype, device=x.device)
-            _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[0], gh[1], xp[1], params.w_ih_t, params.b_ih_n, d, d, d, warmup=True, line=line)
-            _launch(_bwd_prev_line, geo, cfg, mode, dtype, d, params.w_ih_perm, d, warmup=True)
+            _launch("_bwd_gates_line", geo, mode, dtype, states[0], gh[1], xp[1], params.w_ih_t, params.b_ih_n, d, d, d, warmup=True, line=line)
+            _launch("_bwd_prev_line", geo, mode, dtype, d, params.w_ih_perm, d, warmup=True)
     return _from_padded(states, direction, x.dtype, dims), states
 
 
@@ -411,14 +419,13 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, param
     xp = _padded_lines(x, direction, dtype)
     gh = params.prior(xp)
     d = torch.zeros((*dh.shape[:-1], 4 * s), dtype=dtype, device=x.device)  # pad rows stay zero
-    cfg = launch_config(geo.m, s, mode, nslot)
     line = carry == "line"
     for i in range(length - 1, 0, -1):
         # carry="line": the kept share goes to the previous line's gradient (dx[i] stays 0 but
         # for the prior-term part added after the loop).
         kept = dh[i - 1] if line else dx[i]
-        _launch(_bwd_gates_line, geo, cfg, mode, dtype, states[i - 1], gh[i], xp[i], params.w_ih_t, params.b_ih_n, dh[i], d[i], kept, line=line)
-        _launch(_bwd_prev_line, geo, cfg, mode, dtype, d[i], params.w_ih_perm, dh[i - 1])
+        _launch("_bwd_gates_line", geo, mode, dtype, states[i - 1], gh[i], xp[i], params.w_ih_t, params.b_ih_n, dh[i], d[i], kept, line=line)
+        _launch("_bwd_prev_line", geo, mode, dtype, d[i], params.w_ih_perm, dh[i - 1])
     dx[0].copy_(dh[0])
     d_flat = d[1:].view(-1, 4 * s)
     d_h = d_flat[:, s:]  # (R, 3S) prior-side gate gradients, order r, z, n
@@ -437,6 +444,62 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, states: torch.Tensor, param
         dw_hh = d_h.t() @ xp[1:].reshape(-1, s)
         grads = (dw_ih, dw_hh, d_i.sum(0), d_h.sum(0))
     return dx, grads
+
+
+def sweep_forward(
+    x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor, direction: str, compile_backward: bool, carry: str = "prior"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sweep without autograd, for the registered op (:mod:`spatialrec.ops.library`).
+
+    Returns ``y`` (shape and dtype of ``x``, contiguous) and the padded states ``(L, B, PA, PB,
+    S)`` in the compute dtype: all that :func:`sweep_backward` needs besides the inputs. With
+    ``compile_backward`` the backward's kernels are compiled now (see :func:`_forward`).
+    """
+    _check_device(x)
+    dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
+    params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
+    return _forward(x, params, direction, dtype, dot_mode(x.dtype, dtype), compile_backward, carry)
+
+
+def states_to_output(states: torch.Tensor, direction: str, dtype: torch.dtype, spatial_dims: int) -> torch.Tensor:
+    """Padded states ``(L, B, PA, PB, S)`` of a ``direction`` sweep -> the sweep's output ``(B, S,
+    *spatial)`` in ``dtype``, contiguous (what :func:`sweep_forward` returned, computed again)."""
+    return _from_padded(states, direction, dtype, spatial_dims)
+
+
+def output_to_states(y: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
+    """Inverse of :func:`states_to_output`: a sweep's output ``(B, S, *spatial)`` -> its padded
+    states ``(L, B, PA, PB, S)`` in ``dtype`` (line 0 of a sweep is its prior, unchanged)."""
+    return _padded_lines(y, direction, dtype)
+
+
+def sweep_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+    states: torch.Tensor,
+    direction: str,
+    carry: str = "prior",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward of :func:`sweep_forward` from its ``states`` (the backward kernels, no recomputed
+    forward). Returns ``(dx, d weight_ih, d weight_hh, d bias_ih, d bias_hh)`` in the inputs'
+    dtypes, ``dx`` contiguous."""
+    dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
+    params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
+    s, dims = params.s, x.dim() - 2
+    dx, grads = _backward(grad_y.contiguous(), x, states, params, direction, dtype, dot_mode(x.dtype, dtype), True, carry)
+    assert grads is not None
+    dw_ih, dw_hh, db_ih, db_hh = grads
+    return (
+        _from_padded(dx, direction, x.dtype, dims),
+        unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
+        dw_hh.to(weight_hh.dtype),
+        unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
+        db_hh.to(bias_hh.dtype),
+    )
 
 
 class TritonDirectionalGRUScan(torch.autograd.Function):
@@ -513,5 +576,9 @@ __all__ = [
     "TritonDirectionalGRUScan",
     "dot_mode",
     "launch_config",
+    "output_to_states",
+    "states_to_output",
+    "sweep_backward",
+    "sweep_forward",
     "triton_directional_gru_scan",
 ]
