@@ -8,7 +8,9 @@ SPATIALREC_REQUIRE_NNUNET=1, so here these examples run (or fail) instead of ski
 from __future__ import annotations
 
 import doctest
+import importlib
 import io
+import pkgutil
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,10 @@ pytestmark = pytest.mark.nnunet
 
 def test_nnunet_docstring_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nnunet = import_nnunet()
-    tests = [t for t in doctest.DocTestFinder().find(nnunet, nnunet.__name__) if t.examples]
+    # A package: the examples live in its modules (networks.py, ...), which the finder must be
+    # given one by one (it skips objects a module only re-exports).
+    modules = [nnunet] + [importlib.import_module(f"{nnunet.__name__}.{m.name}") for m in pkgutil.iter_modules(nnunet.__path__) if m.name != "__main__"]
+    tests = [t for mod in modules for t in doctest.DocTestFinder().find(mod, mod.__name__) if t.examples]
     assert tests, "spatialrec.integrations.nnunet has docstring examples (SDNPlainConvUNet's)"
     monkeypatch.chdir(tmp_path)
     failures = []
