@@ -202,11 +202,14 @@ def test_same_padding_passes_through_to_the_convolution():
     assert layer.project_in.padding == "same" and layer(torch.randn(1, 2, 7, 9)).shape == (1, 3, 7, 9)
 
 
-@pytest.mark.parametrize("backend", ["reference", "fused"])
+@pytest.mark.parametrize("backend", ["reference", "fused", "mixed"])
 @pytest.mark.parametrize("cls", [SpatialDependencyLayer, ResidualSDN])
 def test_output_keeps_the_callers_memory_format(cls, backend):
-    """The fused path works channels-last inside; a contiguous NCHW input gets an NCHW output."""
-    layer = cls(3, 4, state_size=5, backend=backend)
+    """The 2D scan ops return channels-last states; a contiguous NCHW input gets an NCHW output,
+    whatever the backend (``mixed``: sweeps on different backends)."""
+    layer = cls(3, 4, state_size=5, backend="fused" if backend == "mixed" else backend)
+    if backend == "mixed":
+        next(m for m in layer.modules() if isinstance(m, SpatialDependencyLayer)).sweeps[0].backend = "reference"
     y = layer(torch.randn(2, 3, 6, 7))
     assert y.is_contiguous()
     y.view(2, -1)  # would fail on a channels-last result
@@ -235,12 +238,12 @@ def fast_path_calls(monkeypatch):
 @pytest.mark.parametrize(
     "backend, memory_format, fast_tanh, gemm_projection, contiguous_out",
     [
-        # Channels-last inside; the scan ops return a contiguous output (what their fakes
-        # declare, docs/kernels.md), so the channels-last GEMM projection no longer applies.
-        ("fused", torch.contiguous_format, 1, 0, True),
-        ("auto", torch.contiguous_format, 1, 0, True),  # "auto" is fused on the CPU
+        # Channels-last inside; the 2D scan ops return channels-last states (what their fakes
+        # declare, docs/kernels.md), which the GEMM projection writes back contiguous.
+        ("fused", torch.contiguous_format, 1, 1, True),
+        ("auto", torch.contiguous_format, 1, 1, True),  # "auto" is fused on the CPU
         ("fused", torch.channels_last, 1, 0, False),  # a channels-last caller keeps its format
-        ("reference", torch.contiguous_format, 1, 0, True),
+        ("reference", torch.contiguous_format, 1, 1, True),
     ],
 )
 @pytest.mark.parametrize("carry, composition", [("prior", "serial"), ("line", "parallel"), ("line", "serial")])
@@ -283,8 +286,8 @@ def test_forward_under_cpu_autocast_keeps_the_convolution(fast_path_calls):
     want = layer(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x)
-    # Never the channels-last GEMM projection: the scan ops return contiguous states (it used
-    # to run on the first, full-precision, call only).
-    assert fast_path_calls["project_channels_last"] == 0
+    # The channels-last GEMM projection runs on the first, full-precision, call only: under
+    # autocast the convolution runs (in autocast's dtype).
+    assert fast_path_calls["project_channels_last"] == 1
     assert y.is_contiguous()
     torch.testing.assert_close(y.float(), want, rtol=5e-2, atol=5e-2)

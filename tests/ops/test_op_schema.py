@@ -9,6 +9,7 @@ import torch
 
 from spatialrec import SpatialDependencyLayer
 from spatialrec.ops import directional_gru_scan_sequence, scan_sequence, scan_sequence_op
+from spatialrec.ops import library
 from spatialrec.ops.library import scan_sequence_forward_op
 
 S = 4
@@ -78,23 +79,42 @@ def test_inference_op_refuses_a_backward() -> None:
         y.sum().backward()
 
 
-def test_op_matches_backend_and_returns_contiguous() -> None:
-    """The op's outputs are contiguous whatever the input's layout (what the fakes declare): an
-    output that followed a channels-last input miscompiled under inductor with dynamic shapes."""
+@pytest.mark.parametrize("input_format", [torch.contiguous_format, torch.channels_last])
+def test_op_matches_backend_and_returns_its_declared_format(input_format: torch.memory_format) -> None:
+    """The op's outputs have the format the fakes declare, fixed by the input's rank
+    (channels-last in 2D), whatever the input's strides: an output that followed its input's
+    layout miscompiled under inductor with dynamic shapes. Parameter gradients are contiguous."""
     torch.manual_seed(0)
-    x = torch.randn(2, S, 6, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = torch.randn(2, S, 6, 7).contiguous(memory_format=input_format).requires_grad_()
     flat = [p.detach().float().requires_grad_() for p in _params(2, 2)]
     params = [tuple(flat[i : i + 4]) for i in (0, 4)]
+    cl = torch.channels_last
+    assert library.output_format(x) == cl
     y_op = scan_sequence(x, params, ("right", "down"), "fused")
     y_ref = directional_gru_scan_sequence(x, params, ("right", "down"), backend="reference")
     torch.testing.assert_close(y_op, y_ref, rtol=1e-5, atol=1e-5)
-    assert y_op.is_contiguous()
+    assert y_op.is_contiguous(memory_format=cl)
     with torch.no_grad():
-        assert scan_sequence(x, params, ("right", "down"), "fused").is_contiguous()
+        assert scan_sequence(x, params, ("right", "down"), "fused").is_contiguous(memory_format=cl)
+        for backend in ("reference", "fused"):
+            assert torch.ops.spatialrec.scan_sequence(x, flat, [0, 2], backend, "line").is_contiguous(memory_format=cl)
     y, saved = torch.ops.spatialrec.scan_sequence_forward(x, flat, [0, 2], "fused", True, "line")
-    assert y.is_contiguous() and all(t.is_contiguous() for t in saved)
-    grads = torch.ops.spatialrec.scan_sequence_backward(torch.randn_like(x), x, flat, saved, [0, 2], "fused", "line")
-    assert all(g.is_contiguous() for g in grads)
+    assert y.is_contiguous(memory_format=cl) and all(t.is_contiguous() for t in saved)
+    dx, *dp = torch.ops.spatialrec.scan_sequence_backward(torch.randn_like(x), x, flat, saved, [0, 2], "fused", "line")
+    assert dx.is_contiguous(memory_format=cl) and all(g.is_contiguous() for g in dp)
+    # The fakes (which also serve meta tensors) declare the strides the kernels return.
+    mx, mflat = x.detach().to("meta"), [t.detach().to("meta") for t in flat]
+    fy, fsaved = torch.ops.spatialrec.scan_sequence_forward(mx, mflat, [0, 2], "fused", True, "line")
+    fgrads = torch.ops.spatialrec.scan_sequence_backward(fy, mx, mflat, fsaved, [0, 2], "fused", "line")
+    assert fy.stride() == y.stride() and fgrads[0].stride() == dx.stride()
+    assert [t.stride() for t in fsaved] == [t.stride() for t in saved]
+
+
+def test_op_output_format_3d_is_contiguous() -> None:
+    x = torch.randn(1, S, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d)
+    flat = [p.detach().float() for p in _params(3, 1)]
+    assert library.output_format(x) == torch.contiguous_format
+    assert torch.ops.spatialrec.scan_sequence(x, flat, [4], "fused", "line").is_contiguous()
 
 
 @pytest.mark.parametrize("composition, nodes", [("serial", 1), ("parallel", 2)])

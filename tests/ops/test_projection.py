@@ -8,6 +8,7 @@ from torch import nn
 
 from spatialrec import options
 from spatialrec.ops import WorkingLayout, project_in_activation, project_out, working_layout
+from spatialrec.ops.projection import conv3d_by_planes
 
 
 def test_working_layout_per_backend_device_and_rank():
@@ -16,11 +17,12 @@ def test_working_layout_per_backend_device_and_rank():
     # A caller already channels-last keeps its own format: nothing to restore.
     cl = x.contiguous(memory_format=torch.channels_last)
     assert working_layout(cl, "fused") == WorkingLayout(channels_last=True, restore_contiguous=False, fast_kernels=True)
-    assert working_layout(x, "reference") == WorkingLayout(fast_kernels=True)
+    # The 2D ops return channels-last states for every backend: a contiguous caller is restored.
+    assert working_layout(x, "reference") == WorkingLayout(restore_contiguous=True, fast_kernels=True)
     assert working_layout(torch.randn(1, 3, 2, 4, 5), "fused") == WorkingLayout(fast_kernels=True)  # 3D: no line layout
-    assert working_layout(x, None) == WorkingLayout()  # sweeps on different backends: plain ops
+    assert working_layout(x, None) == WorkingLayout(restore_contiguous=True)  # sweeps on different backends: plain ops
     with options.override(backend="reference"):  # "auto" is resolved for x
-        assert working_layout(x, "auto") == WorkingLayout(fast_kernels=True)
+        assert working_layout(x, "auto") == WorkingLayout(restore_contiguous=True, fast_kernels=True)
     assert working_layout(x, "auto").channels_last  # "auto" is fused on the CPU
 
 
@@ -61,3 +63,52 @@ def test_project_out_hands_back_the_callers_format(autocast):
     # Without restore_contiguous the convolution's own output format is kept.
     y2 = project_out(h, conv, WorkingLayout(fast_kernels=True))
     assert y2.stride() == want.stride()
+
+
+@pytest.mark.parametrize(
+    "kernel_size, padding, stride, dilation, bias",
+    [
+        (3, 1, 1, 1, True),
+        (1, 0, 1, 1, True),
+        ((3, 5, 3), (0, 2, 1), 1, 1, False),  # depth shrinks, unequal kernel
+        ((5, 3, 3), (3, 1, 1), (1, 2, 2), (1, 2, 1), True),  # depth grows, strided planes
+        ((2, 2, 2), (1, 0, 0), 1, 1, True),  # even kernel
+    ],
+)
+def test_conv3d_by_planes_is_the_convolution(kernel_size, padding, stride, dilation, bias):
+    """Values and gradients of the plane-wise form against torch's Conv3d (float64, gradcheck)."""
+    torch.manual_seed(0)
+    conv = nn.Conv3d(2, 3, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias).double()
+    x = torch.randn(1, 2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
+    got, want = conv3d_by_planes(x, conv), conv(x)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    leaves = [x, *conv.parameters()]
+    for a, b in zip(torch.autograd.grad(got, leaves, g), torch.autograd.grad(want, leaves, g)):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda v: conv3d_by_planes(v, conv), (x,))
+
+
+def test_conv3d_by_planes_declines_what_it_cannot_do():
+    x = torch.randn(1, 2, 4, 5, 6)
+    assert conv3d_by_planes(x, nn.Conv3d(2, 3, 3, stride=(2, 1, 1))) is None
+    assert conv3d_by_planes(x, nn.Conv3d(2, 3, 3, dilation=(2, 1, 1))) is None
+    assert conv3d_by_planes(x, nn.Conv3d(2, 4, 3, groups=2)) is None
+    assert conv3d_by_planes(x, nn.Conv3d(2, 3, 3, padding="same")) is None
+    assert conv3d_by_planes(x, nn.Conv3d(2, 3, 3, padding=1, padding_mode="reflect")) is None
+
+
+@pytest.mark.parametrize("batch, used", [(1, True), (2, False)])
+def test_project_in_takes_the_plane_form_for_one_volume(monkeypatch, batch, used):
+    """A single volume on the CPU (torch's slow Conv3d path) runs by planes; a batch does not."""
+    from spatialrec.ops import projection
+
+    calls = []
+    real = projection.conv3d_by_planes
+    monkeypatch.setattr(projection, "conv3d_by_planes", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    conv = nn.Conv3d(2, 3, 3, padding=1)
+    x = torch.randn(batch, 2, 4, 5, 6)
+    h = project_in_activation(x, conv, working_layout(x, "fused"))
+    assert bool(calls) == used
+    torch.testing.assert_close(h, torch.tanh(conv(x)), rtol=0, atol=1e-6)

@@ -502,14 +502,12 @@ def _sweep_backward(
     src_dtype: torch.dtype,
     need_src: bool,
     need_params: bool,
-    contiguous_image: bool = False,
     carry: str = "prior",
 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Backward of :func:`_sweep_forward`, no autograd.
 
     ``dh: (L, B, W', S)`` contiguous, in the compute dtype, owned by the caller and overwritten.
-    Returns ``d_src`` (an image with channels-last strides, or contiguous with
-    ``contiguous_image``, when ``src_dir`` is None, else fresh
+    Returns ``d_src`` (an image with channels-last strides when ``src_dir`` is None, else fresh
     contiguous lines of ``src_dir``, in ``src_dtype``; None unless ``need_src``) and the internal
     order ``dw_ih, dw_hh, db`` of :func:`_backward_lines` (Nones unless ``need_params``).
     """
@@ -521,8 +519,6 @@ def _sweep_backward(
         assert dx_lines is not None
         if src_dir is not None:
             d_src = _relayout(dx_lines, direction, src_dir, src_dtype)
-        elif contiguous_image:
-            d_src = _image_from_lines_contiguous(dx_lines, direction, src_dtype)
         else:
             d_src = _image_from_lines(dx_lines, direction, src_dtype)
     return d_src, dw_ih, dw_hh, db
@@ -715,16 +711,6 @@ def fused_directional_gru_scan_sequence(
     return _LinesToImage.apply(src, src_dir, x.dtype)
 
 
-def _image_from_lines_contiguous(lines: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
-    """Lines ``(L, B, W', S)`` of ``direction`` -> a contiguous ``(B, S, H, W)`` in ``dtype`` (one
-    transposing copy, written straight into the contiguous format)."""
-    src = _bhws(lines, direction)
-    b, h, w, s = src.shape
-    out = torch.empty((b, s, h, w), dtype=dtype, device=lines.device)
-    _copy_reversed(out.permute(0, 2, 3, 1), src, _flip_axes(direction))
-    return out
-
-
 def sequence_forward(
     x: torch.Tensor,
     params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -736,7 +722,8 @@ def sequence_forward(
     """The 2D sequence of :func:`fused_directional_gru_scan_sequence` without autograd, for the
     registered op (:mod:`spatialrec.ops.library`).
 
-    Returns ``y: (B, S, H, W)`` contiguous in ``x.dtype`` and, with ``save``, what
+    Returns ``y: (B, S, H, W)`` in ``x.dtype`` with channels-last strides (``S`` innermost, the
+    layout of the states: one copy of ``S``-long runs) and, with ``save``, what
     :func:`sequence_backward` needs: per sweep ``k`` its states ``(L_k, B, W'_k + 2, S)`` and,
     with ``keep_gates``, its gates ``(L_k - 1, B W'_k, 3S)`` (empty when ``L_k = 1``), in the
     compute dtype, contiguous: ``[states_0, gates_0, states_1, gates_1, ...]`` or ``[states_0,
@@ -756,7 +743,7 @@ def sequence_forward(
                 saved.append(gates if gates is not None else states.new_empty((0, b * (wp2 - 2), 3 * s)))
         src, src_dir = states[:, :, 1:-1], direction
     assert src_dir is not None
-    return _image_from_lines_contiguous(src, src_dir, x.dtype), saved
+    return _image_from_lines(src, src_dir, x.dtype), saved
 
 
 def sequence_backward(
@@ -771,7 +758,7 @@ def sequence_backward(
     backward, no autograd, no recomputed forward; gates are recomputed from the states, one GEMM
     per line, only when the forward kept none).
 
-    Returns ``dx`` (shape and dtype of ``x``, contiguous) and the gradients of every parameter,
+    Returns ``dx`` (shape and dtype of ``x``, channels-last strides) and the gradients of every parameter,
     flattened in the order of ``params``, in the parameters' dtypes.
     """
     n = len(directions)
@@ -787,7 +774,7 @@ def sequence_backward(
     for k in range(n - 1, -1, -1):
         params_k = _Params(*params[k], dtype)
         src, src_dir = (x, None) if k == 0 else (states[k - 1][:, :, 1:-1], directions[k - 1])
-        d_src, dw_ih, dw_hh, db = _sweep_backward(dh, src, src_dir, directions[k], states[k], gates[k], params_k, x.dtype if k == 0 else dtype, True, True, contiguous_image=True, carry=carry)
+        d_src, dw_ih, dw_hh, db = _sweep_backward(dh, src, src_dir, directions[k], states[k], gates[k], params_k, x.dtype if k == 0 else dtype, True, True, carry=carry)
         got = _param_grads(dw_ih, dw_hh, db, params_k.s, params[k], (True, True, True, True))
         grads[k] = [g for g in got if g is not None]
         assert d_src is not None

@@ -60,8 +60,12 @@ Gates are kept (``keep_gates``) only where a backward can follow and not while `
 records (its check re-runs the call without grad), and ``SPATIALREC_FUSED_GATES`` does not say
 ``recompute``: :func:`scan_sequence` decides, outside the op, so that a compiled graph fixes it.
 
-The outputs are contiguous tensors of the inputs' shapes and dtypes, whatever the inputs' memory
-format: an output whose strides followed its input's would be wrong under inductor, which may
+The outputs ``y`` and ``dx`` have the inputs' shapes and dtypes and a memory format fixed by the
+input's rank alone (:func:`output_format`: channels-last in 2D, where every backend keeps ``S``
+innermost, contiguous in 3D), whatever the input's strides; parameter gradients are contiguous.
+Channels-last 2D outputs save a transposing copy each way (measured with
+``benchmarks/bench_scan.py``, see docs/kernels.md) and let the layer project out with GEMMs.
+The format never follows the input's strides: an output whose strides did would be wrong under inductor, which may
 give the op an input in another layout than the traced graph had (channels-last convolution
 outputs on the CPU) and then, with dynamic shapes, re-strides a saved activation with the first
 size's integer strides, so the backward read the op's output with the wrong strides at every
@@ -91,7 +95,7 @@ from .reference import reference_directional_gru_scan
 from .scan import ScanParams, _auto_without_override, _run_triton_or_fallback, resolve_backend, triton_device, triton_available
 from .validation import check_scan_inputs
 
-__all__ = ["directions_to_codes", "scan_sequence", "scan_sequence_op"]
+__all__ = ["directions_to_codes", "output_format", "scan_sequence", "scan_sequence_op"]
 
 Tensors = list[torch.Tensor]
 
@@ -109,11 +113,34 @@ def _names(directions: Sequence[int]) -> tuple[str, ...]:
     return tuple(DIRECTIONS[d] for d in directions)
 
 
-def _contiguous(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``y`` contiguous (the strides the fakes declare), never aliasing ``x``."""
-    if y.is_contiguous() and y.data_ptr() != x.data_ptr():
+def output_format(x: torch.Tensor) -> torch.memory_format:
+    """The memory format of the ops' outputs for an input like ``x`` (what the fakes declare):
+    channels-last in 2D, the layout every 2D backend keeps its states in (``S`` innermost), so
+    that writing the output is a copy of ``S``-long runs; contiguous in 3D (the fused 3D
+    backend's planes are ``(B, S, A, B')``). A rule of the input's rank alone, never of its
+    strides: see the module docstring."""
+    return torch.channels_last if x.dim() == 4 else torch.contiguous_format
+
+
+def _empty_like_output(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_format(x))
+
+
+def _in_output_format(x: torch.Tensor, y: torch.Tensor, others: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """``y`` (shape of ``x``) in :func:`output_format`, sharing no memory with ``x`` or ``others``
+    (an op's outputs may alias neither its inputs nor each other)."""
+    fmt = output_format(x)
+    ptrs = {t.untyped_storage().data_ptr() for t in (x, *others)}
+    if y.is_contiguous(memory_format=fmt) and y.untyped_storage().data_ptr() not in ptrs:
         return y
-    return y.clone(memory_format=torch.contiguous_format)
+    return y.clone(memory_format=fmt)
+
+
+def _param_grad(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """A parameter's gradient, contiguous and not aliasing ``p``."""
+    if g.is_contiguous() and g.untyped_storage().data_ptr() != p.untyped_storage().data_ptr():
+        return g
+    return g.clone(memory_format=torch.contiguous_format)
 
 
 def _validate(x: torch.Tensor, params: Sequence[torch.Tensor], directions: Sequence[int]) -> None:
@@ -159,14 +186,7 @@ def _fused3d_forward(x: torch.Tensor, params: list[ScanParams], names: tuple[str
         if save:
             saved.append(out)
         y = out.movedim(0, dim).to(x.dtype)
-    return _fresh(y, saved), saved
-
-
-def _fresh(y: torch.Tensor, saved: Tensors) -> torch.Tensor:
-    """``y`` contiguous and sharing no memory with ``saved`` (op outputs may not alias each other)."""
-    if y.is_contiguous() and all(y.untyped_storage().data_ptr() != t.untyped_storage().data_ptr() for t in saved):
-        return y
-    return y.clone(memory_format=torch.contiguous_format)
+    return _in_output_format(x, y, saved), saved
 
 
 def _triton_forward(x: torch.Tensor, params: list[ScanParams], names: tuple[str, ...], save: bool, keep_gates: bool, carry: str) -> tuple[torch.Tensor, Tensors]:
@@ -311,12 +331,12 @@ def _saved_fakes(x: torch.Tensor, flat: Tensors, directions: Sequence[int], back
 @torch.library.custom_op("spatialrec::scan_sequence", mutates_args=(), device_types=("cpu", "cuda"))
 def _scan_sequence_impl(x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str, carry: str) -> torch.Tensor:
     y, _ = _forward(x, params, directions, backend, save=False, keep_gates=False, carry=carry)
-    return _contiguous(x, y)
+    return _in_output_format(x, y)
 
 
 @_scan_sequence_impl.register_fake
 def _scan_sequence_fake(x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str, carry: str) -> torch.Tensor:
-    return x.new_empty(x.shape)
+    return _empty_like_output(x)
 
 
 def _no_backward(ctx: Any, grad: torch.Tensor) -> Any:
@@ -334,29 +354,29 @@ def _scan_sequence_forward_impl(
     x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str, keep_gates: bool, carry: str
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     y, saved = _forward(x, params, directions, backend, save=True, keep_gates=keep_gates, carry=carry)
-    return _contiguous(x, y), saved
+    return _in_output_format(x, y, saved), saved
 
 
 @_scan_sequence_forward_impl.register_fake
 def _scan_sequence_forward_fake(
     x: torch.Tensor, params: list[torch.Tensor], directions: list[int], backend: str, keep_gates: bool, carry: str
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    return x.new_empty(x.shape), _saved_fakes(x, params, directions, backend, keep_gates)
+    return _empty_like_output(x), _saved_fakes(x, params, directions, backend, keep_gates)
 
 
 @torch.library.custom_op("spatialrec::scan_sequence_backward", mutates_args=(), device_types=("cpu", "cuda"))
 def _scan_sequence_backward_impl(
     grad: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor], saved: list[torch.Tensor], directions: list[int], backend: str, carry: str
 ) -> list[torch.Tensor]:
-    grads = _backward(grad, x, params, saved, directions, backend, carry)
-    return [_contiguous(t, g) for t, g in zip([x, *params], grads)]
+    dx, *dp = _backward(grad, x, params, saved, directions, backend, carry)
+    return [_in_output_format(x, dx, [grad])] + [_param_grad(p, g) for p, g in zip(params, dp)]
 
 
 @_scan_sequence_backward_impl.register_fake
 def _scan_sequence_backward_fake(
     grad: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor], saved: list[torch.Tensor], directions: list[int], backend: str, carry: str
 ) -> list[torch.Tensor]:
-    return [x.new_empty(x.shape)] + [p.new_empty(p.shape) for p in params]
+    return [_empty_like_output(x)] + [p.new_empty(p.shape) for p in params]
 
 
 def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
@@ -429,7 +449,8 @@ def scan_sequence(
             (:data:`spatialrec.ops.gates.CARRIES`).
 
     Returns:
-        The swept states, shape and dtype of ``x``, contiguous.
+        The swept states, shape and dtype of ``x``, in :func:`output_format` (channels-last in
+        2D, contiguous in 3D).
     """
     flat = [t for p in params for t in p]
     dims = x.dim() - 2

@@ -12,6 +12,8 @@ module makes those choices, so that the layer reads as the maths:
 - :func:`project_in_activation`: ``tanh(conv_in(x))`` in that layout, the tanh in place (the
   convolution's backward does not need its output, and a fresh full-size tensor costs page
   faults) and, in eager code, as :func:`spatialrec.ops.fused.tanh_` (3-4x torch's CPU tanh).
+  A single 3D volume's convolution on the CPU runs as one 2D convolution of its depth planes
+  (:func:`conv3d_by_planes`): torch takes a slow, non-oneDNN path for a batch of one.
 - :func:`project_out`: ``conv_out(h)`` handed back in the caller's memory format; in eager code,
   channels-last states from the fused scan are projected with GEMMs that write the caller's
   contiguous format directly (:func:`spatialrec.ops.fused.project_channels_last`: no slow ``1x1``
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .fused import project_channels_last, tanh_
 from .library import tracing
@@ -67,20 +71,87 @@ def working_layout(x: torch.Tensor, backend: Optional[str]) -> WorkingLayout:
 
     Returns:
         Channels-last states for the 2D ``fused`` backend on the CPU, else the input's layout;
-        fast kernels in eager code.
+        a contiguous 2D caller's output restored to contiguous (the 2D scan ops return
+        channels-last states); fast kernels in eager code.
 
     Example:
         >>> working_layout(torch.randn(1, 3, 8, 8), "fused")
         WorkingLayout(channels_last=True, restore_contiguous=True, fast_kernels=True)
         >>> working_layout(torch.randn(1, 3, 8, 8), "reference")
-        WorkingLayout(channels_last=False, restore_contiguous=False, fast_kernels=True)
+        WorkingLayout(channels_last=False, restore_contiguous=True, fast_kernels=True)
     """
+    # The 2D scan ops return channels-last states whatever the backend
+    # (spatialrec.ops.library.output_format): a contiguous 2D caller's format is restored.
+    restore = x.dim() == 4 and x.is_contiguous()
     if backend is None:
-        return WorkingLayout()
+        return WorkingLayout(restore_contiguous=restore)
     eager = not (tracing() or torch.jit.is_tracing())
     if x.dim() == 4 and resolve_backend(backend, x) == "fused" and x.device.type == "cpu":
-        return WorkingLayout(channels_last=True, restore_contiguous=x.is_contiguous(), fast_kernels=eager)
-    return WorkingLayout(fast_kernels=eager)
+        return WorkingLayout(channels_last=True, restore_contiguous=restore, fast_kernels=eager)
+    return WorkingLayout(restore_contiguous=restore, fast_kernels=eager)
+
+
+def conv3d_by_planes(x: torch.Tensor, conv: nn.Conv3d) -> Optional[torch.Tensor]:
+    """``conv(x)`` for ``x: (B, C, D, H, W)`` as one 2D convolution of the ``B D`` depth planes,
+    or None where the convolution's geometry does not allow it.
+
+    A ``(kd, kh, kw)`` kernel is ``kd`` 2D kernels ``(kh, kw)``, stacked as ``kd S`` output
+    channels of one ``conv2d`` over the planes; output plane ``o`` sums the ``k``-th stack of
+    input plane ``o + k - pad_d``. Exact up to summation order. Needs zero padding, one group,
+    stride and dilation 1 along depth and a numeric padding; the height and width geometry is
+    the 2D convolution's.
+
+    Why: on the CPU torch runs a ``Conv3d`` on a batch of one on its slow reference path instead
+    of oneDNN (torch 2.13, 1 thread, 16 -> 16 channels, ``3x3x3`` at ``32^3``: forward+backward
+    438 ms, 103 ms this way; ``32^3`` batch of two: oneDNN, 105 ms, this way 246 ms, so it is
+    used for a batch of one only: :func:`project_in_activation`).
+
+    Example:
+        >>> conv = torch.nn.Conv3d(2, 3, 3, padding=1)
+        >>> x = torch.randn(1, 2, 4, 5, 6)
+        >>> torch.allclose(conv3d_by_planes(x, conv), conv(x), atol=1e-6)
+        True
+    """
+    if (
+        conv.padding_mode != "zeros"
+        or conv.groups != 1
+        or isinstance(conv.padding, str)
+        or conv.stride[0] != 1
+        or conv.dilation[0] != 1
+    ):
+        return None
+    b, c, d, _, _ = x.shape
+    kd, s, pd = conv.kernel_size[0], conv.out_channels, conv.padding[0]
+    d_out = d + 2 * pd - kd + 1
+    if d_out < 1:
+        return None
+    planes = x.transpose(1, 2).reshape(b * d, c, *x.shape[3:])
+    weight = conv.weight.permute(2, 0, 1, 3, 4).reshape(kd * s, c, *conv.kernel_size[1:])
+    y = F.conv2d(planes, weight, None, conv.stride[1:], conv.padding[1:], conv.dilation[1:])
+    y = y.view(b, d, kd, s, *y.shape[2:])
+    out = y.new_zeros((b, d_out, s, *y.shape[4:]))
+    for k in range(kd):
+        lo, hi = max(0, pd - k), min(d_out, d + pd - k)  # output planes that read input plane o + k - pd
+        if lo < hi:
+            out[:, lo:hi] += y[:, lo + k - pd : hi + k - pd, k]
+    if conv.bias is not None:
+        out += conv.bias.view(1, 1, s, 1, 1)
+    return out.transpose(1, 2)
+
+
+def _project_in(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.Tensor], layout: WorkingLayout) -> torch.Tensor:
+    if (
+        layout.fast_kernels
+        and isinstance(conv, nn.Conv3d)
+        and x.dim() == 5
+        and x.shape[0] == 1
+        and x.device.type == "cpu"
+        and not _cpu_autocast()
+    ):
+        h = conv3d_by_planes(x, conv)
+        if h is not None:
+            return h
+    return conv(x)
 
 
 def project_in_activation(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.Tensor], layout: WorkingLayout) -> torch.Tensor:
@@ -100,7 +171,7 @@ def project_in_activation(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.
     """
     if layout.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    h = conv(x)
+    h = _project_in(x, conv, layout)
     return tanh_(h) if layout.fast_kernels else h.tanh_()
 
 
@@ -131,6 +202,7 @@ def project_out(h: torch.Tensor, conv: PointwiseConv, layout: WorkingLayout) -> 
     if (
         layout.fast_kernels
         and layout.restore_contiguous
+        and h.device.type == "cpu"
         and h.permute(0, 2, 3, 1).is_contiguous()
         and not _cpu_autocast()
     ):
@@ -139,9 +211,9 @@ def project_out(h: torch.Tensor, conv: PointwiseConv, layout: WorkingLayout) -> 
     if layout.restore_contiguous:
         return y.contiguous()
     if layout.channels_last:
-        # A channels-last caller keeps its format: the scan ops return contiguous states.
+        # A channels-last caller keeps its format.
         return y.contiguous(memory_format=torch.channels_last)
     return y
 
 
-__all__ = ["PointwiseConv", "WorkingLayout", "project_in_activation", "project_out", "working_layout"]
+__all__ = ["PointwiseConv", "WorkingLayout", "conv3d_by_planes", "project_in_activation", "project_out", "working_layout"]

@@ -336,7 +336,8 @@ def _from_padded(lines: torch.Tensor, direction: str, dtype: torch.dtype, spatia
     inner = _interior(lines, spatial_dims)
     perm = (1, 3, 0, 2) if spatial_dims == 2 else (1, 4, 0, 2, 3)
     v = from_canonical_view(inner.permute(*perm), direction)
-    return v.to(dtype=dtype, memory_format=torch.contiguous_format)
+    # 2D: channels-last, S innermost as in the states (the ops' output format); 3D: contiguous.
+    return v.to(dtype=dtype, memory_format=torch.channels_last if spatial_dims == 2 else torch.contiguous_format)
 
 
 def _geometry(lines: torch.Tensor, spatial_dims: int) -> _Geometry:
@@ -451,7 +452,7 @@ def sweep_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One sweep without autograd, for the registered op (:mod:`spatialrec.ops.library`).
 
-    Returns ``y`` (shape and dtype of ``x``, contiguous) and the padded states ``(L, B, PA, PB,
+    Returns ``y`` (shape and dtype of ``x``; channels-last in 2D, contiguous in 3D) and the padded states ``(L, B, PA, PB,
     S)`` in the compute dtype: all that :func:`sweep_backward` needs besides the inputs. With
     ``compile_backward`` the backward's kernels are compiled now (see :func:`_forward`).
     """
@@ -463,7 +464,8 @@ def sweep_forward(
 
 def states_to_output(states: torch.Tensor, direction: str, dtype: torch.dtype, spatial_dims: int) -> torch.Tensor:
     """Padded states ``(L, B, PA, PB, S)`` of a ``direction`` sweep -> the sweep's output ``(B, S,
-    *spatial)`` in ``dtype``, contiguous (what :func:`sweep_forward` returned, computed again)."""
+    *spatial)`` in ``dtype``, channels-last in 2D, contiguous in 3D (what :func:`sweep_forward`
+    returned, computed again)."""
     return _from_padded(states, direction, dtype, spatial_dims)
 
 
@@ -486,11 +488,11 @@ def sweep_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward of :func:`sweep_forward` from its ``states`` (the backward kernels, no recomputed
     forward). Returns ``(dx, d weight_ih, d weight_hh, d bias_ih, d bias_hh)`` in the inputs'
-    dtypes, ``dx`` contiguous."""
+    dtypes, ``dx`` channels-last in 2D, contiguous in 3D."""
     dtype = compute_dtype(x, weight_ih, weight_hh, bias_ih, bias_hh)
     params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, dtype)
     s, dims = params.s, x.dim() - 2
-    dx, grads = _backward(grad_y.contiguous(), x, states, params, direction, dtype, dot_mode(x.dtype, dtype), True, carry)
+    dx, grads = _backward(grad_y, x, states, params, direction, dtype, dot_mode(x.dtype, dtype), True, carry)
     assert grads is not None
     dw_ih, dw_hh, db_ih, db_hh = grads
     return (
@@ -529,7 +531,7 @@ class TritonDirectionalGRUScan(torch.autograd.Function):
         params = _Params(weight_ih, weight_hh, bias_ih, bias_hh, ctx.dtype)
         s = params.s
         dims = x.dim() - 2
-        dx, grads = _backward(grad_y.contiguous(), x, states, params, ctx.direction, ctx.dtype, ctx.mode, need_params, ctx.carry)
+        dx, grads = _backward(grad_y, x, states, params, ctx.direction, ctx.dtype, ctx.mode, need_params, ctx.carry)
         out: list[Optional[torch.Tensor]] = [_from_padded(dx, ctx.direction, x.dtype, dims) if ctx.needs_input_grad[0] else None]
         if grads is None:
             out += [None] * 4
