@@ -3,9 +3,6 @@
 Each use is one function here, with a comment saying why no public API serves and a check of the
 layout it relies on, so that a torch release that changes it fails here, with a message, instead
 of silently giving a wrong answer somewhere else. Bottom level: imports only torch.
-
-(The registered scan operator's dispatch-key guard, :mod:`spatialrec.ops.library`, and the fused
-kernel's view check of its incoming gradient, :mod:`spatialrec.ops.fused`, are the other uses.)
 """
 
 from __future__ import annotations
@@ -49,4 +46,34 @@ def has_module_hooks(module: nn.Module) -> bool:
     return any(dicts)
 
 
-__all__ = ["TORCH_VERSION", "has_module_hooks"]
+def storage_use_count(t: torch.Tensor) -> int:
+    """How many tensors (and other owners) share ``t``'s storage, ``t`` included (the Python
+    storage object this call makes to ask is not counted).
+
+    Why private: the CPU workspace (:mod:`spatialrec.ops.workspace`) reuses a buffer only when
+    nothing but its own tensor references the memory: a buffer autograd saved for a backward
+    must not be handed out again. torch (2.1-2.13) has no public way to ask whether a storage is
+    shared; ``torch._C._storage_Use_Count`` returns the storage's reference count.
+
+    Raises:
+        RuntimeError: this torch has no such function (the workspace cannot be used).
+
+    Example:
+        >>> a = torch.zeros(4)
+        >>> storage_use_count(a)
+        1
+        >>> b = a[1:]; storage_use_count(a)
+        2
+    """
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:
+        raise RuntimeError(
+            f"torch {torch.__version__} has no torch._C._storage_Use_Count; spatialrec cannot tell "
+            "whether a buffer is shared (spatialrec.torch_private needs updating; "
+            "spatialrec.ops.workspace.set_limit(0) turns the workspace off)"
+        )
+    storage = t.untyped_storage()  # a Python storage object: one more reference while it lives
+    return int(count(storage._cdata)) - 1
+
+
+__all__ = ["TORCH_VERSION", "has_module_hooks", "storage_use_count"]

@@ -54,6 +54,7 @@ from typing import Any, Optional
 import torch
 
 from .. import options
+from . import workspace
 from .directions import from_canonical_view
 from .gates import compute_dtype, fold_biases, permute_gates_ih, unpermute_gates_ih
 
@@ -204,7 +205,7 @@ def _copy_reversed(dst: torch.Tensor, src: torch.Tensor, axes: set[int]) -> None
         return
     ax, *rest = sorted(axes)
     if rest:
-        tmp = torch.empty(dst.shape, dtype=dst.dtype, device=dst.device)
+        tmp = workspace.empty(dst.shape, dst.dtype, dst.device)
         _copy_reversed(tmp, src, {ax})
         _copy_reversed(dst, tmp, set(rest))
         return
@@ -220,7 +221,7 @@ def _flip_axes(direction: str) -> set[int]:
 def _relayout(lines: torch.Tensor, src_dir: str, dst_dir: str, dtype: torch.dtype) -> torch.Tensor:
     """Lines of ``src_dir`` (any strides, ``S`` innermost) -> new contiguous lines of ``dst_dir``."""
     src = _bhws(lines, src_dir)
-    out = torch.empty(_lines_shape(src.shape, dst_dir), dtype=dtype, device=lines.device)
+    out = workspace.empty(_lines_shape(src.shape, dst_dir), dtype, lines.device)
     _copy_reversed(_bhws(out, dst_dir), src, _flip_axes(src_dir) ^ _flip_axes(dst_dir))
     return out
 
@@ -232,7 +233,7 @@ def _lines_from_image(t: torch.Tensor, direction: str, dtype: torch.dtype) -> to
         # measured 0.040 s instead of 0.062 s at B=4, S=150, 128x128.
         t = t.to(dtype=dtype, memory_format=torch.channels_last)
     src = t.permute(0, 2, 3, 1)
-    out = torch.empty(_lines_shape(src.shape, direction), dtype=dtype, device=t.device)
+    out = workspace.empty(_lines_shape(src.shape, direction), dtype, t.device)
     _copy_reversed(_bhws(out, direction), src, _flip_axes(direction))
     return out
 
@@ -240,7 +241,7 @@ def _lines_from_image(t: torch.Tensor, direction: str, dtype: torch.dtype) -> to
 def _image_from_lines(lines: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
     """Lines ``(L, B, W', S)`` of ``direction`` -> ``(B, S, H, W)`` in ``dtype``, channels-last strides."""
     src = _bhws(lines, direction)
-    out = torch.empty(src.shape, dtype=dtype, device=lines.device)
+    out = workspace.empty(src.shape, dtype, lines.device)
     _copy_reversed(out, src, _flip_axes(direction))
     return out.permute(0, 3, 1, 2)
 
@@ -258,7 +259,7 @@ def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, 
     h, b, w, s = xs.shape
     dtype = xs.dtype
     m = b * w
-    states = torch.empty((h, b, w + 2, s), dtype=dtype, device=xs.device)
+    states = workspace.empty((h, b, w + 2, s), dtype, xs.device)
     states[:, :, 0].zero_()
     states[:, :, -1].zero_()
     states[0, :, 1:-1].copy_(xs[0])
@@ -267,10 +268,10 @@ def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, 
         xs2 = xs.view(h, m, s)
         per_block = _lines_per_block(m, 4 * s, h - 1)
         if keep_gates:
-            gates = torch.empty((h - 1, m, 3 * s), dtype=dtype, device=xs.device)
+            gates = workspace.empty((h - 1, m, 3 * s), dtype, xs.device)
         else:
-            g_buf = torch.empty((per_block, m, 3 * s), dtype=dtype, device=xs.device)
-        hn_buf = torch.empty((per_block, m, s), dtype=dtype, device=xs.device)
+            g_buf = workspace.empty((per_block, m, 3 * s), dtype, xs.device)
+        hn_buf = workspace.empty((per_block, m, s), dtype, xs.device)
         a = torch.empty((b, w, 3 * s), dtype=dtype, device=xs.device)
         for lo in range(1, h, per_block):
             hi = min(h, lo + per_block)
@@ -347,8 +348,8 @@ def _backward_lines(
         xs2 = xs.view(h, m, s)
         dh2 = dh_all.view(h, m, s)
         per_block = _lines_per_block(m, 4 * s, h - 1)
-        g_buf = torch.empty((per_block, m, 3 * s), dtype=dtype, device=device) if gates is None else None
-        hn_buf = torch.empty((per_block, m, s), dtype=dtype, device=device)
+        g_buf = workspace.empty((per_block, m, 3 * s), dtype, device) if gates is None else None
+        hn_buf = workspace.empty((per_block, m, s), dtype, device)
         a = torch.empty((b, w, 3 * s), dtype=dtype, device=device)
         a2 = a.view(m, 3 * s)
         d = torch.empty((m, 4 * s), dtype=dtype, device=device)

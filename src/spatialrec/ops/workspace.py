@@ -1,0 +1,155 @@
+"""A bounded CPU workspace: large buffers of the fused kernels, reused across calls.
+
+Why. glibc's default allocator returns every block of 32 MiB or more to the system when it is
+freed (``munmap``) and maps a fresh one on the next request, whose pages then fault in on first
+touch: about 0.3 ms per MB on the project's test machine. A training step of an SDN layer at
+``256 x 256`` allocates about 1.7 GB of such buffers (states, gates, line layouts, gradients),
+the same shapes at every step. The CUDA caching allocator, jemalloc and tcmalloc keep freed
+memory for reuse; torch's CPU allocator does not. This workspace keeps the fused kernels'
+large buffers instead, so that a user who does not tune the allocator does not pay the faults
+(measured with ``benchmarks/bench_scan.py --malloc fresh``, docs/kernels.md).
+
+How. :func:`empty` is ``torch.empty`` for CPU tensors of at least :data:`MIN_BYTES`: it hands out
+a tensor over a buffer the workspace holds, reusing one of the same shape and dtype that nothing
+else references any more, or allocating a new one. Whether anything else references a buffer is
+read from its storage's reference count (:func:`spatialrec.torch_private.storage_use_count`): a
+buffer is reused only when the workspace's own tensor is its storage's only user, so a buffer that
+autograd saved for a backward, or that a caller still holds, is never handed out twice.
+
+Bounds. The buffers held in total never exceed :func:`get_limit` bytes (default
+:data:`DEFAULT_LIMIT`): past it, a request evicts free buffers of other shapes, least recently
+used first, and is served by a plain allocation when nothing can be evicted. :func:`release`
+drops every free buffer (as ``torch.cuda.empty_cache`` does for CUDA); :func:`set_limit` ``(0)``
+turns the workspace off. The workspace never holds a buffer on a device other than the CPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+
+from ..torch_private import storage_use_count
+
+MIN_BYTES = 1 << 20
+"""Buffers below this size go to ``torch.empty`` directly (the allocator reuses small blocks)."""
+
+DEFAULT_LIMIT = 4 << 30
+"""Default bound on the bytes the workspace holds: 4 GiB."""
+
+_Key = tuple[tuple[int, ...], torch.dtype]
+
+_lock = threading.Lock()
+_buffers: "OrderedDict[_Key, list[torch.Tensor]]" = OrderedDict()  # least recently used first
+_held = 0
+_limit = DEFAULT_LIMIT
+
+
+def _free(buf: torch.Tensor) -> bool:
+    return storage_use_count(buf) == 1
+
+
+def _alias(buf: torch.Tensor) -> torch.Tensor:
+    """A new tensor over ``buf``'s memory that autograd does not know as a view of ``buf``."""
+    return torch.empty(0, dtype=buf.dtype).set_(buf.untyped_storage(), 0, buf.shape, buf.stride())
+
+
+def _evict(need: int, keep: _Key) -> None:
+    """Drop free buffers of other shapes, least recently used first, until ``need`` more bytes fit."""
+    global _held
+    for key in list(_buffers):
+        if _held + need <= _limit:
+            return
+        if key == keep:
+            continue
+        bufs = _buffers[key]
+        for buf in [b for b in bufs if _free(b)]:
+            bufs.remove(buf)
+            _held -= buf.numel() * buf.element_size()
+            if _held + need <= _limit:
+                break
+        if not bufs:
+            del _buffers[key]
+
+
+def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.empty(shape, dtype=dtype, device=device)``, contiguous, its memory reused across
+    calls on the CPU (see the module docstring). The contents are undefined.
+
+    Example:
+        >>> a = empty((512, 1024), torch.float32, torch.device("cpu"))
+        >>> ptr = a.data_ptr(); del a
+        >>> empty((512, 1024), torch.float32, torch.device("cpu")).data_ptr() == ptr
+        True
+    """
+    global _held
+    shape = tuple(int(n) for n in shape)
+    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    if device.type != "cpu" or nbytes < MIN_BYTES or _limit == 0:
+        return torch.empty(shape, dtype=dtype, device=device)
+    key = (shape, dtype)
+    with _lock:
+        bufs = _buffers.get(key)
+        if bufs is not None:
+            _buffers.move_to_end(key)
+            for buf in bufs:
+                if _free(buf):
+                    return _alias(buf)
+        if _held + nbytes > _limit:
+            _evict(nbytes, key)
+        if _held + nbytes > _limit:
+            return torch.empty(shape, dtype=dtype, device=device)
+        buf = torch.empty(shape, dtype=dtype, device=device)
+        _buffers.setdefault(key, []).append(buf)
+        _buffers.move_to_end(key)
+        _held += nbytes
+        return _alias(buf)
+
+
+def release() -> int:
+    """Drop every buffer nothing else references; returns the bytes released. Buffers still in
+    use stay until a later call (or until the process ends)."""
+    global _held
+    released = 0
+    with _lock:
+        for key in list(_buffers):
+            bufs = _buffers[key]
+            for buf in [b for b in bufs if _free(b)]:
+                bufs.remove(buf)
+                released += buf.numel() * buf.element_size()
+            if not bufs:
+                del _buffers[key]
+        _held -= released
+    return released
+
+
+def held_bytes() -> int:
+    """The bytes of all buffers the workspace holds now (in use or free)."""
+    return _held
+
+
+def get_limit() -> int:
+    """The bound on :func:`held_bytes` (0: the workspace is off)."""
+    return _limit
+
+
+def set_limit(nbytes: int) -> None:
+    """Bound the bytes the workspace holds (0 turns it off); free buffers above it are released.
+
+    Raises:
+        TypeError: ``nbytes`` is not an integer.
+        ValueError: ``nbytes`` is negative.
+    """
+    global _limit
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise TypeError(f"the workspace limit is a number of bytes (int), got {type(nbytes).__name__}")
+    if nbytes < 0:
+        raise ValueError(f"the workspace limit must be >= 0 bytes, got {nbytes}")
+    with _lock:
+        _limit = nbytes
+        _evict(0, keep=((), torch.float32))
+
+
+__all__ = ["DEFAULT_LIMIT", "MIN_BYTES", "empty", "get_limit", "held_bytes", "release", "set_limit"]
