@@ -10,8 +10,12 @@ the next). Within it, on the same inputs and parameters of one SDN layer (projec
 one sweep per direction, 1x1 project-out conv), it measures
 
 - ``naive``: the published strategy, re-stated below: every line is written in place into the
-  state tensor, zero padding by ``torch.cat``, autograd through all of it;
-- ``reference``, ``fused``, and ``triton`` (only on CUDA) from :mod:`spatialrec.ops`;
+  state tensor, zero padding by ``torch.cat``, autograd through all of it (always the published
+  cell, serial sweeps with the prior carry);
+- ``reference``, ``fused``, and ``triton`` (only on CUDA) from :mod:`spatialrec.ops`, through the
+  layer with the cell ``--cell`` names (``default``: the library's default, line carry, sweeps
+  side by side; ``published``: prior carry, serial), the fused CPU workspace on or off
+  (``--workspace``, :mod:`spatialrec.ops.workspace`);
 - ``gemm``: only the GEMMs the sweeps need (per line ``(B*W, 3S) x (3S, 3S)`` and the prior
   term ``(H*B*W, S) x (S, 3S)`` per direction), the throughput ceiling of this machine on these
   shapes.
@@ -208,9 +212,13 @@ def gemm_only(cfg: dict, device: torch.device, dtype: torch.dtype) -> Callable[[
     return run
 
 
-def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], warmup: int, repeats: int, measure: str = "time") -> dict:
-    """Time (``measure="time"``) or measure the peak memory (``"memory"``) of every backend on one configuration."""
+def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], warmup: int, repeats: int, measure: str = "time", cell: str = "default") -> dict:
+    """Time (``measure="time"``) or measure the peak memory (``"memory"``) of every backend on one
+    configuration, with the layer's ``cell`` (``"default"`` or ``"published"``)."""
     from spatialrec import SpatialDependencyLayer
+    from spatialrec.blocks import set_sdn_cell
+    from spatialrec.layers import PUBLISHED_CELL
+    from spatialrec.ops import workspace
 
     torch.manual_seed(0)
     if "depth" in cfg:
@@ -226,6 +234,8 @@ def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], 
         flops, sflops = layer_flops(cfg), scan_flops(cfg)
         gemm = gemm_only(cfg, device, torch.float32)
         forward = layer_forward
+    if cell == "published":
+        set_sdn_cell(layer, **PUBLISHED_CELL)
     result: dict = {"config": name, **cfg, "device": str(device), "threads": torch.get_num_threads(), "rows": {}}
 
     gemm()
@@ -245,6 +255,7 @@ def run_config(name: str, cfg: dict, device: torch.device, backends: list[str], 
         if measure == "memory":
             fwd_bwd()  # the first call may allocate lasting state (e.g. oneDNN primitives)
             layer.zero_grad(set_to_none=True)
+            workspace.release()  # the step's own peak: the workspace fills again within it
             result["rows"][backend] = {"peak_extra_bytes": peak_extra_bytes(fwd_bwd, device)}
             layer.zero_grad(set_to_none=True)
             continue
@@ -359,6 +370,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         "again, like a caching allocator) or 'mmap' (every block above 64 KiB is fresh: how this benchmark timed "
         "until round two, which penalises many small allocations); see docs/kernels.md",
     )
+    parser.add_argument(
+        "--cell",
+        choices=("default", "published"),
+        default="default",
+        help="the layer's cell: the library's default (line carry, sweeps side by side) or the published one "
+        "(prior carry, serial); spatialrec.layers.DEFAULT_CELL / PUBLISHED_CELL",
+    )
+    parser.add_argument(
+        "--workspace",
+        choices=("on", "off"),
+        default="on",
+        help="the fused kernels' CPU workspace (spatialrec.ops.workspace): 'off' allocates every buffer afresh",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=("time", "memory"), default="time", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -370,8 +394,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.workspace == "off":
+        from spatialrec.ops import workspace
+
+        workspace.set_limit(0)
     if args.child is not None:
-        res = run_config(args.child, CONFIGS[args.child], device, backends, args.warmup, args.repeats, args.measure)
+        res = run_config(args.child, CONFIGS[args.child], device, backends, args.warmup, args.repeats, args.measure, args.cell)
         print("RESULT " + json.dumps(res))
         return 0
 
@@ -382,10 +410,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")
     print(f"CPU memory for the timing runs: --malloc {args.malloc}; peak memory measured in a separate process")
+    print(f"cell: {args.cell}; fused CPU workspace: {args.workspace}")
     src = str(Path(__file__).resolve().parents[1] / "src")
     results = []
     for name in names:
-        cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--backends", *backends]
+        cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--backends", *backends, "--cell", args.cell, "--workspace", args.workspace]
         if args.threads is not None:
             cmd += ["--threads", str(args.threads)]
         res = _run_child(cmd + ["--measure", "time"], _child_env(src, MALLOC_MODES[args.malloc]), args.verbose)
@@ -395,7 +424,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 1
         for backend, row in res["rows"].items():
             row["peak_extra_bytes"] = mem["rows"][backend]["peak_extra_bytes"]
-        res["malloc"] = args.malloc
+        res["malloc"], res["cell"], res["workspace"] = args.malloc, args.cell, args.workspace
         results.append(res)
         print_result(res)
         sys.stdout.flush()
