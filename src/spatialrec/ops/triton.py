@@ -475,6 +475,20 @@ def output_to_states(y: torch.Tensor, direction: str, dtype: torch.dtype) -> tor
     return _padded_lines(y, direction, dtype)
 
 
+def _published_grads(grads: tuple[torch.Tensor, ...], s: int, params: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """The gradients :func:`_backward` returns, ``(dW_ih, dW_hh, db_ih, db_hh)`` with the rows of
+    ``W_ih`` and ``b_ih`` in the kernels' gate order -> those of ``params`` (``weight_ih,
+    weight_hh, bias_ih, bias_hh``) in the published gate order and the parameters' dtypes."""
+    dw_ih, dw_hh, db_ih, db_hh = grads
+    weight_ih, weight_hh, bias_ih, bias_hh = params
+    return [
+        unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
+        dw_hh.to(weight_hh.dtype),
+        unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
+        db_hh.to(bias_hh.dtype),
+    ]
+
+
 def sweep_backward(
     grad_y: torch.Tensor,
     x: torch.Tensor,
@@ -494,14 +508,8 @@ def sweep_backward(
     s, dims = params.s, x.dim() - 2
     dx, grads = _backward(grad_y.contiguous(), x, states, params, direction, dtype, dot_mode(x.dtype, dtype), True, carry)
     assert grads is not None
-    dw_ih, dw_hh, db_ih, db_hh = grads
-    return (
-        _from_padded(dx, direction, x.dtype, dims),
-        unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
-        dw_hh.to(weight_hh.dtype),
-        unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
-        db_hh.to(bias_hh.dtype),
-    )
+    dw_ih, dw_hh, db_ih, db_hh = _published_grads(grads, s, (weight_ih, weight_hh, bias_ih, bias_hh))
+    return _from_padded(dx, direction, x.dtype, dims), dw_ih, dw_hh, db_ih, db_hh
 
 
 class TritonDirectionalGRUScan(torch.autograd.Function):
@@ -536,13 +544,7 @@ class TritonDirectionalGRUScan(torch.autograd.Function):
         if grads is None:
             out += [None] * 4
         else:
-            dw_ih, dw_hh, db_ih, db_hh = grads
-            cand = [
-                unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
-                dw_hh.to(weight_hh.dtype),
-                unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
-                db_hh.to(bias_hh.dtype),
-            ]
+            cand = _published_grads(grads, s, (weight_ih, weight_hh, bias_ih, bias_hh))
             out += [g if need else None for g, need in zip(cand, ctx.needs_input_grad[1:5])]
         return (*out, None, None)
 
