@@ -18,7 +18,7 @@ of every SDN layer inside a module (a model, a block).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 import torch
@@ -55,7 +55,32 @@ def _conv_norm_relu(spatial_dims: int, norm: str, c_in: int, c_out: int) -> list
     ]
 
 
-class VGGBlock(nn.Module):
+class _Block(nn.Module):
+    """What every block shares: it checks and keeps ``spatial_dims``, ``in_channels`` and
+    ``out_channels``, and its ``net`` is ``Conv3x3 -> Norm -> ReLU`` (``in -> out``) followed by
+    the layers ``second(norm)`` returns for the resolved ``norm`` (``out -> out``)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        spatial_dims: int,
+        norm: Optional[str],
+        second: Callable[[str], list[nn.Module]],
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        n = resolve_norm(norm, spatial_dims)
+        self.net = nn.Sequential(*_conv_norm_relu(spatial_dims, n, in_channels, out_channels), *second(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``."""
+        return self.net(x)
+
+
+class VGGBlock(_Block):
     """Two 3x3 (3x3x3) convolutions, each followed by normalisation and ReLU.
 
     Args:
@@ -75,22 +100,12 @@ class VGGBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, spatial_dims: int = 2, norm: Optional[str] = None) -> None:
-        super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_int("in_channels", in_channels)
-        self.out_channels = check_int("out_channels", out_channels)
-        n = resolve_norm(norm, spatial_dims)
-        self.net = nn.Sequential(
-            *_conv_norm_relu(spatial_dims, n, in_channels, out_channels),
-            *_conv_norm_relu(spatial_dims, n, out_channels, out_channels),
+        super().__init__(
+            in_channels, out_channels, spatial_dims, norm, lambda n: _conv_norm_relu(spatial_dims, n, out_channels, out_channels)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``."""
-        return self.net(x)
 
-
-class _SDNBlockBase(nn.Module):
+class _SDNBlockBase(_Block):
     _layer_cls: type[nn.Module] = SpatialDependencyLayer
 
     def __init__(
@@ -103,29 +118,22 @@ class _SDNBlockBase(nn.Module):
         spatial_dims: int = 2,
         norm: Optional[str] = None,
     ) -> None:
-        super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_int("in_channels", in_channels)
-        self.out_channels = check_int("out_channels", out_channels)
-        n = resolve_norm(norm, spatial_dims)
-        self.net = nn.Sequential(
-            *_conv_norm_relu(spatial_dims, n, in_channels, out_channels),
-            self._layer_cls(
-                out_channels, out_channels, state_size=state_size, directions=directions,
-                kernel_size=3, stride=1, padding=1, backend=backend, spatial_dims=spatial_dims,
-            ),  # fmt: skip
-            norm_layer(n, spatial_dims, out_channels),
-            nn.ReLU(inplace=True),
-        )
+        def sdn_norm_relu(n: str) -> list[nn.Module]:
+            return [
+                self._layer_cls(
+                    out_channels, out_channels, state_size=state_size, directions=directions,
+                    kernel_size=3, stride=1, padding=1, backend=backend, spatial_dims=spatial_dims,
+                ),
+                norm_layer(n, spatial_dims, out_channels),
+                nn.ReLU(inplace=True),
+            ]  # fmt: skip
+
+        super().__init__(in_channels, out_channels, spatial_dims, norm, sdn_norm_relu)
 
     @property
     def sdn(self) -> nn.Module:
         """The block's SDN layer (``net[3]``)."""
         return self.net[3]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``."""
-        return self.net(x)
 
 
 class SDNBlock(_SDNBlockBase):

@@ -38,9 +38,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, TypeVar, Union
 
 import torch
 
@@ -78,13 +78,21 @@ _environment: dict[str, str] = {}  # the variables of ENV_VARS, as read at impor
 _triton_fallback: dict[str, str] = {}
 
 
+_T = TypeVar("_T")
+
+
+def _put(mapping: MutableMapping[str, _T], key: str, value: Optional[_T]) -> None:
+    """``mapping[key] = value``, or remove ``key`` (if there) when ``value`` is None."""
+    if value is None:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value
+
+
 def _read_environment(names: tuple[str, ...]) -> None:
     for name in names:
         raw = os.environ.get(ENV_VARS[name], "")
-        if raw.strip():
-            _environment[name] = raw
-        else:
-            _environment.pop(name, None)
+        _put(_environment, name, raw if raw.strip() else None)
 
 
 _read_environment(tuple(ENV_VARS))
@@ -266,10 +274,7 @@ def override(
     finally:
         with _lock:
             for name, old in saved.items():
-                if old is None:
-                    _values.pop(name, None)
-                else:
-                    _values[name] = old
+                _put(_values, name, old)
 
 
 def triton_interpret() -> bool:
@@ -295,17 +300,11 @@ def scoped_environ(**variables: Optional[str]) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in variables}
     try:
         for key, value in variables.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+            _put(os.environ, key, value)
         yield
     finally:
         for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+            _put(os.environ, key, old)
 
 
 def _device_key(device: Union[str, torch.device]) -> str:

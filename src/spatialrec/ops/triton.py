@@ -148,21 +148,38 @@ def _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb,
 
 
 @triton.jit
-def _fwd_line(prev_ptr, out_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr, LINE: tl.constexpr):
-    """One line: ``out[q] = c + z (n - c)``, ``c`` the prior ``p`` or, with ``LINE`` (``carry="line"``),
-    the previous line's state at ``q``. Pointers are to line starts in padded layouts."""
+def _tile(M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's ``(BLOCK_M positions, BLOCK_N state channels)`` tile of a line of ``M``
+    positions: ``(offs_n, mask_m, mask_n, rows_p)``, ``rows_p`` the positions' padded rows."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < S
     rows_p = _padded_rows(offs_m, A, Bb, NSLOT)
-    _r, z, n, _gh_n = _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
+    return offs_n, mask_m, mask_n, rows_p
+
+
+@triton.jit
+def _line_gates(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr, LINE: tl.constexpr):
+    """The gates of this program's tile of a line and what ``(1 - z)`` keeps there:
+    ``(r, z, n, W_hn p + b_hn, c, mask, s_off, rows_p, offs_n)``, ``c`` the prior ``p`` or, with
+    ``LINE``, the previous line's state at ``q``; ``s_off`` the tile's offsets in ``(rows, S)``."""
+    offs_n, mask_m, mask_n, rows_p = _tile(M, A, Bb, S, NSLOT, BLOCK_M, BLOCK_N)
+    r, z, n, gh_n = _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
     mask = mask_m[:, None] & mask_n[None, :]
     s_off = rows_p[:, None] * S + offs_n[None, :]
     if LINE:
         c = tl.load(prev_ptr + s_off, mask=mask, other=0.0)
     else:
         c = tl.load(x_ptr + s_off, mask=mask, other=0.0)
+    return r, z, n, gh_n, c, mask, s_off, rows_p, offs_n
+
+
+@triton.jit
+def _fwd_line(prev_ptr, out_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr, LINE: tl.constexpr):
+    """One line: ``out[q] = c + z (n - c)``, ``c`` the prior ``p`` or, with ``LINE`` (``carry="line"``),
+    the previous line's state at ``q``. Pointers are to line starts in padded layouts."""
+    _r, z, n, _gh_n, c, mask, s_off, _rows_p, _offs_n = _line_gates(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE, LINE)
     tl.store(out_ptr + s_off, c + z * (n - c), mask=mask)
 
 
@@ -171,18 +188,7 @@ def _bwd_gates_line(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, dh_ptr, d_ptr, dxd_
     """One line's gate gradients ``d = [dn | dr dz | dn r]`` (rows of 4S) and the kept share
     ``dh (1 - z)``: stored into ``dxd`` (the prior's gradient), or with ``LINE`` added to it (the
     previous line's state gradient, where the carry came from)."""
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < S
-    rows_p = _padded_rows(offs_m, A, Bb, NSLOT)
-    r, z, n, gh_n = _gates(prev_ptr, gh_ptr, wt_ptr, bn_ptr, rows_p, mask_m, offs_n, mask_n, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE)
-    mask = mask_m[:, None] & mask_n[None, :]
-    s_off = rows_p[:, None] * S + offs_n[None, :]
-    if LINE:
-        c = tl.load(prev_ptr + s_off, mask=mask, other=0.0)
-    else:
-        c = tl.load(x_ptr + s_off, mask=mask, other=0.0)
+    r, z, n, gh_n, c, mask, s_off, rows_p, offs_n = _line_gates(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, M, A, Bb, S, NSLOT, BLOCK_M, BLOCK_N, BLOCK_K, ACC, MODE, LINE)
     dh = tl.load(dh_ptr + s_off, mask=mask, other=0.0)
     dz = dh * (n - c) * z * (1.0 - z)
     dn = dh * z * (1.0 - n * n)
@@ -202,11 +208,7 @@ def _bwd_gates_line(prev_ptr, gh_ptr, x_ptr, wt_ptr, bn_ptr, dh_ptr, d_ptr, dxd_
 @triton.jit
 def _bwd_prev_line(d_ptr, w_ptr, dprev_ptr, M, A, Bb, S, NSLOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr):
     """``dprev[q] += sum_k D[q - off_k, :3S] W_ih_perm[:, kS:(k+1)S]`` (padded rows; pads of D are zero)."""
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < S
-    rows_p = _padded_rows(offs_m, A, Bb, NSLOT)
+    offs_n, mask_m, mask_n, rows_p = _tile(M, A, Bb, S, NSLOT, BLOCK_M, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     offs_k = tl.arange(0, BLOCK_K)
     for slot in tl.static_range(NSLOT):
@@ -475,6 +477,20 @@ def output_to_states(y: torch.Tensor, direction: str, dtype: torch.dtype) -> tor
     return _padded_lines(y, direction, dtype)
 
 
+def _published_grads(grads: tuple[torch.Tensor, ...], s: int, params: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """The gradients :func:`_backward` returns, ``(dW_ih, dW_hh, db_ih, db_hh)`` with the rows of
+    ``W_ih`` and ``b_ih`` in the kernels' gate order -> those of ``params`` (``weight_ih,
+    weight_hh, bias_ih, bias_hh``) in the published gate order and the parameters' dtypes."""
+    dw_ih, dw_hh, db_ih, db_hh = grads
+    weight_ih, weight_hh, bias_ih, bias_hh = params
+    return [
+        unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
+        dw_hh.to(weight_hh.dtype),
+        unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
+        db_hh.to(bias_hh.dtype),
+    ]
+
+
 def sweep_backward(
     grad_y: torch.Tensor,
     x: torch.Tensor,
@@ -494,14 +510,8 @@ def sweep_backward(
     s, dims = params.s, x.dim() - 2
     dx, grads = _backward(grad_y, x, states, params, direction, dtype, dot_mode(x.dtype, dtype), True, carry)
     assert grads is not None
-    dw_ih, dw_hh, db_ih, db_hh = grads
-    return (
-        _from_padded(dx, direction, x.dtype, dims),
-        unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
-        dw_hh.to(weight_hh.dtype),
-        unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
-        db_hh.to(bias_hh.dtype),
-    )
+    dw_ih, dw_hh, db_ih, db_hh = _published_grads(grads, s, (weight_ih, weight_hh, bias_ih, bias_hh))
+    return _from_padded(dx, direction, x.dtype, dims), dw_ih, dw_hh, db_ih, db_hh
 
 
 class TritonDirectionalGRUScan(torch.autograd.Function):
@@ -536,13 +546,7 @@ class TritonDirectionalGRUScan(torch.autograd.Function):
         if grads is None:
             out += [None] * 4
         else:
-            dw_ih, dw_hh, db_ih, db_hh = grads
-            cand = [
-                unpermute_gates_ih(dw_ih, s).to(weight_ih.dtype),
-                dw_hh.to(weight_hh.dtype),
-                unpermute_gates_ih(db_ih, s).to(bias_ih.dtype),
-                db_hh.to(bias_hh.dtype),
-            ]
+            cand = _published_grads(grads, s, (weight_ih, weight_hh, bias_ih, bias_hh))
             out += [g if need else None for g, need in zip(cand, ctx.needs_input_grad[1:5])]
         return (*out, None, None)
 
