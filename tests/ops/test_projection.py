@@ -98,17 +98,24 @@ def test_conv3d_by_planes_declines_what_it_cannot_do():
     assert conv3d_by_planes(x, nn.Conv3d(2, 3, 3, padding=1, padding_mode="reflect")) is None
 
 
-@pytest.mark.parametrize("batch, used", [(1, True), (2, False)])
-def test_project_in_takes_the_plane_form_for_one_volume(monkeypatch, batch, used):
-    """A single volume on the CPU (torch's slow Conv3d path) runs by planes; a batch does not."""
+@pytest.mark.parametrize(
+    "shape, used",
+    [
+        ((1, 8, 4, 5, 6), True),  # one small volume: torch's reference Conv3d path
+        ((2, 8, 4, 5, 6), False),  # a batch: oneDNN
+        ((1, 2, 4, 5, 6), False),  # few input channels: nothing to gain
+        ((1, 8, 48, 64, 6), False),  # C D H above torch's threshold: oneDNN
+    ],
+)
+def test_project_in_takes_the_plane_form_where_torch_takes_its_reference_path(monkeypatch, shape, used):
     from spatialrec.ops import projection
 
     calls = []
     real = projection.conv3d_by_planes
     monkeypatch.setattr(projection, "conv3d_by_planes", lambda *a: calls.append(1) or real(*a))
     torch.manual_seed(0)
-    conv = nn.Conv3d(2, 3, 3, padding=1)
-    x = torch.randn(batch, 2, 4, 5, 6)
+    conv = nn.Conv3d(shape[1], 3, 3, padding=1)
+    x = torch.randn(shape)
     h = project_in_activation(x, conv, working_layout(x, "fused"))
     assert bool(calls) == used
     torch.testing.assert_close(h, torch.tanh(conv(x)), rtol=0, atol=1e-6)

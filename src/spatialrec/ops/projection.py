@@ -12,8 +12,8 @@ module makes those choices, so that the layer reads as the maths:
 - :func:`project_in_activation`: ``tanh(conv_in(x))`` in that layout, the tanh in place (the
   convolution's backward does not need its output, and a fresh full-size tensor costs page
   faults) and, in eager code, as :func:`spatialrec.ops.fused.tanh_` (3-4x torch's CPU tanh).
-  A single 3D volume's convolution on the CPU runs as one 2D convolution of its depth planes
-  (:func:`conv3d_by_planes`): torch takes a slow, non-oneDNN path for a batch of one.
+  A single small 3D volume's convolution on the CPU runs as one 2D convolution of its depth
+  planes (:func:`conv3d_by_planes`), where torch would take its slow reference path.
 - :func:`project_out`: ``conv_out(h)`` handed back in the caller's memory format; in eager code,
   channels-last states from the fused scan are projected with GEMMs that write the caller's
   contiguous format directly (:func:`spatialrec.ops.fused.project_channels_last`: no slow ``1x1``
@@ -101,10 +101,10 @@ def conv3d_by_planes(x: torch.Tensor, conv: nn.Conv3d) -> Optional[torch.Tensor]
     stride and dilation 1 along depth and a numeric padding; the height and width geometry is
     the 2D convolution's.
 
-    Why: on the CPU torch runs a ``Conv3d`` on a batch of one on its slow reference path instead
-    of oneDNN (torch 2.13, 1 thread, 16 -> 16 channels, ``3x3x3`` at ``32^3``: forward+backward
-    438 ms, 103 ms this way; ``32^3`` batch of two: oneDNN, 105 ms, this way 246 ms, so it is
-    used for a batch of one only: :func:`project_in_activation`).
+    Why: on the CPU torch runs a float32 ``Conv3d`` of a single small volume on its slow
+    reference path instead of oneDNN (:func:`project_in_activation` says when this form is used;
+    torch 2.13, 1 thread, 16 -> 16 channels, ``3x3x3`` at ``32^3``: forward+backward 168 ms,
+    39 ms this way).
 
     Example:
         >>> conv = torch.nn.Conv3d(2, 3, 3, padding=1)
@@ -139,16 +139,30 @@ def conv3d_by_planes(x: torch.Tensor, conv: nn.Conv3d) -> Optional[torch.Tensor]
     return out.transpose(1, 2)
 
 
-def _project_in(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.Tensor], layout: WorkingLayout) -> torch.Tensor:
-    if (
-        layout.fast_kernels
-        and isinstance(conv, nn.Conv3d)
+# Where torch's CPU Conv3d takes its reference path rather than oneDNN for a float32 batch of one:
+# ATen's convolution dispatch prefers oneDNN only above this many elements of (B, C, D, H). Measured
+# (torch 2.13, 1 thread, 3x3x3, forward+backward, Conv3d against conv3d_by_planes): C=16 at 32^3
+# (16384) 168 ms / 39 ms; above it oneDNN wins, 16 at 48^3 48 / 152 ms, 32 at 32^3 50 / 93 ms; and
+# with few input channels the 2D form gains nothing (4 -> 16 at 64^3: 367 / 383 ms).
+_REFERENCE_CONV3D_MAX_ELEMENTS = 20480
+_PLANES_MIN_CHANNELS = 8
+
+
+def _conv3d_takes_reference_path(x: torch.Tensor, conv: nn.Module) -> bool:
+    return (
+        isinstance(conv, nn.Conv3d)
         and x.dim() == 5
         and x.shape[0] == 1
         and x.device.type == "cpu"
-        and not _cpu_autocast()
-    ):
-        h = conv3d_by_planes(x, conv)
+        and x.dtype == torch.float32
+        and x.shape[1] >= _PLANES_MIN_CHANNELS
+        and x.shape[1] * x.shape[2] * x.shape[3] <= _REFERENCE_CONV3D_MAX_ELEMENTS
+    )
+
+
+def _project_in(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.Tensor], layout: WorkingLayout) -> torch.Tensor:
+    if layout.fast_kernels and _conv3d_takes_reference_path(x, conv) and not _cpu_autocast():
+        h = conv3d_by_planes(x, conv)  # type: ignore[arg-type]
         if h is not None:
             return h
     return conv(x)
