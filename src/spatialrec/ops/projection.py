@@ -148,7 +148,7 @@ _REFERENCE_CONV3D_MAX_ELEMENTS = 20480
 _PLANES_MIN_CHANNELS = 8
 
 
-def _conv3d_takes_reference_path(x: torch.Tensor, conv: nn.Module) -> bool:
+def _conv3d_takes_reference_path(x: torch.Tensor, conv: object) -> bool:
     return (
         isinstance(conv, nn.Conv3d)
         and x.dim() == 5
