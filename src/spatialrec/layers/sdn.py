@@ -350,12 +350,16 @@ class SpatialDependencyLayer(_SDNArguments):
                     scan_sequence(h, [(s.weight_ih, s.weight_hh, s.bias_ih, s.bias_hh)], (s.direction,), backend, carry=self._carry)
                     for s in sweeps
                 ]
-            # Element-wise sums keep the scans' memory format (channels-last from the 2D fused
-            # backend), which the project-out of spatialrec.ops.projection then uses.
-            total = outs[0]
-            for o in outs[1:]:
-                total = total + o
-            return total / len(outs) if len(outs) > 1 else total
+            # The mean, accumulated in place into one new tensor (no backward reads it, and each
+            # full-size temporary would be a fresh allocation; the ops' outputs themselves may not
+            # be modified in place); it keeps the scans' memory format (channels-last in 2D),
+            # which the project-out then uses.
+            if len(outs) == 1:
+                return outs[0]
+            total = outs[0] + outs[1]
+            for o in outs[2:]:
+                total.add_(o)
+            return total.div_(len(outs))
         if backend is None:
             for sweep in sweeps:
                 h = sweep(h)

@@ -613,7 +613,7 @@ class _ProjectChannelsLast(torch.autograd.Function):
         c = weight.shape[0]
         hv = h.permute(0, 2, 3, 1).reshape(b, hh * ww, s)  # a view: h is channels-last
         w2 = weight.reshape(c, s)
-        y = torch.empty((b, c, hh * ww), dtype=h.dtype, device=h.device)
+        y = workspace.empty((b, c, hh * ww), h.dtype, h.device)
         for i in range(b):
             if bias is None:
                 torch.mm(w2, hv[i].t(), out=y[i])
@@ -633,7 +633,7 @@ class _ProjectChannelsLast(torch.autograd.Function):
         dy = grad_y.reshape(b, c, hh * ww)
         dh = dw = db = None
         if ctx.needs_input_grad[0]:
-            dh = torch.empty((b, hh * ww, s), dtype=h.dtype, device=h.device)
+            dh = workspace.empty((b, hh * ww, s), h.dtype, h.device)
             for i in range(b):
                 torch.mm(dy[i].t(), w2, out=dh[i])
             dh = dh.view(b, hh, ww, s).permute(0, 3, 1, 2)
