@@ -59,6 +59,7 @@ CONFIGS: dict[str, dict] = {
     "paper": dict(batch=4, channels=32, state=150, height=128, width=128, directions=["right", "down"]),
     "cvc_96x128": dict(batch=4, channels=32, state=150, height=96, width=128, directions=["right", "down"]),
     "256x256_S64": dict(batch=4, channels=32, state=64, height=256, width=256, directions=["right", "down"]),
+    "b2_256x256_S64": dict(batch=2, channels=32, state=64, height=256, width=256, directions=["right", "down"]),
     "b1_512x512_S32": dict(batch=1, channels=32, state=32, height=512, width=512, directions=["right", "down"]),
     # 3D (SpatialDependencyLayer3d, benchmarks/bench_scan3d.py): a volume (B, C, D, H, W) swept plane by plane.
     "3d_64x64x64_S32": dict(batch=1, channels=32, state=32, depth=64, height=64, width=64, directions=["right", "down", "in"]),
