@@ -90,3 +90,48 @@ def test_two_forwards_before_one_backward_keep_their_own_states():
     for got in with_workspace:
         for a, b in zip(got, without):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_release_and_eviction_with_several_buffers_of_one_shape():
+    bufs = [workspace.empty(BIG, torch.float32, CPU) for _ in range(3)]
+    keep = bufs[1]
+    del bufs
+    assert workspace.release() == 2 * 2**20 and workspace.held_bytes() == 2**20  # keep is in use
+    again = [workspace.empty(BIG, torch.float32, CPU) for _ in range(2)]
+    workspace.set_limit(3 * 2**20)
+    del again
+    # 3 MiB would exceed the limit: both free buffers of BIG are evicted, which is still not
+    # enough room beside the one in use, so the request gets a plain tensor.
+    t = workspace.empty((768, 1024), torch.float32, CPU)
+    assert workspace.held_bytes() == 2**20 and t.shape == (768, 1024)
+    assert keep.shape == BIG
+
+
+def _free_and_used_bytes() -> tuple[int, int]:
+    from spatialrec.torch_private import storage_use_count
+
+    free = used = 0
+    for bufs in workspace._buffers.values():
+        for buf in bufs:
+            n = buf.numel() * buf.element_size()
+            free, used = (free + n, used) if storage_use_count(buf) == 1 else (free, used + n)
+    return free, used
+
+
+def test_only_what_the_backward_reads_comes_from_the_workspace():
+    """At a training step's peak (after the forward) nothing the workspace holds is free: it
+    serves only the states and gates kept for the backward, so it never raises the peak; an
+    inference forward takes nothing from it."""
+    torch.manual_seed(0)
+    layer = SpatialDependencyLayer(4, 4, state_size=48, directions=("right", "down"), backend="fused")
+    x = torch.randn(2, 4, 64, 64)
+    with torch.no_grad():
+        layer(x)
+    assert workspace.held_bytes() == 0
+    for _ in range(2):
+        y = layer(x.requires_grad_())
+        free, used = _free_and_used_bytes()
+        assert free == 0 and used > 0
+        y.sum().backward()
+        del y
+        assert _free_and_used_bytes() == (0 + used, 0)  # all back, reused at the next step

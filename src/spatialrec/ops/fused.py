@@ -205,7 +205,7 @@ def _copy_reversed(dst: torch.Tensor, src: torch.Tensor, axes: set[int]) -> None
         return
     ax, *rest = sorted(axes)
     if rest:
-        tmp = workspace.empty(dst.shape, dst.dtype, dst.device)
+        tmp = torch.empty(dst.shape, dtype=dst.dtype, device=dst.device)
         _copy_reversed(tmp, src, {ax})
         _copy_reversed(dst, tmp, set(rest))
         return
@@ -221,7 +221,7 @@ def _flip_axes(direction: str) -> set[int]:
 def _relayout(lines: torch.Tensor, src_dir: str, dst_dir: str, dtype: torch.dtype) -> torch.Tensor:
     """Lines of ``src_dir`` (any strides, ``S`` innermost) -> new contiguous lines of ``dst_dir``."""
     src = _bhws(lines, src_dir)
-    out = workspace.empty(_lines_shape(src.shape, dst_dir), dtype, lines.device)
+    out = torch.empty(_lines_shape(src.shape, dst_dir), dtype=dtype, device=lines.device)
     _copy_reversed(_bhws(out, dst_dir), src, _flip_axes(src_dir) ^ _flip_axes(dst_dir))
     return out
 
@@ -233,7 +233,7 @@ def _lines_from_image(t: torch.Tensor, direction: str, dtype: torch.dtype) -> to
         # measured 0.040 s instead of 0.062 s at B=4, S=150, 128x128.
         t = t.to(dtype=dtype, memory_format=torch.channels_last)
     src = t.permute(0, 2, 3, 1)
-    out = workspace.empty(_lines_shape(src.shape, direction), dtype, t.device)
+    out = torch.empty(_lines_shape(src.shape, direction), dtype=dtype, device=t.device)
     _copy_reversed(_bhws(out, direction), src, _flip_axes(direction))
     return out
 
@@ -241,12 +241,12 @@ def _lines_from_image(t: torch.Tensor, direction: str, dtype: torch.dtype) -> to
 def _image_from_lines(lines: torch.Tensor, direction: str, dtype: torch.dtype) -> torch.Tensor:
     """Lines ``(L, B, W', S)`` of ``direction`` -> ``(B, S, H, W)`` in ``dtype``, channels-last strides."""
     src = _bhws(lines, direction)
-    out = workspace.empty(src.shape, dtype, lines.device)
+    out = torch.empty(src.shape, dtype=dtype, device=lines.device)
     _copy_reversed(out, src, _flip_axes(direction))
     return out.permute(0, 3, 1, 2)
 
 
-def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, carry: str = "prior") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, carry: str = "prior", saved: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Sweep the line-major priors ``xs: (H, B, W, S)`` (contiguous, compute dtype) downwards.
 
     ``carry`` (:data:`spatialrec.ops.gates.CARRIES`): what ``(1 - z)`` keeps, the prior line or
@@ -259,7 +259,10 @@ def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, 
     h, b, w, s = xs.shape
     dtype = xs.dtype
     m = b * w
-    states = workspace.empty((h, b, w + 2, s), dtype, xs.device)
+    # States kept for a backward (``saved``) and kept gates come from the workspace, reused at
+    # the next step (spatialrec.ops.workspace); scratch does not, so that the workspace never
+    # raises a step's peak (a saved tensor is in use at the peak anyway).
+    states = workspace.empty((h, b, w + 2, s), dtype, xs.device) if saved else torch.empty((h, b, w + 2, s), dtype=dtype, device=xs.device)
     states[:, :, 0].zero_()
     states[:, :, -1].zero_()
     states[0, :, 1:-1].copy_(xs[0])
@@ -270,8 +273,8 @@ def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, 
         if keep_gates:
             gates = workspace.empty((h - 1, m, 3 * s), dtype, xs.device)
         else:
-            g_buf = workspace.empty((per_block, m, 3 * s), dtype, xs.device)
-        hn_buf = workspace.empty((per_block, m, s), dtype, xs.device)
+            g_buf = torch.empty((per_block, m, 3 * s), dtype=dtype, device=xs.device)
+        hn_buf = torch.empty((per_block, m, s), dtype=dtype, device=xs.device)
         a = torch.empty((b, w, 3 * s), dtype=dtype, device=xs.device)
         for lo in range(1, h, per_block):
             hi = min(h, lo + per_block)
@@ -348,8 +351,8 @@ def _backward_lines(
         xs2 = xs.view(h, m, s)
         dh2 = dh_all.view(h, m, s)
         per_block = _lines_per_block(m, 4 * s, h - 1)
-        g_buf = workspace.empty((per_block, m, 3 * s), dtype, device) if gates is None else None
-        hn_buf = workspace.empty((per_block, m, s), dtype, device)
+        g_buf = torch.empty((per_block, m, 3 * s), dtype=dtype, device=device) if gates is None else None
+        hn_buf = torch.empty((per_block, m, s), dtype=dtype, device=device)
         a = torch.empty((b, w, 3 * s), dtype=dtype, device=device)
         a2 = a.view(m, 3 * s)
         d = torch.empty((m, 4 * s), dtype=dtype, device=device)
@@ -484,12 +487,12 @@ def _param_grads(
 
 
 def _sweep_forward(
-    src: torch.Tensor, src_dir: Optional[str], direction: str, dtype: torch.dtype, keep_gates: bool, params: _Params, carry: str = "prior"
+    src: torch.Tensor, src_dir: Optional[str], direction: str, dtype: torch.dtype, keep_gates: bool, params: _Params, carry: str = "prior", saved: bool = False
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """One sweep of a sequence, no autograd: ``src`` (an image, ``src_dir=None``, or the previous
     sweep's lines of ``src_dir``) -> ``(states (L, B, W' + 2, S), gates (L - 1, B W', 3S) or None)``
     in ``dtype``, the lines of ``direction``."""
-    return _forward_lines(_sweep_priors(src, src_dir, direction, dtype), params, keep_gates, carry)
+    return _forward_lines(_sweep_priors(src, src_dir, direction, dtype), params, keep_gates, carry, saved)
 
 
 def _sweep_backward(
@@ -613,7 +616,7 @@ class _ProjectChannelsLast(torch.autograd.Function):
         c = weight.shape[0]
         hv = h.permute(0, 2, 3, 1).reshape(b, hh * ww, s)  # a view: h is channels-last
         w2 = weight.reshape(c, s)
-        y = workspace.empty((b, c, hh * ww), h.dtype, h.device)
+        y = torch.empty((b, c, hh * ww), dtype=h.dtype, device=h.device)
         for i in range(b):
             if bias is None:
                 torch.mm(w2, hv[i].t(), out=y[i])
@@ -633,7 +636,7 @@ class _ProjectChannelsLast(torch.autograd.Function):
         dy = grad_y.reshape(b, c, hh * ww)
         dh = dw = db = None
         if ctx.needs_input_grad[0]:
-            dh = workspace.empty((b, hh * ww, s), h.dtype, h.device)
+            dh = torch.empty((b, hh * ww, s), dtype=h.dtype, device=h.device)
             for i in range(b):
                 torch.mm(dy[i].t(), w2, out=dh[i])
             dh = dh.view(b, hh, ww, s).permute(0, 3, 1, 2)
@@ -736,7 +739,7 @@ def sequence_forward(
     saved: list[torch.Tensor] = []
     src, src_dir = x, None
     for p, direction in zip(params, directions):
-        states, gates = _sweep_forward(src, src_dir, direction, dtype, save and keep_gates, _Params(*p, dtype), carry)
+        states, gates = _sweep_forward(src, src_dir, direction, dtype, save and keep_gates, _Params(*p, dtype), carry, saved=save)
         if save:
             saved.append(states)
             if keep_gates:

@@ -1,13 +1,17 @@
-"""A bounded CPU workspace: large buffers of the fused kernels, reused across calls.
+"""A bounded CPU workspace: the buffers a fused training forward keeps for its backward, reused across steps.
 
 Why. glibc's default allocator returns every block of 32 MiB or more to the system when it is
 freed (``munmap``) and maps a fresh one on the next request, whose pages then fault in on first
-touch: about 0.3 ms per MB on the project's test machine. A training step of an SDN layer at
-``256 x 256`` allocates about 1.7 GB of such buffers (states, gates, line layouts, gradients),
-the same shapes at every step. The CUDA caching allocator, jemalloc and tcmalloc keep freed
-memory for reuse; torch's CPU allocator does not. This workspace keeps the fused kernels'
-large buffers instead, so that a user who does not tune the allocator does not pay the faults
-(measured with ``benchmarks/bench_scan.py --malloc fresh``, docs/kernels.md).
+touch: about 0.3 ms per MB on the project's test machine. The largest such buffers of a training
+step are the states and gates the fused 2D forward keeps for its backward (at the paper size, 4 x
+128 x 128 with S = 150, two sweeps: 300 MB), the same shapes at every step. The CUDA caching
+allocator, jemalloc and tcmalloc keep freed memory for reuse; torch's CPU allocator does not.
+This workspace keeps those buffers instead, so that a user who does not tune the allocator pays
+fewer faults (measured with ``benchmarks/bench_scan.py --workspace on|off``, docs/kernels.md).
+
+Only tensors that are in use at a training step's peak anyway (kept for the backward) come from
+here, so holding them between steps never raises the peak; short-lived scratch does not (held
+free at the peak, it would: measured +20% peak memory when every large buffer came from here).
 
 How. :func:`empty` is ``torch.empty`` for CPU tensors of at least :data:`MIN_BYTES`: it hands out
 a tensor over a buffer the workspace holds, reusing one of the same shape and dtype that nothing
@@ -28,6 +32,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
@@ -56,22 +61,30 @@ def _alias(buf: torch.Tensor) -> torch.Tensor:
     return torch.empty(0, dtype=buf.dtype).set_(buf.untyped_storage(), 0, buf.shape, buf.stride())
 
 
+def _drop_free(key: _Key, budget: Optional[int] = None) -> int:
+    """Drop free buffers of ``key`` (all, or until ``budget`` bytes are dropped); returns the bytes."""
+    global _held
+    kept, dropped = [], 0
+    for buf in _buffers[key]:
+        if (budget is None or dropped < budget) and _free(buf):
+            dropped += buf.numel() * buf.element_size()
+        else:
+            kept.append(buf)
+    if kept:
+        _buffers[key] = kept
+    else:
+        del _buffers[key]
+    _held -= dropped
+    return dropped
+
+
 def _evict(need: int, keep: _Key) -> None:
     """Drop free buffers of other shapes, least recently used first, until ``need`` more bytes fit."""
-    global _held
     for key in list(_buffers):
         if _held + need <= _limit:
             return
-        if key == keep:
-            continue
-        bufs = _buffers[key]
-        for buf in [b for b in bufs if _free(b)]:
-            bufs.remove(buf)
-            _held -= buf.numel() * buf.element_size()
-            if _held + need <= _limit:
-                break
-        if not bufs:
-            del _buffers[key]
+        if key != keep:
+            _drop_free(key, _held + need - _limit)
 
 
 def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -111,18 +124,8 @@ def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> tor
 def release() -> int:
     """Drop every buffer nothing else references; returns the bytes released. Buffers still in
     use stay until a later call (or until the process ends)."""
-    global _held
-    released = 0
     with _lock:
-        for key in list(_buffers):
-            bufs = _buffers[key]
-            for buf in [b for b in bufs if _free(b)]:
-                bufs.remove(buf)
-                released += buf.numel() * buf.element_size()
-            if not bufs:
-                del _buffers[key]
-        _held -= released
-    return released
+        return sum(_drop_free(key) for key in list(_buffers))
 
 
 def held_bytes() -> int:
