@@ -381,8 +381,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--workspace",
         choices=("on", "off"),
-        default="on",
-        help="the fused kernels' CPU workspace (spatialrec.ops.workspace): 'off' allocates every buffer afresh",
+        default="off",
+        help="the fused kernels' CPU workspace (spatialrec.ops.workspace, off by default in the library): "
+        "'on' sets its limit to SUGGESTED_LIMIT, 'off' allocates every buffer afresh",
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=("time", "memory"), default="time", help=argparse.SUPPRESS)
@@ -395,10 +396,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.workspace == "off":
-        from spatialrec.ops import workspace
+    from spatialrec.ops import workspace
 
-        workspace.set_limit(0)
+    workspace.set_limit(workspace.SUGGESTED_LIMIT if args.workspace == "on" else 0)
     if args.child is not None:
         res = run_config(args.child, CONFIGS[args.child], device, backends, args.warmup, args.repeats, args.measure, args.cell)
         print("RESULT " + json.dumps(res))

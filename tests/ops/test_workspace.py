@@ -12,10 +12,18 @@ CPU = torch.device("cpu")
 BIG = (256, 1024)  # 1 MiB of float32: the smallest size the workspace keeps
 
 
+def test_off_by_default():
+    assert workspace.DEFAULT_LIMIT == 0 and workspace.get_limit() == 0
+    workspace.empty(BIG, torch.float32, CPU)
+    assert workspace.held_bytes() == 0
+
+
 @pytest.fixture(autouse=True)
-def _fresh_workspace():
+def _fresh_workspace(request):
     limit = workspace.get_limit()
     workspace.release()
+    if request.function.__name__ != "test_off_by_default":
+        workspace.set_limit(workspace.SUGGESTED_LIMIT)
     yield
     workspace.set_limit(limit)
     workspace.release()
