@@ -8,6 +8,7 @@ from torch import nn
 from spatialrec import ResidualSDN, SpatialDependencyLayer
 from spatialrec.blocks import (
     BLOCK_KINDS,
+    InterpolateProject,
     ResidualSDNBlock,
     SDNBlock,
     VGGBlock,
@@ -122,3 +123,25 @@ def test_published_sdn_block_keys_line_up():
     dst.load_state_dict(converted)  # strict: every key matched
     x = torch.randn(1, 3, 6, 7)
     torch.testing.assert_close(dst.eval()(x), src.eval()(x))
+
+
+@pytest.mark.parametrize("dims, shape", [(2, (2, 6, 5, 7)), (3, (1, 6, 3, 4, 5))])
+def test_interpolate_project_is_upsample_then_conv(dims: int, shape: tuple[int, ...]) -> None:
+    """The projection-first forward is the published up-sample-then-1x1-conv (computed here with
+    torch's functional ops, in float64), values and gradients, and keeps the published keys."""
+    torch.manual_seed(0)
+    up = InterpolateProject(6, 3, spatial_dims=dims).double()
+    published = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear" if dims == 2 else "trilinear", align_corners=True),
+                              (nn.Conv2d if dims == 2 else nn.Conv3d)(6, 3, kernel_size=1)).double()  # fmt: skip
+    assert list(up.state_dict()) == list(published.state_dict()) == ["1.weight", "1.bias"]
+    published.load_state_dict(up.state_dict())
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    y = up(x)
+    ref = published(x)
+    assert y.shape == (shape[0], 3, *(2 * n for n in shape[2:]))
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, up[1].weight, up[1].bias], g)
+    want = torch.autograd.grad(ref, [x, published[1].weight, published[1].bias], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
