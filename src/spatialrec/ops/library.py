@@ -126,21 +126,23 @@ def _empty_like_output(x: torch.Tensor) -> torch.Tensor:
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_format(x))
 
 
-def _in_output_format(x: torch.Tensor, y: torch.Tensor, others: Sequence[torch.Tensor] = ()) -> torch.Tensor:
-    """``y`` (shape of ``x``) in :func:`output_format`, sharing no memory with ``x`` or ``others``
-    (an op's outputs may alias neither its inputs nor each other)."""
-    fmt = output_format(x)
-    ptrs = {t.untyped_storage().data_ptr() for t in (x, *others)}
+def _fresh(y: torch.Tensor, fmt: torch.memory_format, others: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``y`` in memory format ``fmt``, sharing no memory with ``others`` (an op's outputs may alias
+    neither its inputs nor each other): ``y`` itself where it already is, else a copy."""
+    ptrs = {t.untyped_storage().data_ptr() for t in others}
     if y.is_contiguous(memory_format=fmt) and y.untyped_storage().data_ptr() not in ptrs:
         return y
     return y.clone(memory_format=fmt)
 
 
+def _in_output_format(x: torch.Tensor, y: torch.Tensor, others: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """``y`` (shape of ``x``) in :func:`output_format`, sharing no memory with ``x`` or ``others``."""
+    return _fresh(y, output_format(x), (x, *others))
+
+
 def _param_grad(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """A parameter's gradient, contiguous and not aliasing ``p``."""
-    if g.is_contiguous() and g.untyped_storage().data_ptr() != p.untyped_storage().data_ptr():
-        return g
-    return g.clone(memory_format=torch.contiguous_format)
+    return _fresh(g, torch.contiguous_format, (p,))
 
 
 def _validate(x: torch.Tensor, params: Sequence[torch.Tensor], directions: Sequence[int]) -> None:
@@ -186,7 +188,8 @@ def _fused3d_forward(x: torch.Tensor, params: list[ScanParams], names: tuple[str
         if save:
             saved.append(out)
         y = out.movedim(0, dim).to(x.dtype)
-    return _in_output_format(x, y, saved), saved
+    # The op puts y in its output format, apart from x and the saved planes (_in_output_format).
+    return y, saved
 
 
 def _triton_forward(x: torch.Tensor, params: list[ScanParams], names: tuple[str, ...], save: bool, keep_gates: bool, carry: str) -> tuple[torch.Tensor, Tensors]:
