@@ -127,8 +127,8 @@ def test_published_sdn_block_keys_line_up():
 
 @pytest.mark.parametrize("dims, shape", [(2, (2, 6, 5, 7)), (3, (1, 6, 3, 4, 5))])
 def test_interpolate_project_is_upsample_then_conv(dims: int, shape: tuple[int, ...]) -> None:
-    """The projection-first forward is the published up-sample-then-1x1-conv (computed here with
-    torch's functional ops, in float64), values and gradients, and keeps the published keys."""
+    """The projection-first forward equals the published order (torch's ``nn.Upsample``, then the
+    1x1 convolution, in float64), values and gradients, and keeps the published keys."""
     torch.manual_seed(0)
     up = InterpolateProject(6, 3, spatial_dims=dims).double()
     published = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear" if dims == 2 else "trilinear", align_corners=True),

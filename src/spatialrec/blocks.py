@@ -237,7 +237,8 @@ class InterpolateProject(nn.Sequential):
     ``in_channels`` maps (a U-Net halves them): 3-11% of a whole SDN U-Net's step on one CPU
     thread. It also keeps ``torch.compile`` from fusing the interpolation's gathers with the
     previous block's normalisation, which recomputed the norm at every tap (a 3D SDN U-Net's
-    compiled forward at 48^3 was 0.65-0.70x eager's speed, 0.85x with this order).
+    compiled forward at 48^3 was 0.65-0.70x eager's speed, 0.83-0.85x with this order;
+    docs/deploy.md).
 
     Shape: ``(B, in_channels, *s) -> (B, out_channels, *2s)``.
     """
@@ -260,8 +261,8 @@ class UpBlock(nn.Module):
         out_channels: channels of the skip and of the output.
         block: ``"vgg"``, ``"sdn"`` or ``"residual_sdn"``.
         upsample: ``"interpolate"`` (bilinear/trilinear x2 with ``align_corners=True`` and a 1x1
-            convolution to ``in_channels // 2``, :class:`InterpolateProject`) or ``"transposed"`` (a 2x stride-2 transposed
-            convolution to ``in_channels // 2``).
+            convolution to ``in_channels // 2``: :class:`InterpolateProject`) or ``"transposed"``
+            (a 2x stride-2 transposed convolution to ``in_channels // 2``).
         state_size, directions, backend: for the SDN block kinds.
         spatial_dims: 2 (default) or 3.
         norm: normalisation of the block (default batch in 2D, instance in 3D).
