@@ -21,8 +21,9 @@ backend's own backward reads where a backward can follow, ``spatialrec::scan_seq
 nothing elsewhere. Every op takes the cell's ``carry`` (``"prior"`` or ``"line"``) as its last
 argument. Around the sweeps, :func:`working_layout`, :func:`project_in_activation` and
 :func:`project_out` (:mod:`spatialrec.ops.projection`) make the layers' layout and kernel
-choices for the backend and device. The fused kernels take their large CPU buffers from a bounded
-workspace reused across calls (:mod:`spatialrec.ops.workspace`).
+choices for the backend and device. An opt-in, bounded CPU workspace
+(:mod:`spatialrec.ops.workspace`, off by default) lets the fused 2D kernels reuse the states and
+gates they keep for the backward across steps.
 
 Every backend sweeps the canonical direction of a view of the input
 (:mod:`spatialrec.ops.directions`), computes the gates in at least float32

@@ -87,8 +87,9 @@ def _drop_free(key: _Key, budget: Optional[int] = None) -> int:
     return dropped
 
 
-def _evict(need: int, keep: _Key) -> None:
-    """Drop free buffers of other shapes, least recently used first, until ``need`` more bytes fit."""
+def _evict(need: int, keep: Optional[_Key] = None) -> None:
+    """Drop free buffers of keys other than ``keep``, least recently used first, until ``need``
+    more bytes fit."""
     for key in list(_buffers):
         if _held + need <= _limit:
             return
@@ -110,8 +111,10 @@ def empty(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> tor
     """
     global _held
     shape = tuple(int(n) for n in shape)
-    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-    if device.type != "cpu" or nbytes < MIN_BYTES or _limit == 0:
+    if _limit == 0 or device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    nbytes = torch.Size(shape).numel() * dtype.itemsize
+    if nbytes < MIN_BYTES:
         return torch.empty(shape, dtype=dtype, device=device)
     key = (shape, dtype)
     with _lock:
@@ -163,7 +166,7 @@ def set_limit(nbytes: int) -> None:
         raise ValueError(f"the workspace limit must be >= 0 bytes, got {nbytes}")
     with _lock:
         _limit = nbytes
-        _evict(0, keep=((), torch.float32))
+        _evict(0)
 
 
 __all__ = ["DEFAULT_LIMIT", "MIN_BYTES", "SUGGESTED_LIMIT", "empty", "get_limit", "held_bytes", "release", "set_limit"]
