@@ -184,3 +184,34 @@ def test_op_under_auto_falls_back_when_triton_fails(dims: int, directions: tuple
     y2 = scan_sequence(x, params, directions, "auto")
     torch.testing.assert_close(y2, ref, rtol=1e-5, atol=1e-6)
     torch.autograd.grad(y2, leaves, g)
+
+
+class _Fills(TorchDispatchMode):
+    """Records the shapes of the tensors created zero-filled (``zeros``, ``zero_``, ``fill_``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        if str(func.overloadpacket).split(".")[-1] in ("zeros", "zero_", "fill_", "zeros_like", "new_zeros") and isinstance(out, torch.Tensor):
+            self.shapes.append(tuple(out.shape))
+        return out
+
+
+@pytest.mark.parametrize("gates", ["save", "recompute"])
+def test_backward_gets_no_zero_gradients_for_the_saved_outputs(gates: str, option_env) -> None:
+    """The states and gates are outputs of ``scan_sequence_forward`` only to reach the backward;
+    autograd must not hand it a zero-filled gradient for each (a full-size fill per sweep)."""
+    option_env("fused_gates", gates)
+    x, params = _inputs(2, 2, torch.float32)
+    flat = [t for p in params for t in p]
+    _, saved = torch.ops.spatialrec.scan_sequence_forward(x, flat, library.directions_to_codes(("right", "down")), "fused", gates == "save", "prior")
+    saved_shapes = {tuple(t.shape) for t in saved}
+    y = scan_sequence(x, params, ("right", "down"), "fused")
+    with _Fills() as fills:
+        y.backward(torch.ones_like(y))
+    assert x.grad is not None and all(t.grad is not None for t in flat)
+    assert not saved_shapes & set(fills.shapes), fills.shapes
+

@@ -81,7 +81,7 @@ backward converts them back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Optional, cast
 
 import torch
 
@@ -385,9 +385,12 @@ def _scan_sequence_backward_fake(
 def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     x, params, directions, backend, _keep_gates, carry = inputs
     _, saved = output
-    # The saved tensors are outputs only to reach this context: no gradient flows into them
-    # (and none is materialised as zeros for the backward).
+    # The saved tensors are outputs only to reach this context: no gradient flows into them.
+    # Marking them non-differentiable is not enough: autograd would still hand the backward a
+    # zero-filled gradient for each (measured: 105 ms and 260 MB at 1 x 512 x 512, S = 32, of a
+    # 1.41 s layer step), unless it is told not to materialise undefined gradients.
     ctx.mark_non_differentiable(*saved)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, *params, *saved)
     ctx.num_params = len(params)
     ctx.directions = directions
@@ -395,8 +398,10 @@ def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
     ctx.carry = carry
 
 
-def _backward_formula(ctx, grad: torch.Tensor, _grad_saved: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+def _backward_formula(ctx, grad: Optional[torch.Tensor], _grad_saved: list[Optional[torch.Tensor]]):  # type: ignore[no-untyped-def]
     x, *rest = ctx.saved_tensors
+    if grad is None:  # not materialised (see _setup_context): y did not reach the loss
+        return None, [None] * ctx.num_params, None, None, None, None
     params, saved = rest[: ctx.num_params], rest[ctx.num_params :]
     grads = torch.ops.spatialrec.scan_sequence_backward(grad, x, params, saved, ctx.directions, ctx.backend, ctx.carry)
     return grads[0], list(grads[1:]), None, None, None, None
