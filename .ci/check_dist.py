@@ -21,7 +21,9 @@ def main(folder: str) -> int:
         return 1
     problems = []
     names = zipfile.ZipFile(wheels[0]).namelist()
-    for needed in ("spatialrec/__init__.py", "spatialrec/py.typed", "spatialrec/cli/__init__.py", "spatialrec/__main__.py"):
+    # linestep.cpp: the native CPU line kernel is built from its source on the user's machine.
+    for needed in ("spatialrec/__init__.py", "spatialrec/py.typed", "spatialrec/cli/__init__.py", "spatialrec/__main__.py",
+                   "spatialrec/ops/native/linestep.cpp"):
         if needed not in names:
             problems.append(f"wheel lacks {needed}")
     if any(n.startswith(("tests/", "examples/", "docs/")) or "/tests/" in n for n in names):

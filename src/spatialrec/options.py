@@ -1,5 +1,5 @@
-"""Process-wide options: the scan backend, the fused kernel's gate memory, Triton's float32
-precision, the cache folder; and which devices the Triton backend fell back from.
+"""Process-wide options: the scan backend, the fused kernel's gate memory and CPU line kernel,
+Triton's float32 precision, the cache folder; and which devices the Triton backend fell back from.
 
 Each option has a typed getter and setter, and :func:`override` changes any of them for a
 block. An option not set here takes its default from an environment variable, read once, when
@@ -10,6 +10,7 @@ option                 environment variable             values (default first)
 =====================  ===============================  ========================================
 ``backend``            ``SPATIALREC_BACKEND``           ``auto``, ``reference``, ``fused``, ``triton``
 ``fused_gates``        ``SPATIALREC_FUSED_GATES``       ``save``, ``recompute``
+``cpu_kernel``         ``SPATIALREC_CPU_KERNEL``        ``auto``, ``native``, ``torch``
 ``triton_precision``   ``SPATIALREC_TRITON_PRECISION``  ``auto``, ``ieee``, ``tf32``
 ``cache_dir``          ``SPATIALREC_CACHE``             a folder; ``~/.cache/spatialrec``
 =====================  ===============================  ========================================
@@ -17,7 +18,11 @@ option                 environment variable             values (default first)
 ``backend`` is what ``backend="auto"`` resolves to when it is not ``auto``; an explicit
 ``backend=`` argument of a layer or op wins over it. ``triton_precision="auto"`` follows
 :func:`torch.get_float32_matmul_precision`: ``"highest"`` -> ``ieee`` (exact float32 products),
-``"high"`` or ``"medium"`` -> ``tf32`` (TF32 tensor cores).
+``"high"`` or ``"medium"`` -> ``tf32`` (TF32 tensor cores). ``cpu_kernel`` picks how the fused
+backend does a line's element-wise work on the CPU (:mod:`spatialrec.ops.native`): ``native``,
+the library's small C++ line kernel, built with the machine's compiler at first use (an error
+when it cannot be built), ``torch``, torch's element-wise ops, or ``auto``, native where it
+builds and torch's ops elsewhere.
 
 Threads: the options are one set for the whole process, like torch's own global flags; a
 setter or :func:`override` in one thread changes them for every thread while it is in effect.
@@ -52,12 +57,18 @@ FUSED_GATES_CHOICES: tuple[str, ...] = ("save", "recompute")
 gate activations (``save``, ``3S`` values per position and sweep) or only the states
 (``recompute``: one more GEMM per line in the backward)."""
 
+CPU_KERNEL_CHOICES: tuple[str, ...] = ("auto", "native", "torch")
+"""Values of the ``cpu_kernel`` option: how the fused backend does a line's element-wise work on
+the CPU (``auto``: the native line kernel where it builds, else torch's ops; see
+:mod:`spatialrec.ops.native`)."""
+
 TRITON_PRECISION_CHOICES: tuple[str, ...] = ("auto", "ieee", "tf32")
 """Values of the ``triton_precision`` option (the ``tl.dot`` mode of float32 inputs)."""
 
 ENV_VARS: dict[str, str] = {
     "backend": "SPATIALREC_BACKEND",
     "fused_gates": "SPATIALREC_FUSED_GATES",
+    "cpu_kernel": "SPATIALREC_CPU_KERNEL",
     "triton_precision": "SPATIALREC_TRITON_PRECISION",
     "cache_dir": "SPATIALREC_CACHE",
 }
@@ -66,6 +77,7 @@ ENV_VARS: dict[str, str] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "backend": BACKEND_CHOICES,
     "fused_gates": FUSED_GATES_CHOICES,
+    "cpu_kernel": CPU_KERNEL_CHOICES,
     "triton_precision": TRITON_PRECISION_CHOICES,
 }
 _MATMUL_TO_TRITON = {"highest": "ieee", "high": "tf32", "medium": "tf32"}
@@ -173,6 +185,26 @@ def set_fused_gates(mode: str) -> None:
     _set("fused_gates", _check_choice("fused_gates", mode))
 
 
+def get_cpu_kernel() -> str:
+    """``"auto"``, ``"native"`` or ``"torch"``: how the fused backend does a line's element-wise
+    work on the CPU (see :mod:`spatialrec.ops.native`).
+
+    Raises:
+        ValueError: not set, and ``SPATIALREC_CPU_KERNEL`` is not ``auto``/``native``/``torch``.
+    """
+    return _choice("cpu_kernel")
+
+
+def set_cpu_kernel(kernel: str) -> None:
+    """Set the fused backend's CPU line kernel, one of :data:`CPU_KERNEL_CHOICES`.
+
+    Raises:
+        TypeError: ``kernel`` is not a str.
+        ValueError: ``kernel`` is not ``"auto"``, ``"native"`` or ``"torch"``.
+    """
+    _set("cpu_kernel", _check_choice("cpu_kernel", kernel))
+
+
 def get_triton_precision() -> str:
     """The ``tl.dot`` precision of float32 inputs in the Triton kernels: ``"ieee"`` or ``"tf32"``.
 
@@ -200,7 +232,8 @@ def set_triton_precision(precision: str) -> None:
 
 
 def get_cache_dir() -> Path:
-    """The folder the data readers cache preprocessed data in (each under its own sub-folder):
+    """The folder the data readers cache preprocessed data in and the native CPU line kernel is
+    built in (each under its own sub-folder):
     the set folder, else ``$SPATIALREC_CACHE``, else ``~/.cache/spatialrec``."""
     value = _values.get("cache_dir")
     if value is not None:
@@ -241,6 +274,7 @@ def override(
     *,
     backend: Optional[str] = None,
     fused_gates: Optional[str] = None,
+    cpu_kernel: Optional[str] = None,
     triton_precision: Optional[str] = None,
     cache_dir: Union[str, "os.PathLike[str]", None] = None,
 ) -> Iterator[None]:
@@ -261,7 +295,7 @@ def override(
         ('save', 'recompute')
     """
     new: dict[str, Union[str, Path]] = {}
-    for name, value in (("backend", backend), ("fused_gates", fused_gates), ("triton_precision", triton_precision)):
+    for name, value in (("backend", backend), ("fused_gates", fused_gates), ("cpu_kernel", cpu_kernel), ("triton_precision", triton_precision)):
         if value is not None:
             new[name] = _check_choice(name, value)
     if cache_dir is not None:
@@ -359,11 +393,13 @@ def reset_triton_fallback(device: Union[str, torch.device, None] = None) -> None
 
 __all__ = [
     "BACKEND_CHOICES",
+    "CPU_KERNEL_CHOICES",
     "ENV_VARS",
     "FUSED_GATES_CHOICES",
     "TRITON_PRECISION_CHOICES",
     "get_backend",
     "get_cache_dir",
+    "get_cpu_kernel",
     "get_fused_gates",
     "get_triton_precision",
     "mark_triton_fallback",
@@ -373,6 +409,7 @@ __all__ = [
     "scoped_environ",
     "set_backend",
     "set_cache_dir",
+    "set_cpu_kernel",
     "set_fused_gates",
     "set_triton_precision",
     "triton_fallback",

@@ -41,6 +41,7 @@ def collect() -> dict[str, Any]:
 
     import spatialrec
     from spatialrec import ops
+    from spatialrec.ops import native
 
     cuda: dict[str, Any] = {"available": torch.cuda.is_available(), "torch_built_with": torch.version.cuda}
     if cuda["available"]:
@@ -54,7 +55,8 @@ def collect() -> dict[str, Any]:
     # read once). A bad variable is reported here, since this is where one looks, not raised.
     settings: dict[str, Any] = {}
     for name, getter in (("backend", options.get_backend), ("fused_gates", options.get_fused_gates),
-                         ("triton_precision", options.get_triton_precision), ("cache_dir", options.get_cache_dir)):  # fmt: skip
+                         ("cpu_kernel", options.get_cpu_kernel), ("triton_precision", options.get_triton_precision),
+                         ("cache_dir", options.get_cache_dir)):  # fmt: skip
         try:
             settings[name] = str(getter())
         except ValueError as err:
@@ -69,7 +71,18 @@ def collect() -> dict[str, Any]:
     chosen = settings["backend"]
     auto_cuda = None if not cuda["available"] else chosen if chosen != "auto" else (
         "triton" if ops.triton_available() and not options.triton_fallback() else "fused")  # fmt: skip
+    # The fused backend's native CPU line kernel (spatialrec.ops.native): built (or found in the
+    # cache) here unless the option keeps it off, since this is where one checks it.
+    native_kernel: dict[str, Any]
+    if settings["cpu_kernel"] == "torch":
+        native_kernel = {"state": "off (cpu_kernel=torch)", "library": None}
+    else:
+        try:
+            native_kernel = {"state": "loaded", "library": str(native.build())}
+        except RuntimeError as err:
+            native_kernel = {"state": f"not available, torch's ops run instead: {err}", "library": None}
     backends: dict[str, Any] = {
+        "native_cpu_kernel": native_kernel,
         "available": list(ops.available_backends()),
         "triton_importable": ops.triton_available(),
         "options": settings,
@@ -102,6 +115,7 @@ def format_report(info: dict[str, Any]) -> str:
         f"  auto on CUDA tensors        {b['auto_cuda'] or 'n/a (no CUDA device)'}",
         f"  triton                      {'importable' if b['triton_importable'] else 'not installed (CPU needs none)'}",
         f"  triton fallen back on       {', '.join(b['triton_fallback']) or 'no device'}",
+        f"  native CPU line kernel      {b['native_cpu_kernel']['library'] or b['native_cpu_kernel']['state']}",
         "", "options (spatialrec.options; environment variable):",
         *(f"  {name:<18}{value:<24}({b['env'][name]})" for name, value in b["options"].items()),
         "", "CUDA:",

@@ -7,7 +7,9 @@ by name and number of spatial dimensions (:mod:`spatialrec.ops.scan`):
 
 - ``"reference"``: :mod:`spatialrec.ops.reference`, readable, the ground truth for the others;
 - ``"fused"``: :mod:`spatialrec.ops.fused` (2D) and :mod:`spatialrec.ops.fused3d` (3D), custom
-  autograd functions (CPU and CUDA);
+  autograd functions (CPU and CUDA); on the CPU the 2D one does each line's element-wise work
+  in the native line kernel (:mod:`spatialrec.ops.native`, built at first use; the
+  ``cpu_kernel`` option) where it builds;
 - ``"triton"``: :mod:`spatialrec.ops.triton`, GPU kernels for 2D and 3D (imported on first use);
 - ``"auto"``: the ``backend`` option when it is not ``"auto"`` (:mod:`spatialrec.options`,
   default from ``SPATIALREC_BACKEND``), else triton for CUDA tensors when Triton is importable

@@ -30,6 +30,13 @@ gate gradients in one reused buffer, push the gradient to the previous line with
 three shifted adds, and accumulate ``dW_ih``, ``dW_hh`` with one GEMM each (``K = M`` rows, as
 efficient as a GEMM over all lines would be, without storing the per-line gradients).
 
+Native line kernel. On the CPU, in float32 and float64, a line's element-wise passes run in the
+native kernel of :mod:`spatialrec.ops.native` where it builds (the ``cpu_kernel`` option):
+forward, one call after the GEMM writes the gates, the new line and the next line's neighbour
+vectors; backward, one call forms the gate gradients, ``db`` and ``dh (1 - z)``, and one more
+adds the shifted neighbour gradients (and the line carry's share) to the previous line. The GEMMs
+are the same torch calls either way; the torch-op passes below remain the path elsewhere.
+
 Several sweeps (:func:`fused_directional_gru_scan_sequence`, used by the SDN layer): the lines
 of every direction keep ``S`` innermost (``(H, B, W, S)`` for `down`/`up`, ``(W, B, H, S)`` for
 `right`/`left`), so one sweep's states become the next sweep's priors with one copy of
@@ -54,7 +61,7 @@ from typing import Any, Optional
 import torch
 
 from .. import options
-from . import workspace
+from . import native, workspace
 from .directions import from_canonical_view
 from .gates import compute_dtype, fold_biases, permute_gates_ih, unpermute_gates_ih
 
@@ -276,10 +283,23 @@ def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, 
             g_buf = torch.empty((per_block, m, 3 * s), dtype=dtype, device=xs.device)
         hn_buf = torch.empty((per_block, m, s), dtype=dtype, device=xs.device)
         a = torch.empty((b, w, 3 * s), dtype=dtype, device=xs.device)
+        kernel = native.line_kernel(dtype, xs.device)
+        if kernel is not None:
+            # The native line kernel writes each new line and the next line's neighbour vectors
+            # in one pass; keep and out are rows of (W + 2) S (states) or W S (priors) per item.
+            a2 = _neighbours(states, 0, a)
+            keep_b = (w + 2) * s if carry == "line" else w * s
         for lo in range(1, h, per_block):
             hi = min(h, lo + per_block)
             g_blk = _input_prior(xs2, params, lo, hi, gates[lo - 1 : hi - 1] if gates is not None else g_buf)
             hn_blk = _hn_prior(xs2, params, lo, hi, hn_buf)
+            if kernel is not None:
+                for i in range(lo, hi):
+                    g = g_blk[i - lo]
+                    g.addmm_(a2, params.w_gates_t)
+                    keep = states[i - 1, :, 1:-1] if carry == "line" else xs[i]
+                    kernel.forward_line(g, hn_blk[i - lo], keep, keep_b, states[i, :, 1:-1], (w + 2) * s, a if i + 1 < h else None, b, w, s)
+                continue
             for i in range(lo, hi):
                 g = g_blk[i - lo]
                 _gates(g, hn_blk[i - lo], _neighbours(states, i - 1, a), params)
@@ -360,11 +380,15 @@ def _backward_lines(
         da = torch.empty((b, w, 3 * s), dtype=dtype, device=device)
         da2 = da.view(m, 3 * s)
         d_n, d_r, d_z, d_nr = d[:, :s], d[:, s : 2 * s], d[:, 2 * s : 3 * s], d[:, 3 * s :]
+        kernel = native.line_kernel(dtype, device)
         starts = list(range(1, h, per_block))
         for lo in reversed(starts):
             hi = min(h, lo + per_block)
             hn_blk = _hn_prior(xs2, params, lo, hi, hn_buf)
             g_blk = _input_prior(xs2, params, lo, hi, g_buf) if g_buf is not None else None
+            if kernel is not None:
+                _backward_block_native(kernel, lo, hi, hn_blk, g_blk, gates, states, xs2, dh_all, params, a, d, da, dw_ih, dw_hh, db, need_x, carry)
+                continue
             for i in range(hi - 1, lo - 1, -1):
                 ghn = hn_blk[i - lo]
                 if g_blk is None:
@@ -417,6 +441,64 @@ def _backward_lines(
                     dh.addcmul_(dh, z, value=-1)
                     dh.addmm_(d[:, s:], params.w_hh)
     return (dh_all if need_x else None), dw_ih, dw_hh, db
+
+
+def _backward_block_native(
+    kernel: native.LineKernel,
+    lo: int,
+    hi: int,
+    hn_blk: torch.Tensor,
+    g_blk: Optional[torch.Tensor],
+    gates: Optional[torch.Tensor],
+    states: torch.Tensor,
+    xs2: torch.Tensor,
+    dh_all: torch.Tensor,
+    params: _Params,
+    a: torch.Tensor,
+    d: torch.Tensor,
+    da: torch.Tensor,
+    dw_ih: Optional[torch.Tensor],
+    dw_hh: Optional[torch.Tensor],
+    db: Optional[torch.Tensor],
+    need_x: bool,
+    carry: str,
+) -> None:
+    """Lines ``hi - 1`` down to ``lo`` of :func:`_backward_lines` with the native line kernel: the
+    same GEMMs, and its element-wise passes (gate gradients with ``db``, ``dh (1 - z)``, the
+    shifted neighbour gradients and the line carry's share) in two native calls a line."""
+    _, b, wp2, s = states.shape
+    w, m = wp2 - 2, xs2.shape[1]
+    line = carry == "line"
+    keep_b = wp2 * s if line else w * s
+    a2, da2 = a.view(m, 3 * s), da.view(m, 3 * s)
+    dh2 = dh_all.view(-1, m, s)
+    need_params = dw_ih is not None and dw_hh is not None
+    for i in range(hi - 1, lo - 1, -1):
+        ghn = hn_blk[i - lo]
+        if g_blk is None:
+            assert gates is not None
+            g = gates[i - 1]
+            if need_params:
+                _neighbours(states, i - 1, a)
+        else:
+            # Recompute the line's gates: the forward's GEMM and gate pass, no new line.
+            g = g_blk[i - lo]
+            g.addmm_(_neighbours(states, i - 1, a), params.w_gates_t)
+            kernel.forward_line(g, ghn, None, 0, None, 0, None, b, w, s)
+        p, dh = xs2[i], dh2[i]
+        keep = states[i - 1, :, 1:-1] if line else p
+        kernel.backward_gates(g, ghn, keep, keep_b, dh, d, db, b, w, s)
+        torch.mm(d[:, : 3 * s], params.w_ih, out=da2)
+        kernel.backward_neighbours(dh_all[i - 1], da, dh if line else None, b, w, s)
+        if need_params:
+            assert dw_ih is not None and dw_hh is not None
+            dw_ih.addmm_(d[:, : 3 * s].t(), a2)
+            dw_hh.addmm_(d[:, s:].t(), p)
+        if need_x:
+            if line:
+                torch.mm(d[:, s:], params.w_hh, out=dh)  # dx_i = dG_h W_hh
+            else:
+                dh.addmm_(d[:, s:], params.w_hh)  # dx_i = dh (1 - z) + dG_h W_hh
 
 
 def _keep_gates(*tensors: torch.Tensor) -> bool:

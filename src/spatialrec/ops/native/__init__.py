@@ -1,0 +1,281 @@
+"""The native CPU line kernel of the fused backend: a line's element-wise work in one pass.
+
+The fused backend (:mod:`spatialrec.ops.fused`) runs each line of a sweep as one GEMM followed by
+element-wise work: the gate activations and the new line forward, the gate gradients and the
+shifted neighbour gradients backward. Done with torch's element-wise ops this is about ten calls
+a line forward and twenty backward, each a full pass over the line's ``(B W, 3S)`` gates and a
+few microseconds of dispatch, and at ``S <= 64`` it costs as much as the GEMM itself
+(``docs/kernels.md``). ``linestep.cpp``, beside this module, does each side's element-wise work in
+one pass over raw buffers; the GEMMs stay torch's.
+
+It is plain C++ with no torch headers and no dependencies, built at first use with the machine's
+C++ compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``; about a second) into
+``<cache_dir>/native/`` (:func:`spatialrec.options.get_cache_dir`), under a name that hashes the
+source, the compiler, its flags and the CPU's instruction-set flags (a cache shared by different
+machines keeps one build per kind of machine), and loaded with :mod:`ctypes`. The build is tuned
+for the building machine (``-march=native`` and 512-bit vectors where the compiler takes them).
+
+Whether it is used is the ``cpu_kernel`` option (:func:`spatialrec.options.set_cpu_kernel`,
+``SPATIALREC_CPU_KERNEL``): ``auto`` (default) uses it where it builds and torch's ops elsewhere
+(no compiler, an unwritable cache and no writable temporary folder, a failed build; the reason
+is in :func:`status` and ``spatialrec info``), ``native`` requires it (an error says why it could
+not be built), ``torch`` never builds it. Float32 and float64 on the CPU; other dtypes and
+devices use torch's ops. The float32 kernel computes ``exp`` with its own vectorisable
+polynomial (relative error about one ulp), the float64 one with the C library's ``exp``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ... import options
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("linestep.cpp")
+"""The kernel's C++ source (shipped with the package)."""
+
+ABI = 1
+"""The version the built library must report (``spatialrec_native_abi``); bumped with any change
+of the exported functions' signatures."""
+
+_BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math")
+# Tried in turn until one builds: tuned for this machine with 512-bit vectors where it has them
+# (38 instead of 68 us for one forward line at B W = 512, S = 32 on an AVX-512 Xeon), tuned,
+# portable. A compiler that rejects a flag (e.g. an x86 option on ARM) moves on to the next.
+_FLAG_TIERS: tuple[tuple[str, ...], ...] = (
+    _BASE_FLAGS + ("-march=native", "-mprefer-vector-width=512"),
+    _BASE_FLAGS + ("-march=native",),
+    _BASE_FLAGS,
+)
+_BUILD_TIMEOUT_S = 300
+
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+_SIGNATURES = {
+    "forward_line": (_PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64),
+    "backward_gates": (_PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _I64, _I64),
+    "backward_neighbours": (_PTR, _PTR, _PTR, _I64, _I64, _I64),
+}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+class LineKernel:
+    """The loaded kernel's three functions for one dtype. Every tensor is a CPU tensor of that
+    dtype whose rows are laid out as ``linestep.cpp`` documents (checked by the caller,
+    :mod:`spatialrec.ops.fused`, which owns the buffers); ``None`` is a null pointer."""
+
+    def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype) -> None:
+        suffix = _SUFFIX[dtype]
+        self.dtype = dtype
+        self._forward = getattr(lib, f"spatialrec_forward_line_{suffix}")
+        self._gates = getattr(lib, f"spatialrec_backward_gates_{suffix}")
+        self._neighbours = getattr(lib, f"spatialrec_backward_neighbours_{suffix}")
+
+    def forward_line(self, g: torch.Tensor, ghn: torch.Tensor, keep: Optional[torch.Tensor], keep_b: int, h: Optional[torch.Tensor], h_b: int, a: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
+        """``g (M, 3S)``: pre-activations in, gates ``[n | r | z]`` out; with ``h`` (row stride
+        ``h_b`` per batch item) the new line ``lerp(keep, n, z)``; with ``a`` the next line's
+        neighbour vectors ``(B, W, 3S)``."""
+        self._forward(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(h), h_b, _ptr(a), b, w, s)
+
+    def backward_gates(self, g: torch.Tensor, ghn: torch.Tensor, keep: torch.Tensor, keep_b: int, dh: torch.Tensor, d: torch.Tensor, db: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
+        """``d (M, 4S)`` <- ``[dn | dr | dz | dn r]`` (pre-activation gradients), ``dh (M, S)``
+        <- ``dh (1 - z)`` in place, ``db (4S,)`` += column sums of ``d`` (unless None)."""
+        self._gates(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(dh), _ptr(d), _ptr(db), b, w, s)
+
+    def backward_neighbours(self, prev: torch.Tensor, da: torch.Tensor, carry: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
+        """``prev (B, W, S)`` += ``da (B, W, 3S)``'s three slots shifted back onto the columns
+        they were read from, plus ``carry (M, S)`` unless None."""
+        self._neighbours(_ptr(prev), _ptr(da), _ptr(carry), b, w, s)
+
+
+_lock = threading.Lock()
+_library: Optional[ctypes.CDLL] = None
+_kernels: dict[torch.dtype, LineKernel] = {}
+_failure: Optional[str] = None  # why the build or load failed (not retried in this process)
+_built_at: Optional[Path] = None
+
+
+def _compiler() -> Optional[list[str]]:
+    """The C++ compiler's command: ``$CXX`` (may carry flags), else the first of c++, g++, clang++ on the path."""
+    cxx = os.environ.get("CXX", "").split()
+    if cxx:
+        return cxx
+    for name in ("c++", "g++", "clang++"):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    return None
+
+
+def _cpu_flags() -> str:
+    """The CPU's instruction-set flags (Linux), else what the platform says about the processor."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def _library_name(cxx: list[str], flags: tuple[str, ...]) -> str:
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(cxx).encode(), " ".join(flags).encode(), platform.machine().encode(), _cpu_flags().encode()):
+        key.update(part)
+        key.update(b"\0")
+    suffix = ".dll" if os.name == "nt" else ".so"
+    return f"linestep-{key.hexdigest()[:16]}{suffix}"
+
+
+def _build_folder() -> Path:
+    """``<cache_dir>/native``, else (not writable) a folder of this user's in the temporary folder."""
+    for folder in (options.get_cache_dir() / "native", Path(tempfile.gettempdir()) / f"spatialrec-native-{os.getuid() if hasattr(os, 'getuid') else 'user'}"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=folder, delete=True)
+            probe.close()
+            return folder
+        except OSError:
+            continue
+    raise OSError(f"neither {options.get_cache_dir() / 'native'} nor the temporary folder is writable")
+
+
+def _compile(cxx: list[str], flags: tuple[str, ...], target: Path) -> None:
+    """Compile SOURCE into ``target`` (written under a temporary name, then renamed: concurrent
+    builds of several processes each produce a whole file)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem + "-", suffix=target.suffix)
+    os.close(fd)
+    try:
+        cmd = [*cxx, *flags, "-o", tmp, str(SOURCE)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    abi = lib.spatialrec_native_abi
+    abi.restype = ctypes.c_int
+    if abi() != ABI:
+        raise RuntimeError(f"{path} reports ABI {abi()}, expected {ABI}")
+    for suffix in _SUFFIX.values():
+        for name, argtypes in _SIGNATURES.items():
+            fn = getattr(lib, f"spatialrec_{name}_{suffix}")
+            fn.argtypes = argtypes
+            fn.restype = None
+    return lib
+
+
+def _build_and_load() -> ctypes.CDLL:
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
+    folder = _build_folder()
+    errors = []
+    for flags in _FLAG_TIERS:
+        target = folder / _library_name(cxx, flags)
+        try:
+            if not target.exists():
+                start = time.perf_counter()
+                _compile(cxx, flags, target)
+                logger.info("built the native CPU line kernel in %.1f s: %s", time.perf_counter() - start, target)
+            global _built_at
+            lib = _load(target)
+            _built_at = target
+            return lib
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            errors.append(f"{' '.join(flags)}: {exc}")
+    raise RuntimeError("; ".join(errors))
+
+
+def _library_or_reason() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
+    global _library, _failure
+    if _library is not None or _failure is not None:
+        return _library, _failure
+    with _lock:
+        if _library is None and _failure is None:
+            try:
+                _library = _build_and_load()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                _failure = f"{type(exc).__name__}: {exc}"
+                logger.info("the native CPU line kernel is not available, torch's ops run instead: %s", _failure)
+    return _library, _failure
+
+
+def line_kernel(dtype: torch.dtype, device: torch.device) -> Optional[LineKernel]:
+    """The native line kernel for ``dtype`` on ``device``, or None where torch's ops run instead.
+
+    None for other devices than the CPU, other dtypes than float32 and float64, the
+    ``cpu_kernel`` option at ``torch``, or at ``auto`` when the kernel could not be built (see
+    :func:`status`). The first call in a process builds (or finds) and loads the library.
+
+    Raises:
+        RuntimeError: the option is ``native`` and the kernel could not be built or loaded.
+    """
+    mode = options.get_cpu_kernel()
+    if mode == "torch" or device.type != "cpu" or dtype not in _SUFFIX:
+        return None
+    kernel = _kernels.get(dtype)
+    if kernel is not None:
+        return kernel
+    lib, reason = _library_or_reason()
+    if lib is None:
+        if mode == "native":
+            raise RuntimeError(f"cpu_kernel='native' but the native CPU line kernel could not be built: {reason}")
+        return None
+    kernel = _kernels.setdefault(dtype, LineKernel(lib, dtype))
+    return kernel
+
+
+def status() -> dict[str, Optional[str]]:
+    """Whether the native kernel is in use, without building it: ``{"option": ..., "state":
+    "loaded" | "failed" | "not built yet", "library": path or None, "reason": why it failed or None}``."""
+    state = "loaded" if _library is not None else "failed" if _failure is not None else "not built yet"
+    return {"option": options.get_cpu_kernel(), "state": state, "library": str(_built_at) if _built_at else None, "reason": _failure}
+
+
+def build() -> Path:
+    """Build (or find) and load the kernel now, whatever the option says; returns the library's
+    path. For a check at start-up, or ``spatialrec info --build-native``.
+
+    Raises:
+        RuntimeError: it could not be built or loaded (the reason says why).
+    """
+    lib, reason = _library_or_reason()
+    if lib is None or _built_at is None:
+        raise RuntimeError(f"the native CPU line kernel could not be built: {reason}")
+    return _built_at
+
+
+def _forget() -> None:
+    """Forget the loaded library and any failure (tests; the next use builds or loads again)."""
+    global _library, _failure, _built_at
+    with _lock:
+        _library, _failure, _built_at = None, None, None
+        _kernels.clear()
+
+
+__all__ = ["ABI", "SOURCE", "LineKernel", "build", "line_kernel", "status"]

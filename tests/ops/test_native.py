@@ -1,0 +1,165 @@
+"""The native CPU line kernel (spatialrec.ops.native): the fused scan with it against the same scan
+with torch's element-wise ops and against the naive per-pixel oracle, gradcheck, its float32
+exp, and the build: the option's three values, a failed build, the cache.
+
+The rest of the suite runs the fused backend with the kernel too (``cpu_kernel="auto"`` is the
+default and the kernel builds wherever a C++ compiler is found); these tests pin each path."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from spatialrec import options
+from spatialrec.ops import directional_gru_scan, directional_gru_scan_sequence, native
+
+from .naive import naive_scan, random_params
+
+needs_compiler = pytest.mark.skipif(native._compiler() is None, reason="no C++ compiler: the native kernel cannot be built here")
+
+
+@pytest.fixture
+def fresh_native(tmp_path, monkeypatch):
+    """The kernel forgotten, built into an empty cache folder; forgotten again afterwards."""
+    native._forget()
+    with options.override(cache_dir=tmp_path):
+        yield tmp_path
+    native._forget()
+
+
+def _sequence(x, params, directions, carry, kernel):
+    with options.override(cpu_kernel=kernel):
+        y = directional_gru_scan_sequence(x, params, directions, backend="fused", carry=carry)
+        wrt = [x, *(t for p in params for t in p)]
+        grads = torch.autograd.grad(y, wrt, torch.cos(torch.arange(y.numel(), dtype=y.dtype)).view_as(y))
+    return y, grads
+
+
+def _make(shape, n, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
+    params = [tuple(t.requires_grad_() for t in random_params(shape[1], g, dtype)) for _ in range(n)]
+    return x, params
+
+
+@needs_compiler
+@pytest.mark.parametrize("gates", ["save", "recompute"])
+@pytest.mark.parametrize("carry", ["prior", "line"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "shape,directions",
+    [((2, 3, 5, 6), ("right", "down")), ((1, 4, 6, 3), ("up", "left", "down")), ((2, 2, 1, 4), ("down",)), ((1, 3, 4, 1), ("down", "right"))],
+)
+def test_native_matches_torch_ops(shape, directions, dtype, carry, gates) -> None:
+    x, params = _make(shape, len(directions), dtype)
+    with options.override(fused_gates=gates):
+        want_y, want_g = _sequence(x, params, directions, carry, "torch")
+        got_y, got_g = _sequence(x, params, directions, carry, "native")
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_y, want_y, **tol)
+    for got, want in zip(got_g, want_g):
+        torch.testing.assert_close(got, want, **tol)
+
+
+@needs_compiler
+@pytest.mark.parametrize("carry", ["prior", "line"])
+@pytest.mark.parametrize("direction", ["right", "left", "down", "up"])
+def test_native_matches_naive_oracle(direction: str, carry: str) -> None:
+    x, (params,) = _make((2, 3, 4, 5), 1, torch.float64, seed=5)
+    with options.override(cpu_kernel="native"):
+        got = directional_gru_scan(x, *params, direction, backend="fused", carry=carry)
+    torch.testing.assert_close(got, naive_scan(x, *params, direction, carry=carry), rtol=1e-12, atol=1e-12)
+
+
+@needs_compiler
+@pytest.mark.parametrize("gates", ["save", "recompute"])
+@pytest.mark.parametrize("carry", ["prior", "line"])
+def test_native_gradcheck(carry: str, gates: str) -> None:
+    x, params = _make((2, 2, 3, 4), 2, torch.float64, seed=1)
+    flat = [t for p in params for t in p]
+
+    def fn(x, *flat):
+        ps = [tuple(flat[4 * k : 4 * k + 4]) for k in range(2)]
+        return directional_gru_scan_sequence(x, ps, ("right", "up"), backend="fused", carry=carry)
+
+    with options.override(cpu_kernel="native", fused_gates=gates):
+        assert torch.autograd.gradcheck(fn, (x, *flat))
+
+
+@needs_compiler
+def test_float32_sigmoid_is_accurate_everywhere() -> None:
+    """The float32 kernel's own exp, through the gates it writes: r and z are sigmoid of their
+    pre-activations, compared with torch's sigmoid in float64 over [-100, 100]."""
+    kernel = native.line_kernel(torch.float32, torch.device("cpu"))
+    assert kernel is not None
+    s, m = 8, 4096
+    v = torch.linspace(-100, 100, m * 2 * s, dtype=torch.float64).view(m, 2 * s)
+    g = torch.zeros(m, 3 * s)
+    g[:, s:] = v.float()
+    kernel.forward_line(g, torch.zeros(m, s), None, 0, None, 0, None, 1, m, s)
+    want = torch.sigmoid(v.float().double())
+    got = g[:, s:].double()
+    assert ((got - want).abs() / want.clamp_min(1e-30)).max() < 4e-7  # a few ulp, relative, down to sigmoid(-87)
+    assert (got[v > -87] > 0).all() and (got <= 1).all()
+    # n = 2 sigmoid(2 v) - 1 = tanh(v) with no hidden-state term: g's n columns hold 2 v
+    x = torch.linspace(-20, 20, m * s, dtype=torch.float64).view(m, s)
+    g = torch.zeros(m, 3 * s)
+    g[:, :s] = (2 * x).float()
+    kernel.forward_line(g, torch.zeros(m, s), None, 0, None, 0, None, 1, m, s)
+    assert (g[:, :s].double() - torch.tanh(x.float().double())).abs().max() < 3e-7
+
+
+def test_option_torch_never_builds(fresh_native) -> None:
+    with options.override(cpu_kernel="torch"):
+        x, params = _make((1, 2, 3, 3), 1, torch.float32)
+        directional_gru_scan_sequence(x, params, ("down",), backend="fused")
+        assert native.line_kernel(torch.float32, torch.device("cpu")) is None
+    assert native.status()["state"] == "not built yet"
+    assert not any(fresh_native.rglob("*.so"))
+
+
+def test_other_dtypes_and_devices_use_torch_ops() -> None:
+    assert native.line_kernel(torch.bfloat16, torch.device("cpu")) is None
+    assert native.line_kernel(torch.float32, torch.device("meta")) is None
+
+
+def test_failed_build_falls_back_under_auto_and_raises_under_native(fresh_native, monkeypatch) -> None:
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+    with options.override(cpu_kernel="auto"):
+        assert native.line_kernel(torch.float32, torch.device("cpu")) is None
+        x, params = _make((1, 2, 3, 3), 1, torch.float32)
+        y, _ = _sequence(x, params, ("right",), "prior", "auto")  # still runs, with torch's ops
+        assert y.shape == x.shape
+    status = native.status()
+    assert status["state"] == "failed" and "false" in (status["reason"] or "")
+    with options.override(cpu_kernel="native"), pytest.raises(RuntimeError, match="could not be built"):
+        native.line_kernel(torch.float32, torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="could not be built"):
+        native.build()
+
+
+@needs_compiler
+def test_build_is_cached_and_reused(fresh_native, monkeypatch) -> None:
+    path = native.build()
+    assert path.parent == fresh_native / "native" and path.exists()
+    assert native.status() == {"option": options.get_cpu_kernel(), "state": "loaded", "library": str(path), "reason": None}
+    native._forget()
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError(f"compiled again: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_compiler)
+    assert native.build() == path  # found in the cache, not compiled again
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left
+
+
+@needs_compiler
+def test_option_native_from_the_environment(option_env) -> None:
+    option_env("cpu_kernel", "native")
+    assert options.get_cpu_kernel() == "native"
+    assert native.line_kernel(torch.float64, torch.device("cpu")) is not None
+    option_env("cpu_kernel", "fast")
+    with pytest.raises(ValueError, match="SPATIALREC_CPU_KERNEL"):
+        native.line_kernel(torch.float64, torch.device("cpu"))
