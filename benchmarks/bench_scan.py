@@ -15,7 +15,8 @@ one sweep per direction, 1x1 project-out conv), it measures
 - ``reference``, ``fused``, and ``triton`` (only on CUDA) from :mod:`spatialrec.ops`, through the
   layer with the cell ``--cell`` names (``default``: the library's default, line carry, sweeps
   side by side; ``published``: prior carry, serial), the fused CPU workspace on or off
-  (``--workspace``, :mod:`spatialrec.ops.workspace`);
+  (``--workspace``, :mod:`spatialrec.ops.workspace`) and its CPU line kernel native or torch's
+  ops (``--cpu-kernel``, :mod:`spatialrec.ops.native`);
 - ``gemm``: only the GEMMs the sweeps need (per line ``(B*W, 3S) x (3S, 3S)`` and the prior
   term ``(H*B*W, S) x (S, 3S)`` per direction), the throughput ceiling of this machine on these
   shapes.
@@ -385,6 +386,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="the fused kernels' CPU workspace (spatialrec.ops.workspace, off by default in the library): "
         "'on' sets its limit to SUGGESTED_LIMIT, 'off' allocates every buffer afresh",
     )
+    parser.add_argument(
+        "--cpu-kernel",
+        choices=("auto", "native", "torch"),
+        default="auto",
+        help="how the fused backend does a line's element-wise work on the CPU (the cpu_kernel option, "
+        "spatialrec.ops.native): the native line kernel, torch's ops, or auto (native where it builds)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=("time", "memory"), default="time", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -399,6 +407,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     from spatialrec.ops import workspace
 
     workspace.set_limit(workspace.SUGGESTED_LIMIT if args.workspace == "on" else 0)
+    from spatialrec import options
+
+    options.set_cpu_kernel(args.cpu_kernel)
     if args.child is not None:
         res = run_config(args.child, CONFIGS[args.child], device, backends, args.warmup, args.repeats, args.measure, args.cell)
         print("RESULT " + json.dumps(res))
@@ -411,11 +422,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")
     print(f"CPU memory for the timing runs: --malloc {args.malloc}; peak memory measured in a separate process")
-    print(f"cell: {args.cell}; fused CPU workspace: {args.workspace}")
+    print(f"cell: {args.cell}; fused CPU workspace: {args.workspace}; CPU line kernel: {args.cpu_kernel}")
     src = str(Path(__file__).resolve().parents[1] / "src")
     results = []
     for name in names:
-        cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--backends", *backends, "--cell", args.cell, "--workspace", args.workspace]
+        cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--backends", *backends, "--cell", args.cell, "--workspace", args.workspace, "--cpu-kernel", args.cpu_kernel]
         if args.threads is not None:
             cmd += ["--threads", str(args.threads)]
         res = _run_child(cmd + ["--measure", "time"], _child_env(src, MALLOC_MODES[args.malloc]), args.verbose)
@@ -425,7 +436,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 1
         for backend, row in res["rows"].items():
             row["peak_extra_bytes"] = mem["rows"][backend]["peak_extra_bytes"]
-        res["malloc"], res["cell"], res["workspace"] = args.malloc, args.cell, args.workspace
+        res["malloc"], res["cell"], res["workspace"], res["cpu_kernel"] = args.malloc, args.cell, args.workspace, args.cpu_kernel
         results.append(res)
         print_result(res)
         sys.stdout.flush()

@@ -285,20 +285,13 @@ def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, 
         a = torch.empty((b, w, 3 * s), dtype=dtype, device=xs.device)
         kernel = native.line_kernel(dtype, xs.device)
         if kernel is not None:
-            # The native line kernel writes each new line and the next line's neighbour vectors
-            # in one pass; keep and out are rows of (W + 2) S (states) or W S (priors) per item.
-            a2 = _neighbours(states, 0, a)
-            keep_b = (w + 2) * s if carry == "line" else w * s
+            _neighbours(states, 0, a)
         for lo in range(1, h, per_block):
             hi = min(h, lo + per_block)
             g_blk = _input_prior(xs2, params, lo, hi, gates[lo - 1 : hi - 1] if gates is not None else g_buf)
             hn_blk = _hn_prior(xs2, params, lo, hi, hn_buf)
             if kernel is not None:
-                for i in range(lo, hi):
-                    g = g_blk[i - lo]
-                    g.addmm_(a2, params.w_gates_t)
-                    keep = states[i - 1, :, 1:-1] if carry == "line" else xs[i]
-                    kernel.forward_line(g, hn_blk[i - lo], keep, keep_b, states[i, :, 1:-1], (w + 2) * s, a if i + 1 < h else None, b, w, s)
+                _forward_block_native(kernel, lo, hi, g_blk, hn_blk, xs, states, a, params, carry)
                 continue
             for i in range(lo, hi):
                 g = g_blk[i - lo]
@@ -308,6 +301,36 @@ def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, 
                 keep = states[i - 1, :, 1:-1] if carry == "line" else xs[i]
                 torch.lerp(keep, g[:, :s].view(b, w, s), g[:, 2 * s :].view(b, w, s), out=states[i, :, 1:-1])
     return states, gates
+
+
+def _forward_block_native(
+    kernel: native.LineKernel, lo: int, hi: int, g_blk: torch.Tensor, hn_blk: torch.Tensor, xs: torch.Tensor, states: torch.Tensor, a: torch.Tensor, params: _Params, carry: str
+) -> None:
+    """Lines ``lo:hi`` of :func:`_forward_lines` with the native line kernel: per line the GEMM
+    onto ``g``, then one native call that writes the gates, the new line into ``states`` and the
+    next line's neighbour vectors into ``a`` (which holds the previous line's on entry).
+
+    The native call takes addresses, stepped here from each buffer's base (all contiguous,
+    ``e`` bytes per value): states ``(H, B, W + 2, S)``, priors ``(H, B, W, S)``, the block's
+    gates ``(L, M, 3S)`` and prior terms ``(L, M, S)``."""
+    _, b, wp2, s = states.shape
+    w, m, e = wp2 - 2, b * (wp2 - 2), kernel.itemsize
+    a2 = a.view(m, 3 * s)
+    state_line, state_row = b * wp2 * s * e, wp2 * s  # bytes per line, values per batch item
+    states_at = states.data_ptr() + s * e  # line 0, item 0, first interior column
+    if carry == "line":  # keep: the previous swept line
+        keep_at, keep_line, keep_row = states_at - state_line, state_line, state_row
+    else:  # keep: the prior line
+        keep_at, keep_line, keep_row = xs.data_ptr(), m * s * e, w * s
+    g_at, hn_at, a_at = g_blk.data_ptr(), hn_blk.data_ptr(), a.data_ptr()
+    last = states.shape[0] - 1
+    for i, g in enumerate(g_blk[: hi - lo].unbind(0), start=lo):
+        g.addmm_(a2, params.w_gates_t)
+        k = i - lo
+        kernel.forward_raw(
+            g_at + k * m * 3 * s * e, hn_at + k * m * s * e, keep_at + i * keep_line, keep_row,
+            states_at + i * state_line, state_row, a_at if i < last else None, b, w, s,
+        )  # fmt: skip
 
 
 def _forward(x: torch.Tensor, params: _Params, direction: str, dtype: torch.dtype, keep_gates: bool, carry: str) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
@@ -465,40 +488,55 @@ def _backward_block_native(
 ) -> None:
     """Lines ``hi - 1`` down to ``lo`` of :func:`_backward_lines` with the native line kernel: the
     same GEMMs, and its element-wise passes (gate gradients with ``db``, ``dh (1 - z)``, the
-    shifted neighbour gradients and the line carry's share) in two native calls a line."""
+    shifted neighbour gradients and the line carry's share) in two native calls a line.
+
+    Addresses are stepped from each buffer's base as in :func:`_forward_block_native`; views are
+    made only for the GEMMs' operands."""
     _, b, wp2, s = states.shape
-    w, m = wp2 - 2, xs2.shape[1]
+    w, m, e = wp2 - 2, xs2.shape[1], kernel.itemsize
     line = carry == "line"
-    keep_b = wp2 * s if line else w * s
     a2, da2 = a.view(m, 3 * s), da.view(m, 3 * s)
-    dh2 = dh_all.view(-1, m, s)
+    d3, d_h = d[:, : 3 * s], d[:, s:]
+    d3_t, d_h_t = d3.t(), d_h.t()
     need_params = dw_ih is not None and dw_hh is not None
+    state_line, state_row = b * wp2 * s * e, wp2 * s
+    if line:  # keep: the previous swept line
+        keep_at, keep_line, keep_row = states.data_ptr() + s * e - state_line, state_line, state_row
+    else:  # keep: the prior line
+        keep_at, keep_line, keep_row = xs2.data_ptr(), m * s * e, w * s
+    hn_at, dh_at, d_at, da_at = hn_blk.data_ptr(), dh_all.data_ptr(), d.data_ptr(), da.data_ptr()
+    db_at = db.data_ptr() if db is not None else None
+    dh_lines = dh_all.view(-1, m, s)[lo : hi].unbind(0)
+    p_lines = xs2[lo:hi].unbind(0)
+    g_lines = g_blk[: hi - lo].unbind(0) if g_blk is not None else None
+    gates_at = gates.data_ptr() if gates is not None else 0
     for i in range(hi - 1, lo - 1, -1):
-        ghn = hn_blk[i - lo]
-        if g_blk is None:
-            assert gates is not None
-            g = gates[i - 1]
+        k = i - lo
+        hn_i = hn_at + k * m * s * e
+        if g_lines is None:
+            g_i = gates_at + (i - 1) * m * 3 * s * e
             if need_params:
                 _neighbours(states, i - 1, a)
         else:
             # Recompute the line's gates: the forward's GEMM and gate pass, no new line.
-            g = g_blk[i - lo]
+            g = g_lines[k]
             g.addmm_(_neighbours(states, i - 1, a), params.w_gates_t)
-            kernel.forward_line(g, ghn, None, 0, None, 0, None, b, w, s)
-        p, dh = xs2[i], dh2[i]
-        keep = states[i - 1, :, 1:-1] if line else p
-        kernel.backward_gates(g, ghn, keep, keep_b, dh, d, db, b, w, s)
-        torch.mm(d[:, : 3 * s], params.w_ih, out=da2)
-        kernel.backward_neighbours(dh_all[i - 1], da, dh if line else None, b, w, s)
+            g_i = g.data_ptr()
+            kernel.forward_raw(g_i, hn_i, None, 0, None, 0, None, b, w, s)
+        dh = dh_lines[k]
+        dh_i = dh_at + i * m * s * e
+        kernel.gates_raw(g_i, hn_i, keep_at + i * keep_line, keep_row, dh_i, d_at, db_at, b, w, s)
+        torch.mm(d3, params.w_ih, out=da2)
+        kernel.neighbours_raw(dh_i - m * s * e, da_at, dh_i if line else None, b, w, s)
         if need_params:
             assert dw_ih is not None and dw_hh is not None
-            dw_ih.addmm_(d[:, : 3 * s].t(), a2)
-            dw_hh.addmm_(d[:, s:].t(), p)
+            dw_ih.addmm_(d3_t, a2)
+            dw_hh.addmm_(d_h_t, p_lines[k])
         if need_x:
             if line:
-                torch.mm(d[:, s:], params.w_hh, out=dh)  # dx_i = dG_h W_hh
+                torch.mm(d_h, params.w_hh, out=dh)  # dx_i = dG_h W_hh
             else:
-                dh.addmm_(d[:, s:], params.w_hh)  # dx_i = dh (1 - z) + dG_h W_hh
+                dh.addmm_(d_h, params.w_hh)  # dx_i = dh (1 - z) + dG_h W_hh
 
 
 def _keep_gates(*tensors: torch.Tensor) -> bool:

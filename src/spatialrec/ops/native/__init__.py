@@ -85,25 +85,29 @@ class LineKernel:
     def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype) -> None:
         suffix = _SUFFIX[dtype]
         self.dtype = dtype
-        self._forward = getattr(lib, f"spatialrec_forward_line_{suffix}")
-        self._gates = getattr(lib, f"spatialrec_backward_gates_{suffix}")
-        self._neighbours = getattr(lib, f"spatialrec_backward_neighbours_{suffix}")
+        self.itemsize = dtype.itemsize
+        # The raw functions, taking addresses (ints, or None for a null pointer) where the
+        # methods below take tensors: the scan's line loops call these with addresses they step
+        # themselves, which saves creating a view per argument and line.
+        self.forward_raw = getattr(lib, f"spatialrec_forward_line_{suffix}")
+        self.gates_raw = getattr(lib, f"spatialrec_backward_gates_{suffix}")
+        self.neighbours_raw = getattr(lib, f"spatialrec_backward_neighbours_{suffix}")
 
     def forward_line(self, g: torch.Tensor, ghn: torch.Tensor, keep: Optional[torch.Tensor], keep_b: int, h: Optional[torch.Tensor], h_b: int, a: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
         """``g (M, 3S)``: pre-activations in, gates ``[n | r | z]`` out; with ``h`` (row stride
         ``h_b`` per batch item) the new line ``lerp(keep, n, z)``; with ``a`` the next line's
         neighbour vectors ``(B, W, 3S)``."""
-        self._forward(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(h), h_b, _ptr(a), b, w, s)
+        self.forward_raw(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(h), h_b, _ptr(a), b, w, s)
 
     def backward_gates(self, g: torch.Tensor, ghn: torch.Tensor, keep: torch.Tensor, keep_b: int, dh: torch.Tensor, d: torch.Tensor, db: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
         """``d (M, 4S)`` <- ``[dn | dr | dz | dn r]`` (pre-activation gradients), ``dh (M, S)``
         <- ``dh (1 - z)`` in place, ``db (4S,)`` += column sums of ``d`` (unless None)."""
-        self._gates(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(dh), _ptr(d), _ptr(db), b, w, s)
+        self.gates_raw(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(dh), _ptr(d), _ptr(db), b, w, s)
 
     def backward_neighbours(self, prev: torch.Tensor, da: torch.Tensor, carry: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
         """``prev (B, W, S)`` += ``da (B, W, 3S)``'s three slots shifted back onto the columns
         they were read from, plus ``carry (M, S)`` unless None."""
-        self._neighbours(_ptr(prev), _ptr(da), _ptr(carry), b, w, s)
+        self.neighbours_raw(_ptr(prev), _ptr(da), _ptr(carry), b, w, s)
 
 
 _lock = threading.Lock()
