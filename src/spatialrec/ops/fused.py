@@ -303,6 +303,14 @@ def _forward_lines(xs: torch.Tensor, params: _Params, keep_gates: bool = False, 
     return states, gates
 
 
+def _require_contiguous(*tensors: Optional[torch.Tensor]) -> None:
+    """The native kernel steps raw addresses through these buffers: a strided one would be read
+    wrongly, so it is a bug to fail on, not to run with."""
+    for t in tensors:
+        if t is not None and not t.is_contiguous():
+            raise RuntimeError(f"native line kernel: expected a contiguous buffer, got shape {tuple(t.shape)} strides {t.stride()}")
+
+
 def _forward_block_native(
     kernel: native.LineKernel, lo: int, hi: int, g_blk: torch.Tensor, hn_blk: torch.Tensor, xs: torch.Tensor, states: torch.Tensor, a: torch.Tensor, params: _Params, carry: str
 ) -> None:
@@ -313,6 +321,7 @@ def _forward_block_native(
     The native call takes addresses, stepped here from each buffer's base (all contiguous,
     ``e`` bytes per value): states ``(H, B, W + 2, S)``, priors ``(H, B, W, S)``, the block's
     gates ``(L, M, 3S)`` and prior terms ``(L, M, S)``."""
+    _require_contiguous(g_blk, hn_blk, xs, states, a)
     _, b, wp2, s = states.shape
     w, m, e = wp2 - 2, b * (wp2 - 2), kernel.itemsize
     a2 = a.view(m, 3 * s)
@@ -492,6 +501,7 @@ def _backward_block_native(
 
     Addresses are stepped from each buffer's base as in :func:`_forward_block_native`; views are
     made only for the GEMMs' operands."""
+    _require_contiguous(hn_blk, g_blk, gates, states, xs2, dh_all, a, d, da, db)
     _, b, wp2, s = states.shape
     w, m, e = wp2 - 2, xs2.shape[1], kernel.itemsize
     line = carry == "line"
