@@ -119,3 +119,30 @@ def test_project_in_takes_the_plane_form_where_torch_takes_its_reference_path(mo
     h = project_in_activation(x, conv, working_layout(x, "fused"))
     assert bool(calls) == used
     torch.testing.assert_close(h, torch.tanh(conv(x)), rtol=0, atol=1e-6)
+
+
+def test_compiled_layer_restates_tanh_and_projection_as_traceable_ops():
+    """Under torch.compile on the CPU the tanh is ``2 sigmoid(2 v) - 1`` and the channels-last
+    1x1 projection a matmul (inductor's tanh and torch's channels-last 1x1 convolution are slow
+    there): same values and gradients as eager, and the traced graph holds those ops."""
+    from spatialrec import SpatialDependencyLayer
+
+    torch.manual_seed(0)
+    layer = SpatialDependencyLayer(3, 4, state_size=5)
+    graphs: list[torch.fx.GraphModule] = []
+
+    def backend(gm, example_inputs):  # type: ignore[no-untyped-def]
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(layer, backend=backend, fullgraph=True)
+    x = torch.randn(2, 3, 6, 7, requires_grad=True)
+    y, ref = compiled(x), layer(x)
+    assert y.is_contiguous()
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(y)
+    wrt = [x, layer.project_in.weight, layer.project_out.weight, layer.project_out.bias]
+    for a, b in zip(torch.autograd.grad(y, wrt, g), torch.autograd.grad(ref, wrt, g)):
+        torch.testing.assert_close(a, b)
+    targets = {getattr(n.target, "__name__", str(n.target)) for gm in graphs for n in gm.graph.nodes if n.op in ("call_function", "call_method")}
+    assert {"sigmoid", "matmul"} <= targets and "tanh" not in targets and "tanh_" not in targets, targets
