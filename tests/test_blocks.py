@@ -188,3 +188,21 @@ def test_compiled_interpolate_project_calls_the_op_and_matches_eager() -> None:
     assert any(t.startswith("spatialrec.upsample2x") for t in targets), targets
     exported = torch.export.export(up, (torch.randn(1, 6, 5, 7),))
     assert not any("upsample2x" in str(n.target) for n in exported.graph.nodes)
+
+
+def test_compiled_unet_pp_interpolates_with_the_op() -> None:
+    """UNet++'s nested up-sampling takes the same operator under torch.compile, same result."""
+    from spatialrec.models import UNetPlusPlus
+
+    torch.manual_seed(0)
+    model = UNetPlusPlus(2, 1, depth=2, base_width=4).eval()
+    graphs: list[torch.fx.GraphModule] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs):  # type: ignore[no-untyped-def]
+        graphs.append(gm)
+        return gm.forward
+
+    x = torch.randn(1, 2, 12, 16)
+    torch.testing.assert_close(torch.compile(model, backend=backend, fullgraph=True)(x), model(x))
+    targets = [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
+    assert sum(t.startswith("spatialrec.upsample2x") for t in targets) == 3, targets  # depth 2: 1 + 2 nodes

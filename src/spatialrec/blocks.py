@@ -30,6 +30,7 @@ from .checks import check_choice, check_int, check_spatial_dims
 from .layers import COMPOSITIONS, ResidualSDN, SpatialDependencyLayer
 from .layers.nd import DEFAULT_NORM, NORMS, conv_cls, interpolation_mode, norm_layer
 from .ops import DirectionLike, resolve_backend, upsample2x
+from .ops.library import compiling
 from .ops.gates import check_carry
 
 BLOCK_KINDS: tuple[str, ...] = ("vgg", "sdn", "residual_sdn")
@@ -255,9 +256,10 @@ class InterpolateProject(nn.Sequential):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
-            return upsample2x(self[1](x))
-        return self[0](self[1](x))
+        h = self[1](x)
+        if compiling():
+            return upsample2x(h)  # self[0]'s interpolation as one operator (see above)
+        return self[0](h)
 
 
 class UpBlock(nn.Module):

@@ -12,14 +12,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Optional, Union, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..blocks import make_block, set_sdn_cell
 from ..checks import check_bool, check_int
 from ..layers import PUBLISHED_CELL
-from ..layers.nd import conv_cls, interpolation_mode
-from ..ops import DirectionLike
+from ..layers.nd import conv_cls
+from ..ops import DirectionLike, interpolate2x
 from .common import (
     MAX_POOL,
     LevelsLike,
@@ -140,7 +139,7 @@ class UNetPlusPlus(UNetFamily):
         """``x: (B, in_channels, *spatial)``, sides ``>= 2**depth`` -> logits ``(B, num_classes, *spatial)``,
         or a list of ``depth`` such maps with ``deep_supervision``."""
         check_model_input(x, self.in_channels, self.spatial_dims, self.depth, type(self).__name__, cast(nn.Conv2d, self.heads[0]).weight.dtype)
-        pool, mode = MAX_POOL[self.spatial_dims], interpolation_mode(self.spatial_dims)
+        pool = MAX_POOL[self.spatial_dims]
         x, window = pad_to_multiple(x, self.min_size, self.pad_mode)
         nodes = self.nodes
         cols: list[list[torch.Tensor]] = [[nodes["conv0_0"](x)]]  # cols[i] = [X[i, 0], X[i, 1], ...]
@@ -149,7 +148,7 @@ class UNetPlusPlus(UNetFamily):
             # The new deepest node completes one anti-diagonal of decoder nodes, from deep to shallow.
             for j in range(1, i + 1):
                 r = i - j
-                up = F.interpolate(cols[r + 1][j - 1], scale_factor=2.0, mode=mode, align_corners=True)
+                up = interpolate2x(cols[r + 1][j - 1])  # bilinear/trilinear x2, align_corners=True
                 cols[r].append(nodes[f"conv{r}_{j}"](torch.cat([*cols[r][:j], up], dim=1)))
         if self.deep_supervision:
             return [crop_window(head(cols[0][j + 1]), window) for j, head in enumerate(self.heads)]

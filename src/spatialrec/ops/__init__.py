@@ -61,7 +61,7 @@ from .scan import (
     resolve_backend,
     triton_available,
 )
-from .upsample import upsample2x
+from .upsample import interpolate2x, upsample2x
 from .validation import check_scan_inputs
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "directional_gru_scan_sequence",
     "from_canonical_view",
     "gather_neighbours",
+    "interpolate2x",
     "normalize_direction",
     "normalize_directions",
     "num_neighbours",

@@ -422,6 +422,12 @@ def tracing() -> bool:
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
+def compiling() -> bool:
+    """Whether torch.compile, and not torch.export (whose programs and ONNX files keep plain
+    ops), is tracing the caller."""
+    return torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+
+
 def backward_can_follow(tensors: Sequence[torch.Tensor]) -> bool:
     """Whether a backward can follow a call on ``tensors``: grad mode on (not ``no_grad``, not
     ``inference_mode``), one of them requires grad, and not under ``torch.export`` (an exported

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fused import project_channels_last, tanh_
-from .library import tracing
+from .library import compiling, tracing
 from .scan import resolve_backend
 
 
@@ -190,17 +190,13 @@ def project_in_activation(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.
     h = _project_in(x, conv, layout)
     if layout.fast_kernels:
         return tanh_(h)
-    if _compiling() and h.device.type == "cpu":
+    if compiling() and h.device.type == "cpu":
         # The identity tanh_ uses in eager code: inductor's CPU tanh is several times slower
         # than its (vectorised) sigmoid (4.3 ms against ~1.5 ms in a 2D SDN U-Net's compiled
         # training step at 128 px), and compiled code then rounds as eager code does.
         return torch.sigmoid(2 * h) * 2 - 1
     return h.tanh_()
 
-
-def _compiling() -> bool:
-    """torch.compile, not torch.export (whose programs and ONNX files keep the plain ops)."""
-    return torch.compiler.is_compiling() and not torch.compiler.is_exporting()
 
 
 def _cpu_autocast() -> bool:
@@ -237,7 +233,7 @@ def project_out(h: torch.Tensor, conv: PointwiseConv, layout: WorkingLayout) -> 
         return project_channels_last(h, conv.weight, conv.bias)
     if (
         layout.channels_last
-        and _compiling()
+        and compiling()
         and h.dim() == 4
         and h.device.type == "cpu"
         and conv.weight.shape[1:] == (h.shape[1], 1, 1)

@@ -10,8 +10,9 @@ against 11.6 ms; a 3D SDN U-Net's at 32^3, 54 + 22 ms against 6 + 9 ms; docs/dep
 calls as one opaque node that runs torch's kernel, forward (``spatialrec::upsample2x``) and
 backward (``spatialrec::upsample2x_backward``, torch's ``upsample_*_backward``).
 
-Only compiled code uses it (:func:`spatialrec.blocks.InterpolateProject` checks
-``torch.compiler.is_compiling()``): eager code calls ``F.interpolate`` directly, which is the
+Only compiled code uses it: :class:`spatialrec.blocks.InterpolateProject` and
+:func:`interpolate2x` (what :class:`spatialrec.models.UNetPlusPlus` calls) check
+``torch.compiler.is_compiling()``. Eager code calls ``F.interpolate`` directly, which is the
 same kernel without an operator's dispatch, and ``torch.export``/ONNX keep the plain
 interpolation, which they translate natively (an ONNX ``Resize``).
 
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .library import compiling
 
 _MODES = {4: "bilinear", 5: "trilinear"}
 
@@ -75,6 +78,22 @@ def _backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyp
 _upsample2x_impl.register_autograd(_backward, setup_context=_setup_context)
 
 
+def interpolate2x(x: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=2, mode="bilinear"/"trilinear", align_corners=True)`` by
+    ``x``'s rank: the plain interpolation in eager code and under ``torch.export``, the operator
+    :func:`upsample2x` under ``torch.compile`` (see the module docstring). What the decoders call.
+
+    Example:
+        >>> x = torch.randn(1, 2, 3, 4, 5)
+        >>> torch.equal(interpolate2x(x), F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=True))
+        True
+    """
+    if compiling():
+        return upsample2x(x)
+    _check(x)
+    return F.interpolate(x, scale_factor=2, mode=_MODES[x.dim()], align_corners=True)
+
+
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
     """``F.interpolate(x, scale_factor=2, mode="bilinear"/"trilinear", align_corners=True)``
     (by ``x``'s rank), as the registered operator ``spatialrec::upsample2x``; differentiable.
@@ -89,4 +108,4 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
     return torch.ops.spatialrec.upsample2x(x)
 
 
-__all__ = ["upsample2x"]
+__all__ = ["interpolate2x", "upsample2x"]
