@@ -190,13 +190,12 @@ def project_in_activation(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.
     h = _project_in(x, conv, layout)
     if layout.fast_kernels:
         return tanh_(h)
-    if compiling() and h.device.type == "cpu":
+    if compiling() and h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64):
         # The identity tanh_ uses in eager code: inductor's CPU tanh is several times slower
-        # than its (vectorised) sigmoid (4.3 ms against ~1.5 ms in a 2D SDN U-Net's compiled
-        # training step at 128 px), and compiled code then rounds as eager code does.
+        # than its vectorised sigmoid (after a (1, 150, 128, 128) projection: 6-8 ms against
+        # 2 ms), and compiled code then rounds as eager code does.
         return torch.sigmoid(2 * h) * 2 - 1
     return h.tanh_()
-
 
 
 def _cpu_autocast() -> bool:
@@ -237,6 +236,7 @@ def project_out(h: torch.Tensor, conv: PointwiseConv, layout: WorkingLayout) -> 
         and h.dim() == 4
         and h.device.type == "cpu"
         and conv.weight.shape[1:] == (h.shape[1], 1, 1)
+        and not _cpu_autocast()
     ):
         # The same GEMM as project_channels_last, as traced torch ops: a channels-last 1x1
         # convolution takes torch's slow path on the CPU (in a 2D SDN U-Net's compiled training
