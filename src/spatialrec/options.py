@@ -24,6 +24,11 @@ the library's small C++ line kernel, built with the machine's compiler at first 
 when it cannot be built), ``torch``, torch's element-wise ops, or ``auto``, native where it
 builds and torch's ops elsewhere.
 
+Variables that belong to other tools are read here too, at each call, never set:
+Triton's ``TRITON_INTERPRET`` (:func:`triton_interpret`), the build tools' ``CXX``
+(:func:`cxx_command`) and the launcher's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``
+(:func:`launcher_int`). No other module of the package reads the environment.
+
 Threads: the options are one set for the whole process, like torch's own global flags; a
 setter or :func:`override` in one thread changes them for every thread while it is in effect.
 Set them at start-up, or override them where one thread runs. Getters take no lock (they may run
@@ -317,6 +322,35 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def cxx_command() -> list[str]:
+    """The C++ compiler command the build tools' ``CXX`` names (it may carry flags), split into
+    words; empty when unset. Read at each call (:mod:`spatialrec.ops.native` builds with it)."""
+    return os.environ.get("CXX", "").split()
+
+
+LAUNCHER_VARS: tuple[str, ...] = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+"""The variables a launcher (``torchrun``) sets for each process, which
+:func:`spatialrec.train.distributed.setup` reads through :func:`launcher_int`."""
+
+
+def launcher_int(name: str, default: int) -> int:
+    """The integer the launcher's variable ``name`` (one of :data:`LAUNCHER_VARS`) holds, or
+    ``default`` when it is unset or empty. Read at each call.
+
+    Raises:
+        ValueError: ``name`` is not a launcher variable, or its value is not an integer.
+    """
+    if name not in LAUNCHER_VARS:
+        raise ValueError(f"launcher_int got {name!r}; expected one of {LAUNCHER_VARS}")
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
 @contextlib.contextmanager
 def scoped_environ(**variables: Optional[str]) -> Iterator[None]:
     """Set (a str) or unset (``None``) environment variables for the ``with`` block and restore
@@ -395,13 +429,16 @@ __all__ = [
     "BACKEND_CHOICES",
     "CPU_KERNEL_CHOICES",
     "ENV_VARS",
+    "LAUNCHER_VARS",
     "FUSED_GATES_CHOICES",
     "TRITON_PRECISION_CHOICES",
+    "cxx_command",
     "get_backend",
     "get_cache_dir",
     "get_cpu_kernel",
     "get_fused_gates",
     "get_triton_precision",
+    "launcher_int",
     "mark_triton_fallback",
     "override",
     "reset",

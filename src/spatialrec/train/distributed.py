@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, cast
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
+
+from .. import options
 
 logger = logging.getLogger("spatialrec.train")
 
@@ -45,16 +46,6 @@ class DistContext:
     def is_main(self) -> bool:
         """Only the main process (rank 0) writes checkpoints, logs and progress bars."""
         return self.rank == 0
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def resolve_device(device: "str | torch.device") -> torch.device:
@@ -92,9 +83,9 @@ def setup(device: "str | torch.device" = "auto") -> DistContext:
     dev = resolve_device(device)
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
-        local_rank = _env_int("LOCAL_RANK", rank)
+        local_rank = options.launcher_int("LOCAL_RANK", rank)
     else:
-        world, rank, local_rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+        world, rank, local_rank = options.launcher_int("WORLD_SIZE", 1), options.launcher_int("RANK", 0), options.launcher_int("LOCAL_RANK", 0)
         if world > 1:
             if not dist.is_available():
                 raise RuntimeError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed support")

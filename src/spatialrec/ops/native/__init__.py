@@ -78,36 +78,26 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
 
 
 class LineKernel:
-    """The loaded kernel's three functions for one dtype. Every tensor is a CPU tensor of that
-    dtype whose rows are laid out as ``linestep.cpp`` documents (checked by the caller,
-    :mod:`spatialrec.ops.fused`, which owns the buffers); ``None`` is a null pointer."""
+    """The loaded kernel's three functions for one dtype, taking addresses (``linestep.cpp``
+    documents each buffer's layout; :mod:`spatialrec.ops.fused`, which owns the buffers, steps
+    the addresses and checks contiguity), and :meth:`forward_line` on tensors."""
 
     def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype) -> None:
         suffix = _SUFFIX[dtype]
         self.dtype = dtype
         self.itemsize = dtype.itemsize
-        # The raw functions, taking addresses (ints, or None for a null pointer) where the
-        # methods below take tensors: the scan's line loops call these with addresses they step
-        # themselves, which saves creating a view per argument and line.
+        # Addresses are ints, None a null pointer: the scan's line loops step them themselves,
+        # which saves creating a view per argument and line.
         self.forward_raw = getattr(lib, f"spatialrec_forward_line_{suffix}")
         self.gates_raw = getattr(lib, f"spatialrec_backward_gates_{suffix}")
         self.neighbours_raw = getattr(lib, f"spatialrec_backward_neighbours_{suffix}")
 
     def forward_line(self, g: torch.Tensor, ghn: torch.Tensor, keep: Optional[torch.Tensor], keep_b: int, h: Optional[torch.Tensor], h_b: int, a: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
-        """``g (M, 3S)``: pre-activations in, gates ``[n | r | z]`` out; with ``h`` (row stride
-        ``h_b`` per batch item) the new line ``lerp(keep, n, z)``; with ``a`` the next line's
-        neighbour vectors ``(B, W, 3S)``."""
+        """:attr:`forward_raw` on tensors (``None``: a null pointer). ``g (M, 3S)``:
+        pre-activations in, gates ``[n | r | z]`` out; with ``h`` (row stride ``h_b`` per batch
+        item) the new line ``lerp(keep, n, z)``; with ``a`` the next line's neighbour vectors
+        ``(B, W, 3S)``."""
         self.forward_raw(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(h), h_b, _ptr(a), b, w, s)
-
-    def backward_gates(self, g: torch.Tensor, ghn: torch.Tensor, keep: torch.Tensor, keep_b: int, dh: torch.Tensor, d: torch.Tensor, db: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
-        """``d (M, 4S)`` <- ``[dn | dr | dz | dn r]`` (pre-activation gradients), ``dh (M, S)``
-        <- ``dh (1 - z)`` in place, ``db (4S,)`` += column sums of ``d`` (unless None)."""
-        self.gates_raw(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(dh), _ptr(d), _ptr(db), b, w, s)
-
-    def backward_neighbours(self, prev: torch.Tensor, da: torch.Tensor, carry: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
-        """``prev (B, W, S)`` += ``da (B, W, 3S)``'s three slots shifted back onto the columns
-        they were read from, plus ``carry (M, S)`` unless None."""
-        self.neighbours_raw(_ptr(prev), _ptr(da), _ptr(carry), b, w, s)
 
 
 _lock = threading.Lock()
@@ -118,8 +108,9 @@ _built_at: Optional[Path] = None
 
 
 def _compiler() -> Optional[list[str]]:
-    """The C++ compiler's command: ``$CXX`` (may carry flags), else the first of c++, g++, clang++ on the path."""
-    cxx = os.environ.get("CXX", "").split()
+    """The C++ compiler's command: ``$CXX`` (may carry flags; :func:`spatialrec.options.cxx_command`),
+    else the first of c++, g++, clang++ on the path."""
+    cxx = options.cxx_command()
     if cxx:
         return cxx
     for name in ("c++", "g++", "clang++"):
@@ -141,11 +132,19 @@ def _cpu_flags() -> str:
     return f"{platform.machine()} {platform.processor()}"
 
 
-def _library_name(cxx: list[str], flags: tuple[str, ...]) -> str:
+def _build_key(cxx: list[str]) -> "hashlib._Hash":
+    """A hash of what every build of this process shares: source, compiler, machine, CPU flags."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(cxx).encode(), " ".join(flags).encode(), platform.machine().encode(), _cpu_flags().encode()):
+    for part in (SOURCE.read_bytes(), " ".join(cxx).encode(), platform.machine().encode(), _cpu_flags().encode()):
         key.update(part)
         key.update(b"\0")
+    return key
+
+
+def _library_name(key: "hashlib._Hash", flags: tuple[str, ...]) -> str:
+    """The library's file name: ``key`` (:func:`_build_key`) with the flags added."""
+    key = key.copy()
+    key.update(" ".join(flags).encode())
     suffix = ".dll" if os.name == "nt" else ".so"
     return f"linestep-{key.hexdigest()[:16]}{suffix}"
 
@@ -198,9 +197,10 @@ def _build_and_load() -> ctypes.CDLL:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
     folder = _build_folder()
+    key = _build_key(cxx)
     errors = []
     for flags in _FLAG_TIERS:
-        target = folder / _library_name(cxx, flags)
+        target = folder / _library_name(key, flags)
         try:
             if not target.exists():
                 start = time.perf_counter()
