@@ -311,6 +311,21 @@ def _require_contiguous(*tensors: Optional[torch.Tensor]) -> None:
             raise RuntimeError(f"native line kernel: expected a contiguous buffer, got shape {tuple(t.shape)} strides {t.stride()}")
 
 
+def _line_addresses(states: torch.Tensor, priors: torch.Tensor, carry: str, e: int) -> tuple[int, int, int, int, int, int]:
+    """Where the native loops read and write, for contiguous states ``(H, B, W + 2, S)`` and
+    priors ``(H, B, W, S)`` (or ``(H, B W, S)``), ``e`` bytes per value: ``(states_at,
+    state_line, state_row, keep_at, keep_line, keep_row)``. Line ``i``'s interior starts at
+    ``states_at + i * state_line`` (bytes), ``state_row`` values apart per batch item; what
+    ``(1 - z)`` keeps for line ``i`` (the previous swept line, or the prior line) at ``keep_at +
+    i * keep_line``, ``keep_row`` values apart."""
+    _, b, wp2, s = states.shape
+    state_line, state_row = b * wp2 * s * e, wp2 * s
+    states_at = states.data_ptr() + s * e  # line 0, item 0, first interior column
+    if carry == "line":
+        return states_at, state_line, state_row, states_at - state_line, state_line, state_row
+    return states_at, state_line, state_row, priors.data_ptr(), b * (wp2 - 2) * s * e, (wp2 - 2) * s
+
+
 def _forward_block_native(
     kernel: native.LineKernel, lo: int, hi: int, g_blk: torch.Tensor, hn_blk: torch.Tensor, xs: torch.Tensor, states: torch.Tensor, a: torch.Tensor, params: _Params, carry: str
 ) -> None:
@@ -319,18 +334,13 @@ def _forward_block_native(
     next line's neighbour vectors into ``a`` (which holds the previous line's on entry).
 
     The native call takes addresses, stepped here from each buffer's base (all contiguous,
-    ``e`` bytes per value): states ``(H, B, W + 2, S)``, priors ``(H, B, W, S)``, the block's
-    gates ``(L, M, 3S)`` and prior terms ``(L, M, S)``."""
+    ``e`` bytes per value; :func:`_line_addresses`): the block's gates ``(L, M, 3S)`` and prior
+    terms ``(L, M, S)``, the states and priors."""
     _require_contiguous(g_blk, hn_blk, xs, states, a)
     _, b, wp2, s = states.shape
     w, m, e = wp2 - 2, b * (wp2 - 2), kernel.itemsize
     a2 = a.view(m, 3 * s)
-    state_line, state_row = b * wp2 * s * e, wp2 * s  # bytes per line, values per batch item
-    states_at = states.data_ptr() + s * e  # line 0, item 0, first interior column
-    if carry == "line":  # keep: the previous swept line
-        keep_at, keep_line, keep_row = states_at - state_line, state_line, state_row
-    else:  # keep: the prior line
-        keep_at, keep_line, keep_row = xs.data_ptr(), m * s * e, w * s
+    states_at, state_line, state_row, keep_at, keep_line, keep_row = _line_addresses(states, xs, carry, e)
     g_at, hn_at, a_at = g_blk.data_ptr(), hn_blk.data_ptr(), a.data_ptr()
     last = states.shape[0] - 1
     for i, g in enumerate(g_blk[: hi - lo].unbind(0), start=lo):
@@ -499,8 +509,8 @@ def _backward_block_native(
     same GEMMs, and its element-wise passes (gate gradients with ``db``, ``dh (1 - z)``, the
     shifted neighbour gradients and the line carry's share) in two native calls a line.
 
-    Addresses are stepped from each buffer's base as in :func:`_forward_block_native`; views are
-    made only for the GEMMs' operands."""
+    Addresses are stepped from each buffer's base (:func:`_line_addresses`); views are made only
+    for the GEMMs' operands."""
     _require_contiguous(hn_blk, g_blk, gates, states, xs2, dh_all, a, d, da, db)
     _, b, wp2, s = states.shape
     w, m, e = wp2 - 2, xs2.shape[1], kernel.itemsize
@@ -509,11 +519,7 @@ def _backward_block_native(
     d3, d_h = d[:, : 3 * s], d[:, s:]
     d3_t, d_h_t = d3.t(), d_h.t()
     need_params = dw_ih is not None and dw_hh is not None
-    state_line, state_row = b * wp2 * s * e, wp2 * s
-    if line:  # keep: the previous swept line
-        keep_at, keep_line, keep_row = states.data_ptr() + s * e - state_line, state_line, state_row
-    else:  # keep: the prior line
-        keep_at, keep_line, keep_row = xs2.data_ptr(), m * s * e, w * s
+    _, _, _, keep_at, keep_line, keep_row = _line_addresses(states, xs2, carry, e)
     hn_at, dh_at, d_at, da_at = hn_blk.data_ptr(), dh_all.data_ptr(), d.data_ptr(), da.data_ptr()
     db_at = db.data_ptr() if db is not None else None
     dh_lines = dh_all.view(-1, m, s)[lo : hi].unbind(0)

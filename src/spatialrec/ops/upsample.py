@@ -30,25 +30,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..layers.nd import interpolation_mode
 from .library import compiling
 
-_MODES = {4: "bilinear", 5: "trilinear"}
 
-
-def _check(x: torch.Tensor) -> None:
-    if x.dim() not in _MODES:
+def _mode(x: torch.Tensor) -> str:
+    """``F.interpolate``'s linear mode for ``x``'s rank."""
+    if x.dim() not in (4, 5):
         raise ValueError(f"upsample2x takes a (B, C, H, W) or (B, C, D, H, W) tensor, got shape {tuple(x.shape)}")
+    return interpolation_mode(x.dim() - 2)
 
 
 @torch.library.custom_op("spatialrec::upsample2x", mutates_args=(), device_types=None)
 def _upsample2x_impl(x: torch.Tensor) -> torch.Tensor:
-    _check(x)
-    return F.interpolate(x, scale_factor=2, mode=_MODES[x.dim()], align_corners=True).contiguous()
+    return F.interpolate(x, scale_factor=2, mode=_mode(x), align_corners=True).contiguous()
 
 
 @_upsample2x_impl.register_fake
 def _upsample2x_fake(x: torch.Tensor) -> torch.Tensor:
-    _check(x)
+    _mode(x)  # the same error as the real op
     return x.new_empty((*x.shape[:2], *(2 * s for s in x.shape[2:])))
 
 
@@ -90,8 +90,7 @@ def interpolate2x(x: torch.Tensor) -> torch.Tensor:
     """
     if compiling():
         return upsample2x(x)
-    _check(x)
-    return F.interpolate(x, scale_factor=2, mode=_MODES[x.dim()], align_corners=True)
+    return F.interpolate(x, scale_factor=2, mode=_mode(x), align_corners=True)
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
