@@ -144,7 +144,9 @@ def test_failed_build_falls_back_under_auto_and_raises_under_native(fresh_native
 def test_build_is_cached_and_reused(fresh_native, monkeypatch) -> None:
     path = native.build()
     assert path.parent == fresh_native / "native" and path.exists()
-    assert native.status() == {"option": options.get_cpu_kernel(), "state": "loaded", "library": str(path), "reason": None}
+    status = native.status()
+    assert status.pop("openmp") in ("yes", "no")
+    assert status == {"option": options.get_cpu_kernel(), "state": "loaded", "library": str(path), "reason": None}
     native._forget()
 
     def no_compiler(*args, **kwargs):
@@ -163,3 +165,90 @@ def test_option_native_from_the_environment(option_env) -> None:
     option_env("cpu_kernel", "fast")
     with pytest.raises(ValueError, match="SPATIALREC_CPU_KERNEL"):
         native.line_kernel(torch.float64, torch.device("cpu"))
+
+
+@pytest.fixture
+def threads():
+    """Set torch's thread count for a test; restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@needs_compiler
+@pytest.mark.parametrize("carry", ["prior", "line"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_threads_agree_with_one_thread(threads, dtype, carry) -> None:
+    """Lines long enough to be split over threads (B W S = 2 * 70 * 64 values for `down`, above the
+    kernel's 8192): with 3 threads (OpenMP builds split each line's rows; a build without OpenMP
+    runs them on one) the values of one thread (to rounding: torch's GEMMs may split their sums
+    differently with more threads), and the same bits on every run with 3."""
+    x, params = _make((2, 64, 9, 70), 2, dtype, seed=3)
+    with options.override(fused_gates="save"):
+        threads(1)
+        want_y, want_g = _sequence(x, params, ("down", "left"), carry, "native")
+        threads(3)
+        got_y, got_g = _sequence(x, params, ("down", "left"), carry, "native")
+        again_y, again_g = _sequence(x, params, ("down", "left"), carry, "native")
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_y, want_y, **tol)
+    assert torch.equal(got_y, again_y)
+    for got, want, again in zip(got_g, want_g, again_g):
+        torch.testing.assert_close(got, want, **tol)
+        assert torch.equal(got, again)  # deterministic for a given thread count
+
+
+@needs_compiler
+def test_build_without_openmp_runs_on_one_thread(fresh_native, monkeypatch, threads) -> None:
+    """The tiers without -fopenmp (a compiler without an OpenMP runtime ends there): status says
+    so, and the scan gives what the OpenMP build gives."""
+    x, params = _make((1, 32, 5, 300), 1, torch.float64, seed=2)
+    threads(2)
+    want_y, want_g = _sequence(x, params, ("down",), "line", "native")
+    native._forget()
+    monkeypatch.setattr(native, "_FLAG_TIERS", tuple(t for t in native._FLAG_TIERS if "-fopenmp" not in t))
+    got_y, got_g = _sequence(x, params, ("down",), "line", "native")
+    assert native.status()["openmp"] == "no"
+    torch.testing.assert_close(got_y, want_y, rtol=1e-13, atol=1e-13)
+    for got, want in zip(got_g, want_g):
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+
+@needs_compiler
+def test_failed_tier_is_remembered(fresh_native, monkeypatch) -> None:
+    """A tier whose compile fails leaves a ``.failed`` note beside the cache; later processes skip
+    it instead of compiling it again, and build the next tier (here found in the cache)."""
+    bad = native._BASE_FLAGS + ("-fthis-flag-does-not-exist",)
+    monkeypatch.setattr(native, "_FLAG_TIERS", (bad, native._BASE_FLAGS))
+    path = native.build()
+    notes = [p for p in path.parent.iterdir() if p.name.endswith(".failed")]
+    assert len(notes) == 1 and "this-flag-does-not-exist" in notes[0].read_text()
+    native._forget()
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError(f"compiled again: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_compiler)
+    assert native.build() == path
+
+
+@pytest.mark.parametrize("kernel", ["native", "torch"])
+def test_bench_layer_probe_runs(kernel, capsys) -> None:
+    """``benchmarks/bench_layer.py`` (the A/B probe behind docs/kernels.md's thread table) runs and
+    prints one time in milliseconds."""
+    import importlib.util
+    from pathlib import Path
+
+    if kernel == "native" and native._compiler() is None:
+        pytest.skip("no C++ compiler")
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_layer.py"
+    spec = importlib.util.spec_from_file_location("bench_layer_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        with options.override(cpu_kernel=options.get_cpu_kernel()):  # the probe sets the option
+            assert bench.main(["small", "--steps", "1", "--cpu-kernel", kernel]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert float(capsys.readouterr().out.strip()) > 0

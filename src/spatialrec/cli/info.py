@@ -78,7 +78,7 @@ def collect() -> dict[str, Any]:
         native_kernel = {"state": "off (cpu_kernel=torch)", "library": None}
     else:
         try:
-            native_kernel = {"state": "loaded", "library": str(native.build())}
+            native_kernel = {"state": "loaded", "library": str(native.build()), "openmp": native.status()["openmp"]}
         except RuntimeError as err:
             native_kernel = {"state": f"not available, torch's ops run instead: {err}", "library": None}
     backends: dict[str, Any] = {
@@ -115,7 +115,8 @@ def format_report(info: dict[str, Any]) -> str:
         f"  auto on CUDA tensors        {b['auto_cuda'] or 'n/a (no CUDA device)'}",
         f"  triton                      {'importable' if b['triton_importable'] else 'not installed (CPU needs none)'}",
         f"  triton fallen back on       {', '.join(b['triton_fallback']) or 'no device'}",
-        f"  native CPU line kernel      {b['native_cpu_kernel']['library'] or b['native_cpu_kernel']['state']}",
+        f"  native CPU line kernel      {b['native_cpu_kernel']['library'] or b['native_cpu_kernel']['state']}"
+        + (f" (OpenMP: {b['native_cpu_kernel']['openmp']})" if b["native_cpu_kernel"].get("openmp") else ""),
         "", "options (spatialrec.options; environment variable):",
         *(f"  {name:<18}{value:<24}({b['env'][name]})" for name, value in b["options"].items()),
         "", "CUDA:",

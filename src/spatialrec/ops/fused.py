@@ -343,12 +343,13 @@ def _forward_block_native(
     states_at, state_line, state_row, keep_at, keep_line, keep_row = _line_addresses(states, xs, carry, e)
     g_at, hn_at, a_at = g_blk.data_ptr(), hn_blk.data_ptr(), a.data_ptr()
     last = states.shape[0] - 1
+    nt = torch.get_num_threads()  # the kernel splits a long line's rows over as many threads
     for i, g in enumerate(g_blk[: hi - lo].unbind(0), start=lo):
         g.addmm_(a2, params.w_gates_t)
         k = i - lo
         kernel.forward_raw(
             g_at + k * m * 3 * s * e, hn_at + k * m * s * e, keep_at + i * keep_line, keep_row,
-            states_at + i * state_line, state_row, a_at if i < last else None, b, w, s,
+            states_at + i * state_line, state_row, a_at if i < last else None, b, w, s, nt,
         )  # fmt: skip
 
 
@@ -526,6 +527,7 @@ def _backward_block_native(
     p_lines = xs2[lo:hi].unbind(0)
     g_lines = g_blk[: hi - lo].unbind(0) if g_blk is not None else None
     gates_at = gates.data_ptr() if gates is not None else 0
+    nt = torch.get_num_threads()
     for i in range(hi - 1, lo - 1, -1):
         k = i - lo
         hn_i = hn_at + k * m * s * e
@@ -538,12 +540,12 @@ def _backward_block_native(
             g = g_lines[k]
             g.addmm_(_neighbours(states, i - 1, a), params.w_gates_t)
             g_i = g.data_ptr()
-            kernel.forward_raw(g_i, hn_i, None, 0, None, 0, None, b, w, s)
+            kernel.forward_raw(g_i, hn_i, None, 0, None, 0, None, b, w, s, nt)
         dh = dh_lines[k]
         dh_i = dh_at + i * m * s * e
-        kernel.gates_raw(g_i, hn_i, keep_at + i * keep_line, keep_row, dh_i, d_at, db_at, b, w, s)
+        kernel.gates_raw(g_i, hn_i, keep_at + i * keep_line, keep_row, dh_i, d_at, db_at, b, w, s, nt)
         torch.mm(d3, params.w_ih, out=da2)
-        kernel.neighbours_raw(dh_i - m * s * e, da_at, dh_i if line else None, b, w, s)
+        kernel.neighbours_raw(dh_i - m * s * e, da_at, dh_i if line else None, b, w, s, nt)
         if need_params:
             assert dw_ih is not None and dw_hh is not None
             dw_ih.addmm_(d3_t, a2)

@@ -48,27 +48,30 @@ logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("linestep.cpp")
 """The kernel's C++ source (shipped with the package)."""
 
-ABI = 1
+ABI = 2
 """The version the built library must report (``spatialrec_native_abi``); bumped with any change
 of the exported functions' signatures."""
 
 _BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math")
-# Tried in turn until one builds: tuned for this machine with 512-bit vectors where it has them
-# (38 instead of 68 us for one forward line at B W = 512, S = 32 on an AVX-512 Xeon), tuned,
-# portable. A compiler that rejects a flag (e.g. an x86 option on ARM) moves on to the next.
-_FLAG_TIERS: tuple[tuple[str, ...], ...] = (
-    _BASE_FLAGS + ("-march=native", "-mprefer-vector-width=512"),
-    _BASE_FLAGS + ("-march=native",),
-    _BASE_FLAGS,
+# Tuned for this machine with 512-bit vectors where it has them (38 instead of 68 us for one
+# forward line at B W = 512, S = 32 on an AVX-512 Xeon), tuned, portable.
+_ARCH_FLAGS: tuple[tuple[str, ...], ...] = (("-march=native", "-mprefer-vector-width=512"), ("-march=native",), ())
+# Tried in turn until one builds: each with OpenMP (the kernel then splits a line's rows over
+# torch's threads), then each without. A compiler that rejects a flag (an x86 option on ARM,
+# -fopenmp where no OpenMP runtime is installed) moves on to the next; the failure is remembered
+# beside the cache (see _build_and_load), so later processes do not retry it.
+_FLAG_TIERS: tuple[tuple[str, ...], ...] = tuple(_BASE_FLAGS + ("-fopenmp",) + a for a in _ARCH_FLAGS) + tuple(
+    _BASE_FLAGS + a for a in _ARCH_FLAGS
 )
 _BUILD_TIMEOUT_S = 300
 
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
+# The last argument of each is the number of threads it may use (torch.get_num_threads()).
 _SIGNATURES = {
-    "forward_line": (_PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64),
-    "backward_gates": (_PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _I64, _I64),
-    "backward_neighbours": (_PTR, _PTR, _PTR, _I64, _I64, _I64),
+    "forward_line": (_PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64, _I64),
+    "backward_gates": (_PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64),
+    "backward_neighbours": (_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64),
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -91,13 +94,15 @@ class LineKernel:
         self.forward_raw = getattr(lib, f"spatialrec_forward_line_{suffix}")
         self.gates_raw = getattr(lib, f"spatialrec_backward_gates_{suffix}")
         self.neighbours_raw = getattr(lib, f"spatialrec_backward_neighbours_{suffix}")
+        self.openmp = bool(lib.spatialrec_native_openmp())
 
-    def forward_line(self, g: torch.Tensor, ghn: torch.Tensor, keep: Optional[torch.Tensor], keep_b: int, h: Optional[torch.Tensor], h_b: int, a: Optional[torch.Tensor], b: int, w: int, s: int) -> None:
+    def forward_line(self, g: torch.Tensor, ghn: torch.Tensor, keep: Optional[torch.Tensor], keep_b: int, h: Optional[torch.Tensor], h_b: int, a: Optional[torch.Tensor], b: int, w: int, s: int, threads: Optional[int] = None) -> None:
         """:attr:`forward_raw` on tensors (``None``: a null pointer). ``g (M, 3S)``:
         pre-activations in, gates ``[n | r | z]`` out; with ``h`` (row stride ``h_b`` per batch
         item) the new line ``lerp(keep, n, z)``; with ``a`` the next line's neighbour vectors
-        ``(B, W, 3S)``."""
-        self.forward_raw(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(h), h_b, _ptr(a), b, w, s)
+        ``(B, W, 3S)``. ``threads``: at most this many (default ``torch.get_num_threads()``)."""
+        nt = torch.get_num_threads() if threads is None else threads
+        self.forward_raw(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(h), h_b, _ptr(a), b, w, s, nt)
 
 
 _lock = threading.Lock()
@@ -184,12 +189,21 @@ def _load(path: Path) -> ctypes.CDLL:
     abi.restype = ctypes.c_int
     if abi() != ABI:
         raise RuntimeError(f"{path} reports ABI {abi()}, expected {ABI}")
+    lib.spatialrec_native_openmp.restype = ctypes.c_int
     for suffix in _SUFFIX.values():
         for name, argtypes in _SIGNATURES.items():
             fn = getattr(lib, f"spatialrec_{name}_{suffix}")
             fn.argtypes = argtypes
             fn.restype = None
     return lib
+
+
+def _remember_failure(marker: Path, exc: BaseException) -> None:
+    """Write why a tier failed to compile (best effort: an unwritable folder only means a retry)."""
+    try:
+        marker.write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+    except OSError:
+        pass
 
 
 def _build_and_load() -> ctypes.CDLL:
@@ -201,10 +215,21 @@ def _build_and_load() -> ctypes.CDLL:
     errors = []
     for flags in _FLAG_TIERS:
         target = folder / _library_name(key, flags)
+        # A compile that failed once fails again (same source, compiler, flags and machine: the
+        # name hashes them): its error is kept beside the cache and the tier skipped. Delete the
+        # folder to retry (e.g. after installing an OpenMP runtime).
+        failed = target.with_name(target.name + ".failed")
         try:
             if not target.exists():
+                if failed.exists():
+                    errors.append(f"{' '.join(flags)}: failed before ({failed})")
+                    continue
                 start = time.perf_counter()
-                _compile(cxx, flags, target)
+                try:
+                    _compile(cxx, flags, target)
+                except (RuntimeError, subprocess.SubprocessError) as exc:
+                    _remember_failure(failed, exc)
+                    raise
                 logger.info("built the native CPU line kernel in %.1f s: %s", time.perf_counter() - start, target)
             global _built_at
             lib = _load(target)
@@ -256,9 +281,12 @@ def line_kernel(dtype: torch.dtype, device: torch.device) -> Optional[LineKernel
 
 def status() -> dict[str, Optional[str]]:
     """Whether the native kernel is in use, without building it: ``{"option": ..., "state":
-    "loaded" | "failed" | "not built yet", "library": path or None, "reason": why it failed or None}``."""
+    "loaded" | "failed" | "not built yet", "library": path or None, "openmp": "yes" | "no" (the
+    loaded build splits a line over torch's threads, or runs on one) or None, "reason": why it
+    failed or None}``."""
     state = "loaded" if _library is not None else "failed" if _failure is not None else "not built yet"
-    return {"option": options.get_cpu_kernel(), "state": state, "library": str(_built_at) if _built_at else None, "reason": _failure}
+    openmp = None if _library is None else ("yes" if _library.spatialrec_native_openmp() else "no")
+    return {"option": options.get_cpu_kernel(), "state": state, "library": str(_built_at) if _built_at else None, "openmp": openmp, "reason": _failure}
 
 
 def build() -> Path:
