@@ -145,7 +145,7 @@ def test_build_is_cached_and_reused(fresh_native, monkeypatch) -> None:
     path = native.build()
     assert path.parent == fresh_native / "native" and path.exists()
     status = native.status()
-    assert status.pop("openmp") in ("yes", "no")
+    assert status.pop("openmp").startswith(("yes", "no: "))
     assert status == {"option": options.get_cpu_kernel(), "state": "loaded", "library": str(path), "reason": None}
     native._forget()
 
@@ -208,7 +208,8 @@ def test_build_without_openmp_runs_on_one_thread(fresh_native, monkeypatch, thre
     native._forget()
     monkeypatch.setattr(native, "_FLAG_TIERS", tuple(t for t in native._FLAG_TIERS if "-fopenmp" not in t))
     got_y, got_g = _sequence(x, params, ("down",), "line", "native")
-    assert native.status()["openmp"] == "no"
+    assert native.status()["openmp"] == "no: built without OpenMP"
+    assert native.line_kernel(torch.float64, torch.device("cpu")).threads() == 1
     torch.testing.assert_close(got_y, want_y, rtol=1e-13, atol=1e-13)
     for got, want in zip(got_g, want_g):
         torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
@@ -252,3 +253,20 @@ def test_bench_layer_probe_runs(kernel, capsys) -> None:
     finally:
         torch.set_num_threads(threads)
     assert float(capsys.readouterr().out.strip()) > 0
+
+
+@needs_compiler
+def test_openmp_only_on_torchs_runtime(fresh_native, monkeypatch, threads) -> None:
+    """An OpenMP build splits lines only where it shares torch's runtime (one runtime mapped in the
+    process); with two (a wheel shipping a renamed copy) it stays on one thread and says why."""
+    path = native.build()
+    threads(2)
+    lib = native._library
+    if not lib.spatialrec_native_openmp():
+        pytest.skip(f"{path} was built without OpenMP")
+    monkeypatch.setattr(native, "_openmp_runtimes", lambda: {"/torch/lib/libgomp-a1b2.so.1", "/usr/lib/libgomp.so.1"})
+    assert native.LineKernel(lib, torch.float32).threads() == 1
+    assert native.status()["openmp"].startswith("no: 2 OpenMP runtimes")
+    monkeypatch.setattr(native, "_openmp_runtimes", lambda: {"/torch/lib/libgomp.so.1"})
+    assert native.LineKernel(lib, torch.float32).threads() == 2
+    assert native.status()["openmp"] == "yes"

@@ -343,7 +343,7 @@ def _forward_block_native(
     states_at, state_line, state_row, keep_at, keep_line, keep_row = _line_addresses(states, xs, carry, e)
     g_at, hn_at, a_at = g_blk.data_ptr(), hn_blk.data_ptr(), a.data_ptr()
     last = states.shape[0] - 1
-    nt = torch.get_num_threads()  # the kernel splits a long line's rows over as many threads
+    nt = kernel.threads()  # the kernel splits a long line's rows over as many threads
     for i, g in enumerate(g_blk[: hi - lo].unbind(0), start=lo):
         g.addmm_(a2, params.w_gates_t)
         k = i - lo
@@ -527,7 +527,7 @@ def _backward_block_native(
     p_lines = xs2[lo:hi].unbind(0)
     g_lines = g_blk[: hi - lo].unbind(0) if g_blk is not None else None
     gates_at = gates.data_ptr() if gates is not None else 0
-    nt = torch.get_num_threads()
+    nt = kernel.threads()
     for i in range(hi - 1, lo - 1, -1):
         k = i - lo
         hn_i = hn_at + k * m * s * e

@@ -80,6 +80,41 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
+_OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
+
+
+def _openmp_runtimes() -> Optional[set[str]]:
+    """The OpenMP runtime files mapped into this process (Linux's ``/proc/self/maps``), or None
+    where that cannot be read."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = {line.split()[-1] for line in f if "/" in line}
+    except OSError:
+        return None
+    return {p for p in paths if os.path.basename(p).startswith(_OPENMP_RUNTIMES)}
+
+
+def _openmp_off_reason(lib: ctypes.CDLL) -> Optional[str]:
+    """Why a loaded build runs on one thread (None: it splits lines over torch's threads).
+
+    An OpenMP build is used on several threads only where it shares torch's OpenMP runtime, i.e.
+    one runtime is mapped in the process: torch's Linux CPU wheels load ``libgomp.so.1``, which the
+    build then reuses; wheels that ship a renamed copy (CUDA builds) would leave two runtimes, whose
+    idle threads spin against each other's work, so the kernel stays on one thread there."""
+    if not lib.spatialrec_native_openmp():
+        return "built without OpenMP"
+    runtimes = _openmp_runtimes()
+    if runtimes is None:
+        return "cannot tell which OpenMP runtime torch uses (no /proc/self/maps)"
+    if len(runtimes) != 1:
+        return f"{len(runtimes)} OpenMP runtimes in the process ({', '.join(sorted(runtimes))}), not torch's alone"
+    return None
+
+
+def _parallel(lib: ctypes.CDLL) -> bool:
+    return _openmp_off_reason(lib) is None
+
+
 class LineKernel:
     """The loaded kernel's three functions for one dtype, taking addresses (``linestep.cpp``
     documents each buffer's layout; :mod:`spatialrec.ops.fused`, which owns the buffers, steps
@@ -94,14 +129,19 @@ class LineKernel:
         self.forward_raw = getattr(lib, f"spatialrec_forward_line_{suffix}")
         self.gates_raw = getattr(lib, f"spatialrec_backward_gates_{suffix}")
         self.neighbours_raw = getattr(lib, f"spatialrec_backward_neighbours_{suffix}")
-        self.openmp = bool(lib.spatialrec_native_openmp())
+        self.parallel = _parallel(lib)
+
+    def threads(self) -> int:
+        """How many threads a call may use: ``torch.get_num_threads()`` where the build splits lines
+        over threads (:func:`status`' ``"openmp"`` is ``"yes"``), else 1."""
+        return torch.get_num_threads() if self.parallel else 1
 
     def forward_line(self, g: torch.Tensor, ghn: torch.Tensor, keep: Optional[torch.Tensor], keep_b: int, h: Optional[torch.Tensor], h_b: int, a: Optional[torch.Tensor], b: int, w: int, s: int, threads: Optional[int] = None) -> None:
         """:attr:`forward_raw` on tensors (``None``: a null pointer). ``g (M, 3S)``:
         pre-activations in, gates ``[n | r | z]`` out; with ``h`` (row stride ``h_b`` per batch
         item) the new line ``lerp(keep, n, z)``; with ``a`` the next line's neighbour vectors
-        ``(B, W, 3S)``. ``threads``: at most this many (default ``torch.get_num_threads()``)."""
-        nt = torch.get_num_threads() if threads is None else threads
+        ``(B, W, 3S)``. ``threads``: at most this many (default :meth:`threads`)."""
+        nt = self.threads() if threads is None else threads
         self.forward_raw(_ptr(g), _ptr(ghn), _ptr(keep), keep_b, _ptr(h), h_b, _ptr(a), b, w, s, nt)
 
 
@@ -281,11 +321,12 @@ def line_kernel(dtype: torch.dtype, device: torch.device) -> Optional[LineKernel
 
 def status() -> dict[str, Optional[str]]:
     """Whether the native kernel is in use, without building it: ``{"option": ..., "state":
-    "loaded" | "failed" | "not built yet", "library": path or None, "openmp": "yes" | "no" (the
-    loaded build splits a line over torch's threads, or runs on one) or None, "reason": why it
-    failed or None}``."""
+    "loaded" | "failed" | "not built yet", "library": path or None, "openmp": "yes" (the loaded
+    build splits a line over torch's threads) or "no: <why it runs on one thread>" or None,
+    "reason": why it failed or None}``."""
     state = "loaded" if _library is not None else "failed" if _failure is not None else "not built yet"
-    openmp = None if _library is None else ("yes" if _library.spatialrec_native_openmp() else "no")
+    off = _openmp_off_reason(_library) if _library is not None else None
+    openmp = None if _library is None else "yes" if off is None else f"no: {off}"
     return {"option": options.get_cpu_kernel(), "state": state, "library": str(_built_at) if _built_at else None, "openmp": openmp, "reason": _failure}
 
 
