@@ -154,7 +154,9 @@ def test_build_is_cached_and_reused(fresh_native, monkeypatch) -> None:
 
     monkeypatch.setattr(subprocess, "run", no_compiler)
     assert native.build() == path  # found in the cache, not compiled again
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left
+    # No temporary files left (notes of tiers the compiler refused, e.g. -fopenmp without an
+    # OpenMP runtime, may stay beside the library).
+    assert [p.name for p in path.parent.iterdir() if not p.name.endswith(".failed")] == [path.name]
 
 
 @needs_compiler

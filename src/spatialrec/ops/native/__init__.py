@@ -13,7 +13,9 @@ C++ compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``; about a second) in
 ``<cache_dir>/native/`` (:func:`spatialrec.options.get_cache_dir`), under a name that hashes the
 source, the compiler, its flags and the CPU's instruction-set flags (a cache shared by different
 machines keeps one build per kind of machine), and loaded with :mod:`ctypes`. The build is tuned
-for the building machine (``-march=native`` and 512-bit vectors where the compiler takes them).
+for the building machine (``-march=native`` and 512-bit vectors where the compiler takes them)
+and, where the compiler has OpenMP and the process runs torch's OpenMP runtime alone, splits a
+long line's rows over ``torch.get_num_threads()`` threads (:func:`status` says whether).
 
 Whether it is used is the ``cpu_kernel`` option (:func:`spatialrec.options.set_cpu_kernel`,
 ``SPATIALREC_CPU_KERNEL``): ``auto`` (default) uses it where it builds and torch's ops elsewhere
@@ -267,7 +269,7 @@ def _build_and_load() -> ctypes.CDLL:
                 start = time.perf_counter()
                 try:
                     _compile(cxx, flags, target)
-                except (RuntimeError, subprocess.SubprocessError) as exc:
+                except RuntimeError as exc:  # the compiler refused (a timeout is not remembered)
                     _remember_failure(failed, exc)
                     raise
                 logger.info("built the native CPU line kernel in %.1f s: %s", time.perf_counter() - start, target)
